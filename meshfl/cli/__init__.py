@@ -1,0 +1,26 @@
+"""The ``meshfl`` command: one sub-command group a module, each a thin layer over the library."""
+
+from __future__ import annotations
+
+import typer
+
+from meshfl.cli import broker, demo, domain, domains, governance
+
+app = typer.Typer(
+    name="meshfl",
+    help="Federated learning inside a data mesh, over Apache Kafka.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+app.add_typer(broker.app, name="broker")
+app.add_typer(domains.app, name="domains")
+app.add_typer(domain.app, name="domain")
+app.add_typer(governance.app, name="governance")
+app.command("demo")(demo.demo)
+
+
+def main() -> None:
+    app()
+
+
+__all__ = ["app", "main"]

@@ -1,0 +1,28 @@
+"""Options every command shares: where the bus is and how to log."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from meshfl.errors import ConfigError
+from meshfl.logs import configure_logging
+from meshfl.settings import MeshflSettings, load_settings
+
+BootstrapOption = Annotated[
+    str | None,
+    typer.Option("--bootstrap", "-b", help="Kafka bootstrap servers (default: MESHFL_BOOTSTRAP_SERVERS or config)."),
+]
+PrefixOption = Annotated[str | None, typer.Option("--topic-prefix", help="Prefix of meshfl topics.")]
+
+
+def settings_from(bootstrap: str | None = None, topic_prefix: str | None = None) -> MeshflSettings:
+    """Load settings and configure logging; a bad config ends the command with a clear message."""
+    try:
+        settings = load_settings(bootstrap_servers=bootstrap, topic_prefix=topic_prefix)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    configure_logging(settings.log_format, settings.log_level)
+    return settings

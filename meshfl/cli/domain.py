@@ -1,0 +1,39 @@
+"""``meshfl domain``: run a domain agent."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from meshfl.cli._common import BootstrapOption, PrefixOption, settings_from
+from meshfl.cli._daemon import run_daemon
+
+app = typer.Typer(help="Domain agents: publish data products, train locally, publish updates.", no_args_is_help=True)
+
+
+@app.command("run")
+def run(
+    domain: Annotated[Path, typer.Option("--domain", "-d", help="The domain's folder (with domain.toml).")],
+    heartbeat: Annotated[float, typer.Option(help="Seconds between heartbeats.")] = 5.0,
+    threads: Annotated[int, typer.Option(help="torch intra-op threads for local training.")] = 1,
+    simulate_delay: Annotated[
+        float, typer.Option(help="Extra seconds per local training, to try stragglers and async mode.")
+    ] = 0.0,
+    bootstrap: BootstrapOption = None,
+    topic_prefix: PrefixOption = None,
+) -> None:
+    """Run the domain agent until SIGTERM/SIGINT; it stops after its current step."""
+    from meshfl.domain.agent import DomainAgent
+
+    settings = settings_from(bootstrap, topic_prefix)
+
+    def _run(stop: threading.Event) -> int:
+        agent = DomainAgent(
+            settings, domain, heartbeat_interval=heartbeat, threads=threads, simulate_delay=simulate_delay
+        )
+        return agent.run(stop)
+
+    run_daemon(f"domain:{domain.name}", _run)

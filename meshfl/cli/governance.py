@@ -1,0 +1,36 @@
+"""``meshfl governance``: run the governance service."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from meshfl.cli._common import BootstrapOption, PrefixOption, settings_from
+from meshfl.cli._daemon import run_daemon
+
+app = typer.Typer(help="The governance service: policies, aggregation, model versions.", no_args_is_help=True)
+
+
+@app.command("run")
+def run(
+    tasks: Annotated[list[Path], typer.Option("--tasks", "-t", help="Task file(s) (TOML) to run.")],
+    service_id: Annotated[str, typer.Option(help="Names the consumer group and transactional id.")] = "governance",
+    exit_when_complete: Annotated[bool, typer.Option(help="Exit once every task has run all rounds.")] = False,
+    bootstrap: BootstrapOption = None,
+    topic_prefix: PrefixOption = None,
+) -> None:
+    """Consume model updates, decide on each, aggregate rounds and publish global model versions."""
+    from governance.service import GovernanceService
+    from meshfl.domain.tasks import load_task_file
+
+    settings = settings_from(bootstrap, topic_prefix)
+
+    def _run(stop: threading.Event) -> int:
+        loaded = [load_task_file(path) for path in tasks]
+        service = GovernanceService(settings, loaded, service_id=service_id, exit_when_complete=exit_when_complete)
+        return service.run(stop)
+
+    run_daemon("governance", _run)

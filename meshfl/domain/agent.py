@@ -1,0 +1,271 @@
+"""The domain agent daemon: publish the domain's data products, train each round, publish updates.
+
+Data never leaves the domain: the agent reads its local files, and only weights, example counts and
+metrics go on the bus. Each update is published in one Kafka transaction together with an
+``AgentProgress`` record (compacted topic, key ``domain/task``), so a restarted agent knows exactly
+which rounds it already published and never publishes two updates for the same (task, round), even if
+it was killed mid-publish (the aborted transaction is invisible to read_committed readers).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from meshfl.bus import EventConsumer, EventProducer, ensure_topics, read_all
+from meshfl.domain.config import DomainConfig, load_domain
+from meshfl.domain.data import load_training_data, serves, split_holdout
+from meshfl.domain.training import train_local
+from meshfl.errors import BusError, DataContractError, MeshflError
+from meshfl.events import (
+    AgentProgress,
+    AgentStatus,
+    DomainHeartbeat,
+    ModelUpdate,
+    ModelVersion,
+    TrainingTask,
+    utcnow,
+)
+from meshfl.logs import get_logger
+from meshfl.settings import MeshflSettings
+from meshfl.tensors import from_wire, to_wire
+from meshfl.topics import Topic
+
+log = get_logger("meshfl.domain")
+
+_UPDATE_NS = uuid.UUID("0b6a3c55-7f0e-4f3c-9a3e-5d1f2f6b8c21")
+
+
+def update_id_for(task_id: str, round_: int, domain: str) -> str:
+    """Deterministic: the same (task, round, domain) always names the same update."""
+    return str(uuid.uuid5(_UPDATE_NS, f"{task_id}/{round_}/{domain}"))
+
+
+def round_seed(task: TrainingTask, round_: int, domain: str) -> int:
+    return int(uuid.uuid5(_UPDATE_NS, f"seed/{task.id}/{task.seed}/{round_}/{domain}").int & 0x7FFFFFFF)
+
+
+@dataclass
+class _AgentView:
+    """What the agent knows from the bus: tasks, the latest version of each, its own progress."""
+
+    tasks: dict[str, TrainingTask] = field(default_factory=dict)
+    latest: dict[str, ModelVersion] = field(default_factory=dict)
+    progress: dict[str, int] = field(default_factory=dict)
+    refused: set[str] = field(default_factory=set)
+
+
+class DomainAgent:
+    """One domain's daemon. ``run`` blocks until ``stop`` is set and returns the exit code."""
+
+    def __init__(
+        self,
+        settings: MeshflSettings,
+        domain_dir: Path,
+        *,
+        heartbeat_interval: float = 5.0,
+        threads: int = 1,
+        poll_timeout: float = 0.5,
+        simulate_delay: float = 0.0,
+    ) -> None:
+        self._settings = settings
+        self._config: DomainConfig = load_domain(domain_dir)
+        self._domain = self._config.name
+        self._agent_id = f"{self._domain}-{uuid.uuid4().hex[:8]}"
+        self._heartbeat_interval = heartbeat_interval
+        self._threads = threads
+        self._poll_timeout = poll_timeout
+        self._simulate_delay = simulate_delay
+        self._view = _AgentView()
+        self._status = AgentStatus.STARTING
+        self._current_round: int | None = None
+
+    @property
+    def domain(self) -> str:
+        return self._domain
+
+    def run(self, stop: threading.Event) -> int:
+        torch.set_num_threads(self._threads)
+        ensure_topics(self._settings)
+        producer = EventProducer(
+            self._settings,
+            transactional_id=f"meshfl-agent-{self._domain}",
+            client_id=f"meshfl-agent-{self._domain}",
+        )
+        beat_stop = threading.Event()
+        beats = threading.Thread(target=self._heartbeats, args=(beat_stop,), name="heartbeats", daemon=True)
+        consumer: EventConsumer | None = None
+        try:
+            self._publish_descriptors(producer)
+            self._load_progress()
+            beats.start()
+            consumer = EventConsumer(
+                self._settings,
+                [Topic.TASKS, Topic.MODEL_VERSIONS],
+                client_id=f"meshfl-agent-{self._domain}-subscriber",
+            )
+            self._status = AgentStatus.IDLE
+            log.info("agent started", domain=self._domain, products=[p.id for p in self._config.data_products])
+            while not stop.is_set():
+                self._catch_up(consumer)
+                for task_id in sorted(self._view.tasks):
+                    if stop.is_set():
+                        break
+                    self._maybe_train(producer, task_id)
+            self._status = AgentStatus.STOPPING
+            log.info("agent stopping", domain=self._domain)
+        finally:
+            beat_stop.set()
+            if beats.is_alive():
+                beats.join(timeout=5)
+            if consumer is not None:
+                consumer.close()
+            producer.close()
+        return 0
+
+    # --- bus I/O -------------------------------------------------------------------------------
+
+    def _publish_descriptors(self, producer: EventProducer) -> None:
+        descriptors = self._config.descriptors()
+        producer.begin_transaction()
+        for descriptor in descriptors:
+            producer.produce(Topic.CATALOG, descriptor, key=descriptor.id)
+        producer.commit_transaction()
+        log.info("data products published", domain=self._domain, products=[d.id for d in descriptors])
+
+    def _load_progress(self) -> None:
+        for env in read_all(self._settings, Topic.AGENT_PROGRESS):
+            record = env.event
+            if isinstance(record, AgentProgress) and record.domain == self._domain:
+                previous = self._view.progress.get(record.task_id, 0)
+                self._view.progress[record.task_id] = max(previous, record.last_round)
+        if self._view.progress:
+            log.info("progress restored", domain=self._domain, progress=self._view.progress)
+
+    def _catch_up(self, consumer: EventConsumer) -> None:
+        """Take in every task and version available now, so training starts from the newest."""
+        env = consumer.poll(self._poll_timeout)
+        while env is not None:
+            event = env.event
+            if isinstance(event, TrainingTask):
+                self._view.tasks[event.id] = event
+            elif isinstance(event, ModelVersion):
+                current = self._view.latest.get(event.task_id)
+                if current is None or event.version > current.version:
+                    self._view.latest[event.task_id] = event
+            env = consumer.poll(0.0)
+
+    def _heartbeats(self, stop: threading.Event) -> None:
+        producer = EventProducer(self._settings, client_id=f"meshfl-agent-{self._domain}-heartbeat")
+        try:
+            while not stop.is_set():
+                beat = DomainHeartbeat(
+                    domain=self._domain,
+                    agent_id=self._agent_id,
+                    status=self._status,
+                    data_products=[p.id for p in self._config.data_products],
+                    tasks=sorted(t for t in self._view.tasks if t not in self._view.refused),
+                    current_round=self._current_round,
+                    meshfl_version=_meshfl_version(),
+                    sent_at=utcnow(),
+                )
+                try:
+                    producer.produce(Topic.HEARTBEATS, beat, key=self._domain)
+                    producer.flush(timeout=10)
+                except MeshflError as exc:
+                    log.warning("heartbeat not delivered", domain=self._domain, error=str(exc))
+                stop.wait(self._heartbeat_interval)
+        finally:
+            producer.close()
+
+    # --- training ------------------------------------------------------------------------------
+
+    def _maybe_train(self, producer: EventProducer, task_id: str) -> None:
+        task = self._view.tasks[task_id]
+        version = self._view.latest.get(task_id)
+        if version is None or task_id in self._view.refused or version.round >= task.rounds:
+            return
+        round_ = version.round + 1
+        if self._view.progress.get(task_id, 0) >= round_:
+            return
+        reasons = [serves(p.descriptor(), task) for p in self._config.data_products]
+        if all(reason is not None for reason in reasons):
+            self._view.refused.add(task_id)
+            log.info("task not served by this domain", domain=self._domain, task=task_id, reasons=reasons)
+            return
+        try:
+            X, y, refs = load_training_data(self._config, task)
+        except DataContractError as exc:
+            self._view.refused.add(task_id)
+            log.error("local data violates its contract; task refused", task=task_id, error=str(exc))
+            return
+        seed = round_seed(task, round_, self._domain)
+        (X_train, y_train), holdout = split_holdout(X, y, fraction=self._config.training.holdout_fraction, seed=task.seed)
+        self._status, self._current_round = AgentStatus.TRAINING, round_
+        started = time.perf_counter()
+        result = train_local(
+            task,
+            from_wire(version.tensors),
+            X_train,
+            y_train,
+            seed=seed,
+            proximal_mu=float(task.strategy.params.get("proximal_mu", 0.0)),
+            holdout=holdout,
+        )
+        if self._simulate_delay > 0:
+            time.sleep(self._simulate_delay)
+        update = ModelUpdate(
+            update_id=update_id_for(task_id, round_, self._domain),
+            task_id=task_id,
+            round=round_,
+            base_version=version.version,
+            domain=self._domain,
+            data_products=refs,
+            num_examples=result.num_examples,
+            metrics={**result.metrics, "train_seconds": time.perf_counter() - started},
+            tensors=to_wire(result.state),
+            created_at=utcnow(),
+        )
+        progress = AgentProgress(
+            domain=self._domain,
+            task_id=task_id,
+            last_round=round_,
+            last_update_id=update.update_id,
+            updated_at=utcnow(),
+        )
+        self._status = AgentStatus.IDLE
+        try:
+            producer.begin_transaction()
+            producer.produce(Topic.UPDATES, update, key=task_id)
+            producer.produce(Topic.AGENT_PROGRESS, progress, key=f"{self._domain}/{task_id}")
+            producer.commit_transaction()
+        except BusError as exc:
+            # Nothing of an aborted transaction is visible; the round is trained again next loop.
+            log.error("update not published; will retry", domain=self._domain, round=round_, error=str(exc))
+            producer.abort_transaction()
+            time.sleep(1.0)
+            return
+        self._view.progress[task_id] = round_
+        log.info(
+            "update published",
+            domain=self._domain,
+            task=task_id,
+            round=round_,
+            base_version=version.version,
+            examples=result.num_examples,
+            **{k: round(v, 4) for k, v in result.metrics.items()},
+        )
+
+
+def _meshfl_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("meshfl")
+    except PackageNotFoundError:
+        return "0+unknown"

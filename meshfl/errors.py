@@ -1,0 +1,58 @@
+"""The exception tree of meshfl.
+
+    MeshflError
+    ├── ConfigError          bad settings, domain config or task file
+    ├── BrokerError          the local Kafka launcher could not do what was asked
+    ├── BusError             a Kafka operation failed (translated from confluent_kafka.KafkaException)
+    │   └── ChunkError       a chunked payload is incomplete, corrupt or too large
+    ├── CodecError           bytes could not be framed or decoded as a meshfl event
+    │   └── UnknownSchemaError   the writer schema (fingerprint or registry id) is not known
+    ├── TensorCodecError     a tensor payload violates the documented layout
+    ├── DataContractError    a data product does not satisfy a task's data contract
+    └── ReplayError          an audit replay could not be carried out
+
+Daemons never let one of these escape for a single bad message: they record it (dead letter or
+governance decision) and go on. They exit with a non-zero code only for errors of their own setup.
+"""
+
+from __future__ import annotations
+
+
+class MeshflError(Exception):
+    """Base of every error meshfl raises on purpose."""
+
+
+class ConfigError(MeshflError):
+    """Settings, a domain config or a task file is invalid."""
+
+
+class BrokerError(MeshflError):
+    """The local Kafka broker could not be resolved, started or stopped."""
+
+
+class BusError(MeshflError):
+    """A Kafka client operation failed."""
+
+
+class ChunkError(BusError):
+    """A chunked payload could not be reassembled (missing, corrupt or oversized)."""
+
+
+class CodecError(MeshflError):
+    """Bytes are not a well-framed, decodable meshfl event."""
+
+
+class UnknownSchemaError(CodecError):
+    """The writer schema named by a message is not known to this reader."""
+
+
+class TensorCodecError(MeshflError):
+    """A tensor payload does not follow the documented binary layout."""
+
+
+class DataContractError(MeshflError):
+    """A data product cannot serve a task (missing columns, wrong types)."""
+
+
+class ReplayError(MeshflError):
+    """An audit replay could not be carried out."""

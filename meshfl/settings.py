@@ -1,0 +1,101 @@
+"""Settings shared by every meshfl process.
+
+Read, lowest priority first, from defaults, a TOML config file (``--config``, ``MESHFL_CONFIG`` or
+``./meshfl.toml``), then ``MESHFL_*`` environment variables. ``kafka`` passes any librdkafka setting
+straight through (``security.protocol``, ``sasl.mechanism``, ``ssl.ca.location`` ...), so TLS and SASL
+work as with any Kafka client; from the environment use ``MESHFL_KAFKA='{"security.protocol": "SSL"}'``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+from meshfl.errors import ConfigError
+
+DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
+
+
+def _default_cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "meshfl"
+
+
+def _default_data_dir() -> Path:
+    return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "meshfl"
+
+
+class MeshflSettings(BaseSettings):
+    """Connection, topic and framing settings; the same for agents, governance and auditors."""
+
+    model_config = SettingsConfigDict(env_prefix="MESHFL_", extra="forbid", validate_default=True)
+
+    bootstrap_servers: str = Field(DEFAULT_BOOTSTRAP, description="Kafka bootstrap servers, host:port,...")
+    kafka: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description="Extra librdkafka settings passed to every client."
+    )
+    topic_prefix: str = Field("meshfl.", description="Prefix of every meshfl topic name.")
+    replication_factor: int = Field(1, ge=1, description="Replication factor of the topics meshfl creates.")
+    partitions: int = Field(1, ge=1, description="Partitions of the topics meshfl creates.")
+    schema_registry_url: str | None = Field(
+        None, description="Confluent Schema Registry URL; when set, messages use the registry wire format."
+    )
+    max_message_bytes: int = Field(
+        900_000, ge=16_384, description="Payloads above this size are split into chunks."
+    )
+    max_payload_bytes: int = Field(
+        4 * 1024**3, description="Largest reassembled payload a consumer accepts (memory guard)."
+    )
+    cache_dir: Path = Field(default_factory=_default_cache_dir, description="Maven jars and other caches.")
+    data_dir: Path = Field(default_factory=_default_data_dir, description="Local broker data and state.")
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: str = "INFO"
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _non_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("bootstrap_servers must name at least one host:port")
+        return value.strip()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = _config_file()
+        if config_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+        return tuple(sources)
+
+    def client_config(self, **overrides: Any) -> dict[str, Any]:
+        """The base librdkafka config of every client: bootstrap plus the pass-through settings."""
+        return {"bootstrap.servers": self.bootstrap_servers, **self.kafka, **overrides}
+
+
+def _config_file() -> Path | None:
+    explicit = os.environ.get("MESHFL_CONFIG")
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError(f"MESHFL_CONFIG points to {path}, which is not a file")
+        return path
+    local = Path("meshfl.toml")
+    return local if local.is_file() else None
+
+
+def load_settings(**overrides: Any) -> MeshflSettings:
+    """Build settings, turning validation failures into a ConfigError that says which field is wrong."""
+    clean = {key: value for key, value in overrides.items() if value is not None}
+    try:
+        return MeshflSettings(**clean)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid meshfl settings: {exc}") from exc

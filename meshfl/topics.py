@@ -1,0 +1,62 @@
+"""Every topic meshfl uses, with the configs it is created with: names in one place, prefixed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from meshfl.settings import MeshflSettings
+
+_FOREVER = {"retention.ms": "-1", "retention.bytes": "-1"}
+_COMPACTED = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}
+
+
+class Topic(StrEnum):
+    """Logical topic names; the physical name is ``settings.topic_prefix + value``."""
+
+    CATALOG = "catalog"  # latest descriptor of each data product (compacted, key = product id)
+    TASKS = "tasks"  # federation tasks (kept forever: audit replays them)
+    UPDATES = "model-updates"  # model updates from domains (kept forever)
+    MODEL_VERSIONS = "model-versions"  # global model versions (kept forever: the model registry)
+    DECISIONS = "decisions"  # governance decisions (kept forever: the audit trail)
+    HEARTBEATS = "heartbeats"  # domain liveness (7 days)
+    AGENT_PROGRESS = "agent-progress"  # last round each agent published per task (compacted)
+    DEAD_LETTERS = "dead-letters"  # undecodable messages with the reason in headers (kept forever)
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    replication_factor: int
+    config: dict[str, str] = field(default_factory=dict)
+
+
+_CONFIGS: dict[Topic, dict[str, str]] = {
+    Topic.CATALOG: _COMPACTED,
+    Topic.TASKS: _FOREVER,
+    Topic.UPDATES: _FOREVER,
+    Topic.MODEL_VERSIONS: _FOREVER,
+    Topic.DECISIONS: _FOREVER,
+    Topic.HEARTBEATS: {"retention.ms": str(7 * 24 * 3600 * 1000)},
+    Topic.AGENT_PROGRESS: _COMPACTED,
+    Topic.DEAD_LETTERS: _FOREVER,
+}
+
+
+def topic_name(settings: MeshflSettings, topic: Topic) -> str:
+    return f"{settings.topic_prefix}{topic.value}"
+
+
+def topic_specs(settings: MeshflSettings) -> list[TopicSpec]:
+    """The full set of topics with their configs; ``min.insync.replicas`` follows the replication."""
+    min_isr = {"min.insync.replicas": str(min(2, settings.replication_factor))}
+    return [
+        TopicSpec(
+            name=topic_name(settings, topic),
+            partitions=settings.partitions,
+            replication_factor=settings.replication_factor,
+            config={**_CONFIGS[topic], **min_isr},
+        )
+        for topic in Topic
+    ]
