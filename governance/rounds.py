@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import torch
+from meshfl.tensors import from_wire, tensors_sha256, to_wire
 
 from governance.policies import add_gaussian_noise, privacy_spent
 from governance.strategies import ClientUpdate, build_strategy
 from meshfl.events import FederationMode, ModelVersion, PrivacySpent, TrainingTask, utcnow
 from meshfl.modelspec import build_model
-from meshfl.tensors import from_wire, tensors_sha256, to_wire
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,9 @@ class TaskState:
 
 def initial_version(task: TrainingTask) -> ModelVersion:
     """Version 0: the task's model with weights drawn from the task's seed."""
-    state = {name: t.detach().clone() for name, t in build_model(task.model, seed=task.seed).state_dict().items()}
+    state = {
+        name: t.detach().clone() for name, t in build_model(task.model, seed=task.seed).state_dict().items()
+    }
     tensors = to_wire(state)
     return ModelVersion(
         task_id=task.id,

@@ -23,6 +23,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from meshfl.tensors import from_wire
+
 from governance.policies import Candidate, PolicyContext, Verdict, buffer_ready, evaluate_update, round_ready
 from governance.rounds import PendingUpdate, TaskState, aggregate_version, initial_version
 from governance.strategies import ClientUpdate
@@ -40,7 +42,6 @@ from meshfl.events import (
 )
 from meshfl.logs import get_logger
 from meshfl.settings import MeshflSettings
-from meshfl.tensors import from_wire
 from meshfl.topics import Topic, topic_name
 
 log = get_logger("meshfl.governance")
@@ -86,16 +87,16 @@ class GovernanceService:
     def run(self, stop: threading.Event) -> int:
         ensure_topics(self._settings)
         group = f"meshfl-governance-{self._service_id}"
-        producer = EventProducer(
-            self._settings, transactional_id=group, client_id=f"{group}-producer"
-        )
+        producer = EventProducer(self._settings, transactional_id=group, client_id=f"{group}-producer")
         catalog = EventConsumer(self._settings, [Topic.CATALOG], client_id=f"{group}-catalog")
         updates: EventConsumer | None = None
         try:
             self._drain_catalog(catalog)
             self._rebuild()
             self._publish_missing_tasks(producer)
-            updates = EventConsumer(self._settings, [Topic.UPDATES], group_id=group, client_id=f"{group}-updates")
+            updates = EventConsumer(
+                self._settings, [Topic.UPDATES], group_id=group, client_id=f"{group}-updates"
+            )
             log.info("governance started", tasks=sorted(self._states), group=group)
             while not stop.is_set():
                 self._drain_catalog(catalog)
@@ -189,7 +190,9 @@ class GovernanceService:
         for task in missing:
             if task.id not in self._log_state.tasks:
                 producer.produce(Topic.TASKS, task, key=task.id)
-            producer.produce(Topic.MODEL_VERSIONS, initial_version(self._log_state.tasks.get(task.id, task)), key=task.id)
+            producer.produce(
+                Topic.MODEL_VERSIONS, initial_version(self._log_state.tasks.get(task.id, task)), key=task.id
+            )
         producer.commit_transaction()
         log.info("tasks published", tasks=[t.id for t in missing])
         self._rebuild()
@@ -242,13 +245,13 @@ class GovernanceService:
 
     def _evaluate(self, update: ModelUpdate, state: TaskState | None) -> tuple[Verdict, dict]:
         if state is None:
-            return Verdict(False, "known-task", f"task {update.task_id!r} is not run by this service"), {}
+            return Verdict(False, "known_task", f"task {update.task_id!r} is not run by this service"), {}
         if state.complete:
-            return Verdict(False, "task-complete", f"task finished after round {state.latest.round}"), {}
+            return Verdict(False, "task_complete", f"task finished after round {state.latest.round}"), {}
         try:
             weights = from_wire(update.tensors)
         except TensorCodecError as exc:
-            return Verdict(False, "tensor-layout", str(exc)), {}
+            return Verdict(False, "tensor_layout", str(exc)), {}
         context = PolicyContext(
             task=state.task,
             open_round=state.open_round,
@@ -362,7 +365,9 @@ class GovernanceService:
             sha256=version.sha256,
         )
 
-    def _report_stragglers(self, producer: EventProducer, state: TaskState, contributing: Iterable[str]) -> None:
+    def _report_stragglers(
+        self, producer: EventProducer, state: TaskState, contributing: Iterable[str]
+    ) -> None:
         """A round closed without some serving domains: say so in the audit trail."""
         if state.is_async:
             return
@@ -378,8 +383,8 @@ class GovernanceService:
                     domain=domain,
                     round=state.open_round,
                     outcome=DecisionOutcome.REJECTED,
-                    policy="round-deadline",
-                    reason=f"no accepted update from {domain} when round {state.open_round} closed (straggler)",
+                    policy="round_deadline",
+                    reason=f"straggler: no accepted update from {domain} when round {state.open_round} closed",
                     created_at=utcnow(),
                 ),
                 key=state.task.id,

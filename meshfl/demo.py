@@ -19,10 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from meshfl.tensors import from_wire
 from pydantic import BaseModel
 
 from meshfl.bus import EventConsumer, ensure_topics
-from meshfl.datasets import materialize
+from meshfl.datasets import find_testset, materialize
 from meshfl.domain.config import DomainConfig, discover_domains, load_domain
 from meshfl.domain.data import load_training_data, load_xy_file, product_serves
 from meshfl.domain.tasks import load_task_file
@@ -31,7 +32,6 @@ from meshfl.errors import MeshflError
 from meshfl.events import FederationMode, ModelVersion, TrainingTask
 from meshfl.logs import get_logger
 from meshfl.settings import MeshflSettings
-from meshfl.tensors import from_wire
 from meshfl.topics import Topic
 
 log = get_logger("meshfl.demo")
@@ -102,15 +102,16 @@ def plan_demo(
     out_dir.mkdir(parents=True, exist_ok=True)
     effective_task_file = out_dir / "task.json"
     effective_task_file.write_text(task.model_dump_json(indent=2))
-    dirs = [d for d in discover_domains(domains_root)]
+    dirs = discover_domains(domains_root)
     configs = [load_domain(d) for d in dirs]
     serving = [
-        (d, c) for d, c in zip(dirs, configs, strict=True) if any(product_serves(p, task) is None for p in c.data_products)
+        (d, c)
+        for d, c in zip(dirs, configs, strict=True)
+        if any(product_serves(p, task) is None for p in c.data_products)
     ]
     if not serving:
         raise MeshflError(f"no domain under {domains_root} serves task {task.id}")
-    dataset = task.id.split("-")[0]
-    test_file = domains_root / "_testsets" / f"{dataset}-test.parquet"
+    test_file = find_testset(domains_root, task)
     return DemoPlan(
         task=task,
         task_file=effective_task_file,
@@ -203,7 +204,11 @@ def run_demo(
                     raise MeshflError(f"the federation did not finish within {plan.timeout:.0f} s")
                 fleet.check_alive()
                 env = consumer.poll(0.5)
-                if env is None or not isinstance(env.event, ModelVersion) or env.event.task_id != plan.task.id:
+                if (
+                    env is None
+                    or not isinstance(env.event, ModelVersion)
+                    or env.event.task_id != plan.task.id
+                ):
                     continue
                 version = env.event
                 metrics = evaluate(plan.task.model, from_wire(version.tensors), x_test, y_test)
@@ -266,7 +271,9 @@ def plot_summary(summary: DemoSummary, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
     rounds = [r.round for r in summary.rounds]
     ax.plot(rounds, [r.accuracy for r in summary.rounds], marker="o", label=f"federated ({summary.mode})")
-    ax.axhline(summary.centralized_accuracy, color="tab:red", linestyle="--", label="centralized, same budget")
+    ax.axhline(
+        summary.centralized_accuracy, color="tab:red", linestyle="--", label="centralized, same budget"
+    )
     ax.set_xlabel("round (global model version)")
     ax.set_ylabel("test accuracy")
     ax.set_title(f"meshfl demo: {summary.task_id}, {len(summary.domains)} domains")

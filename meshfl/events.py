@@ -225,6 +225,9 @@ class ModelUpdate(Event):
     metrics: dict[str, float] = Field(default_factory=dict)
     tensors: list[Tensor]
     created_at: datetime = Field(default_factory=utcnow)
+    signature: bytes | None = Field(
+        None, description="detached Ed25519 signature by the domain; reserved for signing (schema v2)"
+    )
 
 
 class PrivacySpent(_Model):

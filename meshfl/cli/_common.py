@@ -12,7 +12,9 @@ from meshfl.settings import MeshflSettings, load_settings
 
 BootstrapOption = Annotated[
     str | None,
-    typer.Option("--bootstrap", "-b", help="Kafka bootstrap servers (default: MESHFL_BOOTSTRAP_SERVERS or config)."),
+    typer.Option(
+        "--bootstrap", "-b", help="Kafka bootstrap servers (default: MESHFL_BOOTSTRAP_SERVERS or config)."
+    ),
 ]
 PrefixOption = Annotated[str | None, typer.Option("--topic-prefix", help="Prefix of meshfl topics.")]
 

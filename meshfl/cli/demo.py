@@ -32,11 +32,17 @@ def demo(
     task_file: Annotated[Path, typer.Option("--task", help="Task file to federate.")] = Path(
         "domains/tasks/digits.toml"
     ),
-    domains_root: Annotated[Path, typer.Option("--domains", help="Folder of example domains.")] = Path("domains"),
+    domains_root: Annotated[Path, typer.Option("--domains", help="Folder of example domains.")] = Path(
+        "domains"
+    ),
     rounds: Annotated[int | None, typer.Option(help="Override the task's number of rounds.")] = None,
     mode: Annotated[FederationMode | None, typer.Option(help="sync (rounds) or async (FedBuff).")] = None,
-    slow_domain: Annotated[str | None, typer.Option(help="Make one domain a straggler (3 s per round).")] = None,
-    out: Annotated[Path, typer.Option(help="Folder for logs, the plot and the task used.")] = Path("out/demo"),
+    slow_domain: Annotated[
+        str | None, typer.Option(help="Make one domain a straggler (3 s per round).")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Folder for logs, the plot and the task used.")] = Path(
+        "out/demo"
+    ),
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the summary as JSON here.")] = None,
     timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 900.0,
     bootstrap: BootstrapOption = None,
@@ -53,19 +59,27 @@ def demo(
     if "bootstrap_servers" not in settings.model_fields_set:
         from meshfl.broker import LocalBroker
 
-        console.print("[bold]No broker given: starting the local Apache Kafka broker (first run resolves jars).")
+        console.print(
+            "[bold]No broker given: starting the local Apache Kafka broker (first run resolves jars)."
+        )
         try:
             address = LocalBroker(settings).start()
         except MeshflError as exc:
             console.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(1) from exc
         settings = settings.model_copy(update={"bootstrap_servers": address})
-    console.print(f"broker [cyan]{settings.bootstrap_servers}[/cyan], topics [cyan]{settings.topic_prefix}*[/cyan]")
+    console.print(
+        f"broker [cyan]{settings.bootstrap_servers}[/cyan], topics [cyan]{settings.topic_prefix}*[/cyan]"
+    )
     try:
-        plan = plan_demo(domains_root=domains_root, task_file=task_file, out_dir=out, rounds=rounds, mode=mode)
+        plan = plan_demo(
+            domains_root=domains_root, task_file=task_file, out_dir=out, rounds=rounds, mode=mode
+        )
         plan.slow_domain = slow_domain
         rows: list[list[str]] = []
-        with Live(_table(rows, plan.task.rounds, plan.task.id), console=console, refresh_per_second=4) as live:
+        with Live(
+            _table(rows, plan.task.rounds, plan.task.id), console=console, refresh_per_second=4
+        ) as live:
 
             def on_version(record: RoundRecord) -> None:
                 rows.append(
@@ -90,8 +104,8 @@ def demo(
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(summary.model_dump(mode="json"), indent=2))
     console.print(
-        f"\n[bold]federated[/bold] test accuracy {summary.federated_accuracy:.4f} after {len(summary.rounds)} "
-        f"versions in {summary.federation_seconds:.1f} s ({len(summary.domains)} domains, {summary.mode})\n"
+        f"\n[bold]federated[/bold] test accuracy {summary.federated_accuracy:.4f} "
+        f"after {len(summary.rounds)} versions in {summary.federation_seconds:.1f} s ({len(summary.domains)} domains, {summary.mode})\n"
         f"[bold]centralized[/bold] baseline, same model and budget: {summary.centralized_accuracy:.4f}\n"
         f"federated / centralized = [bold]{summary.ratio_to_centralized:.3f}[/bold]\n"
         f"plot: {plot}" + (f"\nsummary: {json_path}" if json_path else "")

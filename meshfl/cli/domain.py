@@ -11,14 +11,18 @@ import typer
 from meshfl.cli._common import BootstrapOption, PrefixOption, settings_from
 from meshfl.cli._daemon import run_daemon
 
-app = typer.Typer(help="Domain agents: publish data products, train locally, publish updates.", no_args_is_help=True)
+app = typer.Typer(
+    help="Domain agents: publish data products, train locally, publish updates.", no_args_is_help=True
+)
 
 
 @app.command("run")
 def run(
     domain: Annotated[Path, typer.Option("--domain", "-d", help="The domain's folder (with domain.toml).")],
     heartbeat: Annotated[float, typer.Option(help="Seconds between heartbeats.")] = 5.0,
-    threads: Annotated[int, typer.Option(help="torch intra-op threads for local training.")] = 1,
+    threads: Annotated[
+        int | None, typer.Option(help="torch intra-op threads (default: the domain's [training] threads).")
+    ] = None,
     simulate_delay: Annotated[
         float, typer.Option(help="Extra seconds per local training, to try stragglers and async mode.")
     ] = 0.0,

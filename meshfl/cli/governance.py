@@ -17,8 +17,12 @@ app = typer.Typer(help="The governance service: policies, aggregation, model ver
 @app.command("run")
 def run(
     tasks: Annotated[list[Path], typer.Option("--tasks", "-t", help="Task file(s) (TOML) to run.")],
-    service_id: Annotated[str, typer.Option(help="Names the consumer group and transactional id.")] = "governance",
-    exit_when_complete: Annotated[bool, typer.Option(help="Exit once every task has run all rounds.")] = False,
+    service_id: Annotated[
+        str, typer.Option(help="Names the consumer group and transactional id.")
+    ] = "governance",
+    exit_when_complete: Annotated[
+        bool, typer.Option(help="Exit once every task has run all rounds.")
+    ] = False,
     bootstrap: BootstrapOption = None,
     topic_prefix: PrefixOption = None,
 ) -> None:
@@ -30,7 +34,9 @@ def run(
 
     def _run(stop: threading.Event) -> int:
         loaded = [load_task_file(path) for path in tasks]
-        service = GovernanceService(settings, loaded, service_id=service_id, exit_when_complete=exit_when_complete)
+        service = GovernanceService(
+            settings, loaded, service_id=service_id, exit_when_complete=exit_when_complete
+        )
         return service.run(stop)
 
     run_daemon("governance", _run)

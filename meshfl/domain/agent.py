@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from meshfl.tensors import from_wire, to_wire
 
 from meshfl.bus import EventConsumer, EventProducer, ensure_topics, read_all
 from meshfl.domain.config import DomainConfig, load_domain
-from meshfl.domain.data import load_training_data, serves, split_holdout
+from meshfl.domain.data import prepare_local_data, product_serves
 from meshfl.domain.training import train_local
 from meshfl.errors import BusError, DataContractError, MeshflError
 from meshfl.events import (
@@ -33,7 +34,6 @@ from meshfl.events import (
 )
 from meshfl.logs import get_logger
 from meshfl.settings import MeshflSettings
-from meshfl.tensors import from_wire, to_wire
 from meshfl.topics import Topic
 
 log = get_logger("meshfl.domain")
@@ -69,7 +69,7 @@ class DomainAgent:
         domain_dir: Path,
         *,
         heartbeat_interval: float = 5.0,
-        threads: int = 1,
+        threads: int | None = None,
         poll_timeout: float = 0.5,
         simulate_delay: float = 0.0,
     ) -> None:
@@ -90,7 +90,7 @@ class DomainAgent:
         return self._domain
 
     def run(self, stop: threading.Event) -> int:
-        torch.set_num_threads(self._threads)
+        torch.set_num_threads(self._threads or self._config.training.threads)
         ensure_topics(self._settings)
         producer = EventProducer(
             self._settings,
@@ -110,7 +110,9 @@ class DomainAgent:
                 client_id=f"meshfl-agent-{self._domain}-subscriber",
             )
             self._status = AgentStatus.IDLE
-            log.info("agent started", domain=self._domain, products=[p.id for p in self._config.data_products])
+            log.info(
+                "agent started", domain=self._domain, products=[p.id for p in self._config.data_products]
+            )
             while not stop.is_set():
                 self._catch_up(consumer)
                 for task_id in sorted(self._view.tasks):
@@ -193,29 +195,27 @@ class DomainAgent:
         round_ = version.round + 1
         if self._view.progress.get(task_id, 0) >= round_:
             return
-        reasons = [serves(p.descriptor(), task) for p in self._config.data_products]
+        reasons = [product_serves(p, task) for p in self._config.data_products]
         if all(reason is not None for reason in reasons):
             self._view.refused.add(task_id)
             log.info("task not served by this domain", domain=self._domain, task=task_id, reasons=reasons)
             return
         try:
-            X, y, refs = load_training_data(self._config, task)
+            data = prepare_local_data(self._config, task)
         except DataContractError as exc:
             self._view.refused.add(task_id)
             log.error("local data violates its contract; task refused", task=task_id, error=str(exc))
             return
-        seed = round_seed(task, round_, self._domain)
-        (X_train, y_train), holdout = split_holdout(X, y, fraction=self._config.training.holdout_fraction, seed=task.seed)
         self._status, self._current_round = AgentStatus.TRAINING, round_
         started = time.perf_counter()
         result = train_local(
             task,
             from_wire(version.tensors),
-            X_train,
-            y_train,
-            seed=seed,
+            data.x_train,
+            data.y_train,
+            seed=round_seed(task, round_, self._domain),
             proximal_mu=float(task.strategy.params.get("proximal_mu", 0.0)),
-            holdout=holdout,
+            holdout=data.holdout,
         )
         if self._simulate_delay > 0:
             time.sleep(self._simulate_delay)
@@ -225,7 +225,7 @@ class DomainAgent:
             round=round_,
             base_version=version.version,
             domain=self._domain,
-            data_products=refs,
+            data_products=data.refs,
             num_examples=result.num_examples,
             metrics={**result.metrics, "train_seconds": time.perf_counter() - started},
             tensors=to_wire(result.state),
