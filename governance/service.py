@@ -384,7 +384,7 @@ class GovernanceService:
                     round=state.open_round,
                     outcome=DecisionOutcome.REJECTED,
                     policy="round_deadline",
-                    reason=f"straggler: no accepted update from {domain} when round {state.open_round} closed",
+                    reason=f"straggler: no update from {domain} when round {state.open_round} closed",
                     created_at=utcnow(),
                 ),
                 key=state.task.id,

@@ -105,7 +105,8 @@ def demo(
         json_path.write_text(json.dumps(summary.model_dump(mode="json"), indent=2))
     console.print(
         f"\n[bold]federated[/bold] test accuracy {summary.federated_accuracy:.4f} "
-        f"after {len(summary.rounds)} versions in {summary.federation_seconds:.1f} s ({len(summary.domains)} domains, {summary.mode})\n"
+        f"after {len(summary.rounds)} versions in {summary.federation_seconds:.1f} s "
+        f"({len(summary.domains)} domains, {summary.mode})\n"
         f"[bold]centralized[/bold] baseline, same model and budget: {summary.centralized_accuracy:.4f}\n"
         f"federated / centralized = [bold]{summary.ratio_to_centralized:.3f}[/bold]\n"
         f"plot: {plot}" + (f"\nsummary: {json_path}" if json_path else "")
