@@ -48,6 +48,7 @@ log = get_logger("meshfl.governance")
 
 _DECISION_NS = uuid.UUID("6f1c1d4e-3b51-4d38-9a59-2f0c3c1f8e11")
 _MAX_BATCH = 64
+_CATALOG_POLICIES = frozenset({"known_domain", "data_contract", "admission"})
 
 
 @dataclass
@@ -81,6 +82,7 @@ class GovernanceService:
         self._states: dict[str, TaskState] = {}
         self._log_state = _LogState()
         self._catalog: dict[str, dict[str, DataProductDescriptor]] = {}
+        self._catalog_consumer: EventConsumer | None = None
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -89,6 +91,7 @@ class GovernanceService:
         group = f"meshfl-governance-{self._service_id}"
         producer = EventProducer(self._settings, transactional_id=group, client_id=f"{group}-producer")
         catalog = EventConsumer(self._settings, [Topic.CATALOG], client_id=f"{group}-catalog")
+        self._catalog_consumer = catalog
         updates: EventConsumer | None = None
         try:
             self._drain_catalog(catalog)
@@ -239,6 +242,10 @@ class GovernanceService:
                 log.info("accepted update restored into its round", update=update.update_id)
             return
         verdict, weights = self._evaluate(update, state)
+        if verdict.policy in _CATALOG_POLICIES and not verdict.accepted and self._catalog_consumer is not None:
+            # The domain may have registered a moment ago: read the catalog to its end and look again.
+            self._drain_catalog(self._catalog_consumer)
+            verdict, weights = self._evaluate(update, state)
         if verdict.accepted and state is not None:
             state.pending.append(self._pending(update, env, weights))
         self._decide(producer, update, env, verdict)

@@ -25,7 +25,7 @@ from pydantic import BaseModel
 from meshfl.bus import EventConsumer, ensure_topics
 from meshfl.datasets import find_testset, materialize
 from meshfl.domain.config import DomainConfig, discover_domains, load_domain
-from meshfl.domain.data import load_training_data, load_xy_file, product_serves
+from meshfl.domain.data import load_xy_file, prepare_local_data, product_serves
 from meshfl.domain.tasks import load_task_file
 from meshfl.domain.training import evaluate, train_centralized
 from meshfl.errors import MeshflError
@@ -250,15 +250,17 @@ def run_demo(
 
 
 def centralized_baseline(plan: DemoPlan, x_test: torch.Tensor, y_test: torch.Tensor) -> dict[str, float]:
-    """The same model trained on the pooled data of all domains, for rounds x local epochs."""
-    xs, ys = [], []
-    for config in plan.domains:
-        x, y, _ = load_training_data(config, plan.task)
-        xs.append(x)
-        ys.append(y)
+    """The same model trained on the pooled training rows of all domains, for rounds x local epochs.
+
+    It pools exactly the rows the agents train on (each domain's holdout stays out), so the
+    comparison measures federation, not a difference in data.
+    """
+    parts = [prepare_local_data(config, plan.task) for config in plan.domains]
+    x = torch.cat([p.x_train for p in parts])
+    y = torch.cat([p.y_train for p in parts])
     epochs = plan.task.rounds * plan.task.local_epochs
-    state = train_centralized(plan.task, torch.cat(xs), torch.cat(ys), epochs=epochs, seed=plan.task.seed)
-    return evaluate(plan.task.model, state, x_test, y_test)
+    result = train_centralized(plan.task, x, y, epochs=epochs, seed=plan.task.seed)
+    return evaluate(plan.task.model, result.state, x_test, y_test)
 
 
 def plot_summary(summary: DemoSummary, path: Path) -> None:

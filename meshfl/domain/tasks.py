@@ -1,0 +1,62 @@
+"""Federation task files: TOML mirroring the fields of ``meshfl.events.TrainingTask``.
+
+Besides the schema, a task must be self-consistent before it is published: the model takes one input
+per feature and gives one logit per class, and its architecture, activation and optimizer are known.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from meshfl.domain.training import OPTIMIZERS
+from meshfl.errors import ConfigError
+from meshfl.events import TrainingTask
+from meshfl.modelspec import layer_sizes
+
+
+def check_task(task: TrainingTask) -> None:
+    """Raise ``ConfigError`` if the task cannot be trained as written."""
+    layer_sizes(task.model)
+    if task.model.input_dim != len(task.features):
+        raise ConfigError(
+            f"model.input_dim is {task.model.input_dim} but there are {len(task.features)} features"
+        )
+    if len(set(task.features)) != len(task.features):
+        raise ConfigError("features: a feature is listed twice")
+    if task.label in task.features:
+        raise ConfigError(f"label {task.label!r} is also a feature")
+    if task.num_classes < 2 or task.model.output_dim != task.num_classes:
+        raise ConfigError(
+            f"model.output_dim ({task.model.output_dim}) must equal num_classes ({task.num_classes}) >= 2"
+        )
+    if task.optimizer not in OPTIMIZERS:
+        raise ConfigError(f"optimizer: unknown {task.optimizer!r}; known: {', '.join(OPTIMIZERS)}")
+    if task.batch_size < 1 or task.local_epochs < 1 or task.learning_rate <= 0:
+        raise ConfigError("batch_size, local_epochs and learning_rate must be positive")
+
+
+def load_task_file(path: Path | str) -> TrainingTask:
+    """Parse and check a task file; raises ``ConfigError`` naming the file and the field."""
+    path = Path(path)
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: no such task file") from exc
+    except (tomllib.TOMLDecodeError, OSError) as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    try:
+        task = TrainingTask.model_validate(data)
+    except ValidationError as exc:
+        fields = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc']) or '<root>'}: {error['msg']}" for error in exc.errors()
+        )
+        raise ConfigError(f"{path}: {fields}") from exc
+    try:
+        check_task(task)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    return task
