@@ -7,15 +7,14 @@ the same accepted updates.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import torch
 from meshfl.tensors import from_wire, tensors_sha256, to_wire
 
-from governance.policies import add_gaussian_noise, privacy_spent
+from governance.policies import Verdict, add_gaussian_noise, check_budget, noise_seed, privacy_spent
 from governance.strategies import ClientUpdate, build_strategy
 from meshfl.events import FederationMode, ModelVersion, PrivacySpent, TrainingTask, utcnow
 from meshfl.modelspec import build_model
@@ -50,7 +49,13 @@ class TaskState:
 
     @property
     def complete(self) -> bool:
-        return self.latest.round >= self.task.rounds
+        return self.latest.round >= self.task.rounds or not self.budget().accepted
+
+    def budget(self) -> Verdict:
+        """May the next version be released under the task's privacy budget? (Recomputed, never stored.)"""
+        if self.task.privacy is None:
+            return Verdict(True, "privacy_budget", "no differential privacy for this task")
+        return check_budget(self.task.privacy, sample_rate=1.0, releases=self.latest.version)
 
     @property
     def opened_at(self) -> datetime:
@@ -100,12 +105,6 @@ def initial_version(task: TrainingTask) -> ModelVersion:
     )
 
 
-def noise_seed(task_id: str, version: int) -> int:
-    """The DP noise seed of a version: derived from its identity so a replay draws the same noise."""
-    digest = hashlib.sha256(f"{task_id}/{version}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF
-
-
 def aggregate_version(
     task: TrainingTask,
     parent: ModelVersion,
@@ -114,13 +113,21 @@ def aggregate_version(
     updates: Sequence[ClientUpdate],
     *,
     created_at: datetime,
-    previous_privacy: PrivacySpent | None = None,
+    dp_secret: bytes = b"",
 ) -> ModelVersion:
-    """Aggregate accepted updates into the next version: the one function service and replay share."""
+    """Aggregate accepted updates into the next version: the one function service and replay share.
+
+    Under central DP every update weighs the same (sensitivity C/n of the mean; example weights would
+    let one domain move the mean by up to C), and the noise seed is an HMAC under ``dp_secret``, held
+    by governance and auditors only, so that the log alone does not let anyone subtract the noise.
+    """
     if not updates:
         raise ValueError("a version needs at least one accepted update")
     strategy = build_strategy(task.strategy.name, task.strategy.params)
     ordered = sorted(updates, key=lambda u: (u.domain, u.update_id))
+    examples = sum(u.num_examples for u in ordered)
+    if task.privacy is not None:
+        ordered = [replace(u, num_examples=1) for u in ordered]
     result = strategy.aggregate(ordered, parent_weights, dict(server_state) or None)
     weights = result.weights
     version_number = parent.version + 1
@@ -132,7 +139,7 @@ def aggregate_version(
             clip_norm=task.privacy.clip_norm,
             noise_multiplier=task.privacy.noise_multiplier,
             num_updates=len(ordered),
-            seed=noise_seed(task.id, version_number),
+            seed=noise_seed(task.id, version_number, secret=dp_secret),
         )
         privacy = privacy_spent(
             noise_multiplier=task.privacy.noise_multiplier,
@@ -154,8 +161,8 @@ def aggregate_version(
         sha256=tensors_sha256(tensors),
         metrics={
             "num_updates": float(len(ordered)),
-            "num_examples": float(sum(u.num_examples for u in ordered)),
+            "num_examples": float(examples),
         },
-        privacy=privacy if privacy is not None else previous_privacy,
+        privacy=privacy,
         created_at=created_at,
     )

@@ -30,7 +30,7 @@ from governance.rounds import PendingUpdate, TaskState, aggregate_version, initi
 from governance.strategies import ClientUpdate
 from meshfl.bus import Envelope, EventConsumer, EventProducer, ensure_topics, read_all
 from meshfl.domain.data import serves
-from meshfl.errors import BusError, TensorCodecError
+from meshfl.errors import BusError, ConfigError, TensorCodecError
 from meshfl.events import (
     DataProductDescriptor,
     DecisionOutcome,
@@ -242,9 +242,13 @@ class GovernanceService:
                 log.info("accepted update restored into its round", update=update.update_id)
             return
         verdict, weights = self._evaluate(update, state)
-        if verdict.policy in _CATALOG_POLICIES and not verdict.accepted and self._catalog_consumer is not None:
+        if (
+            verdict.policy in _CATALOG_POLICIES
+            and not verdict.accepted
+            and self._catalog_consumer is not None
+        ):
             # The domain may have registered a moment ago: read the catalog to its end and look again.
-            self._drain_catalog(self._catalog_consumer)
+            self._drain_catalog(catalog)
             verdict, weights = self._evaluate(update, state)
         if verdict.accepted and state is not None:
             state.pending.append(self._pending(update, env, weights))
@@ -254,6 +258,9 @@ class GovernanceService:
         if state is None:
             return Verdict(False, "known_task", f"task {update.task_id!r} is not run by this service"), {}
         if state.complete:
+            budget = state.budget()
+            if not budget.accepted:
+                return Verdict(False, budget.policy, budget.reason), {}
             return Verdict(False, "task_complete", f"task finished after round {state.latest.round}"), {}
         try:
             weights = from_wire(update.tensors)
@@ -327,15 +334,16 @@ class GovernanceService:
             return False
         policy = state.task.round_policy
         if state.is_async:
-            return bool(buffer_ready(policy, len(state.pending)))
+            return buffer_ready(policy, len(state.pending)).ready
         accepted = state.accepted_domains()
+        serving = self._serving_domains(state.task)
         readiness = round_ready(
             policy,
             accepted=len(accepted),
             opened_at=state.opened_at,
             now=now,
-            expected_domains=None,
-            pending_domains=[d for d in self._serving_domains(state.task) if d not in accepted],
+            expected_domains=len(serving) or None,
+            pending_domains=[d for d in serving if d not in accepted],
         )
         if closing and readiness.ready:
             log.info("round ready", task=state.task.id, round=state.open_round, reason=readiness.reason)
@@ -359,6 +367,7 @@ class GovernanceService:
             state.server_state,
             updates,
             created_at=utcnow(),
+            dp_secret=self._dp_secret(state.task),
         )
         self._report_stragglers(producer, state, version.contributing_domains)
         producer.produce(Topic.MODEL_VERSIONS, version, key=state.task.id)
@@ -371,6 +380,14 @@ class GovernanceService:
             domains=version.contributing_domains,
             sha256=version.sha256,
         )
+
+    def _dp_secret(self, task: TrainingTask) -> bytes:
+        if task.privacy is None:
+            return b""
+        secret = self._settings.dp_secret
+        if secret is None or not secret.get_secret_value():
+            raise ConfigError(f"task {task.id} uses differential privacy: set MESHFL_DP_SECRET")
+        return secret.get_secret_value().encode()
 
     def _report_stragglers(
         self, producer: EventProducer, state: TaskState, contributing: Iterable[str]

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -56,6 +56,9 @@ class MeshflSettings(BaseSettings):
     )
     cache_dir: Path = Field(default_factory=_default_cache_dir, description="Maven jars and other caches.")
     data_dir: Path = Field(default_factory=_default_data_dir, description="Local broker data and state.")
+    dp_secret: SecretStr | None = Field(
+        None, description="Key of the DP noise seeds; shared by governance and auditors, never published."
+    )
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "INFO"
 

@@ -1,0 +1,37 @@
+"""Finite values: no NaN or infinity anywhere.
+
+One NaN poisons a weighted average for every domain, and diverged local training is the common cause.
+The reason names each offending tensor with its NaN and Inf counts. Fast path: a tensor whose sum is
+finite has no NaN or Inf (either would propagate), so the element-wise count runs only when the sum is
+not finite (an offender, or finite values whose sum overflowed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from governance.policies.base import Candidate, PolicyContext, Verdict, accept, reject, summarize
+
+
+@dataclass(frozen=True)
+class FiniteValues:
+    name: ClassVar[str] = "finite_values"
+
+    def evaluate(self, candidate: Candidate, ctx: PolicyContext) -> Verdict:
+        offenders: list[str] = []
+        for name in sorted(candidate.weights):
+            tensor = candidate.weights[name]
+            if not (tensor.is_floating_point() or tensor.is_complex()):
+                continue
+            if bool(torch.isfinite(tensor.sum())):
+                continue
+            nan = int(torch.isnan(tensor).sum())
+            inf = int(torch.isinf(tensor).sum())
+            if nan or inf:
+                offenders.append(f"{name!r} has {nan} NaN and {inf} Inf")
+        if offenders:
+            return reject(self.name, f"non-finite values: {summarize(offenders)}")
+        return accept(self.name, "all values finite")
