@@ -238,15 +238,11 @@ class GovernanceService:
                 and state is not None
                 and update.update_id not in self._log_state.aggregated
             ):
-                state.pending.append(self._pending(update, env, from_wire(update.tensors)))
-                log.info("accepted update restored into its round", update=update.update_id)
+                self._restore(update, env, state)
             return
         verdict, weights = self._evaluate(update, state)
-        if (
-            verdict.policy in _CATALOG_POLICIES
-            and not verdict.accepted
-            and self._catalog_consumer is not None
-        ):
+        catalog = self._catalog_consumer
+        if not verdict.accepted and verdict.policy in _CATALOG_POLICIES and catalog is not None:
             # The domain may have registered a moment ago: read the catalog to its end and look again.
             self._drain_catalog(catalog)
             verdict, weights = self._evaluate(update, state)
@@ -254,7 +250,24 @@ class GovernanceService:
             state.pending.append(self._pending(update, env, weights))
         self._decide(producer, update, env, verdict)
 
-    def _evaluate(self, update: ModelUpdate, state: TaskState | None) -> tuple[Verdict, dict]:
+    def _restore(self, update: ModelUpdate, env: Envelope, state: TaskState) -> None:
+        """Put an update accepted before a restart back into its round, with the same transformation
+        (clipping) its checks applied then: the policies are pure, so evaluating again reproduces it."""
+        verdict, weights = self._evaluate(update, state, restoring=True)
+        if not verdict.accepted:
+            log.warning(
+                "accepted update fails its checks on restore; using it as recorded",
+                update=update.update_id,
+                policy=verdict.policy,
+                reason=verdict.reason,
+            )
+            weights = from_wire(update.tensors)
+        state.pending.append(self._pending(update, env, weights))
+        log.info("accepted update restored into its round", update=update.update_id)
+
+    def _evaluate(
+        self, update: ModelUpdate, state: TaskState | None, *, restoring: bool = False
+    ) -> tuple[Verdict, dict]:
         if state is None:
             return Verdict(False, "known_task", f"task {update.task_id!r} is not run by this service"), {}
         if state.complete:
@@ -273,7 +286,9 @@ class GovernanceService:
             global_weights=state.latest_weights,
             expected=state.expected(),
             catalog={domain: list(products.values()) for domain, products in self._catalog.items()},
-            decided_update_ids=frozenset(self._log_state.decided_ids),
+            decided_update_ids=frozenset(
+                self._log_state.decided_ids - ({update.update_id} if restoring else set())
+            ),
             accepted_domains_this_round=frozenset(state.accepted_domains()),
         )
         verdict, final = evaluate_update(Candidate(update=update, weights=weights), context)
