@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from meshfl.errors import ConfigError
+from meshfl.settings import load_settings
+from meshfl.topics import Topic, topic_name, topic_specs
+
+
+def test_env_and_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    config = tmp_path / "meshfl.toml"
+    config.write_text(
+        'bootstrap_servers = "kafka-a:9092"\ntopic_prefix = "acme."\n[kafka]\n"security.protocol" = "SSL"\n'
+    )
+    monkeypatch.setenv("MESHFL_CONFIG", str(config))
+    settings = load_settings()
+    assert settings.bootstrap_servers == "kafka-a:9092"
+    assert settings.client_config()["security.protocol"] == "SSL"
+    monkeypatch.setenv("MESHFL_TOPIC_PREFIX", "env.")
+    assert load_settings().topic_prefix == "env."  # the environment wins over the file
+    assert load_settings(topic_prefix="arg.").topic_prefix == "arg."  # arguments win over both
+
+
+def test_bad_settings_name_the_field(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MESHFL_REPLICATION_FACTOR", "0")
+    with pytest.raises(ConfigError, match="replication_factor"):
+        load_settings()
+
+
+def test_missing_config_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("MESHFL_CONFIG", str(tmp_path / "nope.toml"))
+    with pytest.raises(ConfigError, match="not a file"):
+        load_settings()
+
+
+def test_topics_are_prefixed_and_audit_topics_kept_forever() -> None:
+    settings = load_settings(topic_prefix="x.")
+    specs = {spec.name: spec for spec in topic_specs(settings)}
+    assert topic_name(settings, Topic.UPDATES) == "x.model-updates"
+    for topic in (Topic.UPDATES, Topic.MODEL_VERSIONS, Topic.DECISIONS, Topic.TASKS):
+        assert specs[topic_name(settings, topic)].config["retention.ms"] == "-1"
+    assert specs[topic_name(settings, Topic.CATALOG)].config["cleanup.policy"] == "compact"
