@@ -1,0 +1,113 @@
+"""Shared fixtures. Tests that need Kafka get a real broker, never a mock, and never skip.
+
+``kafka_bootstrap`` is, in order of preference: ``MESHFL_BOOTSTRAP_SERVERS`` when set (CI with a
+service, a developer's own cluster); an ``apache/kafka`` container when a Docker engine answers; else
+meshfl's own ``LocalBroker`` (Kafka from Maven jars, Java 17+) on free ports in a temporary data
+dir. It starts lazily, once a session, only when a test asks for it; it is stopped at session end.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from meshfl.broker import (
+    LocalBroker,
+    docker_available,
+    free_port_block,
+    kafka_version,
+    new_kafka_uuid,
+    wait_for_broker,
+)
+from meshfl.errors import BrokerError
+from meshfl.settings import MeshflSettings
+
+KAFKA_IMAGE = f"apache/kafka:{kafka_version()}"
+START_TIMEOUT_S = 120.0
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Bootstrap servers of a real Kafka broker shared by the whole test session."""
+    explicit = os.environ.get("MESHFL_BOOTSTRAP_SERVERS", "").strip()
+    if explicit:
+        try:
+            wait_for_broker(explicit, timeout=30.0)
+        except BrokerError as exc:
+            pytest.fail(f"MESHFL_BOOTSTRAP_SERVERS={explicit} does not answer: {exc}")
+        yield explicit
+    elif docker_available():
+        yield from _container_broker()
+    else:
+        yield from _local_broker(tmp_path_factory.mktemp("kafka"))
+
+
+@pytest.fixture
+def settings(kafka_bootstrap: str, tmp_path: Path) -> MeshflSettings:
+    """Settings on the session's broker with a topic prefix of this test's own."""
+    return MeshflSettings(
+        bootstrap_servers=kafka_bootstrap,
+        topic_prefix=f"t{uuid.uuid4().hex[:8]}.",
+        data_dir=tmp_path / "data",
+    )
+
+
+def _local_broker(data_dir: Path) -> Iterator[str]:
+    broker = LocalBroker(data_dir=data_dir, port=free_port_block(2))
+    try:
+        bootstrap = broker.start(timeout=START_TIMEOUT_S)
+    except BrokerError as exc:
+        broker.stop(kill=True)
+        pytest.fail(
+            "tests marked `kafka` need a real broker: set MESHFL_BOOTSTRAP_SERVERS, run a Docker engine, "
+            f"or have Java 17+ and Maven for meshfl's local broker. Starting it failed: {exc}"
+        )
+    try:
+        yield bootstrap
+    finally:
+        broker.stop()
+
+
+def _container_broker() -> Iterator[str]:
+    """One KRaft node from the official image, its client port published on the same host port."""
+    from docker.errors import DockerException
+    from testcontainers.core.container import DockerContainer
+    from testcontainers.core.docker_client import DockerClient
+
+    port = free_port_block(1)
+    host = DockerClient().host()
+    container = DockerContainer(KAFKA_IMAGE).with_bind_ports(port, port)
+    env = {
+        "CLUSTER_ID": new_kafka_uuid(),
+        "KAFKA_NODE_ID": "1",
+        "KAFKA_PROCESS_ROLES": "broker,controller",
+        "KAFKA_LISTENERS": f"PLAINTEXT://0.0.0.0:{port},CONTROLLER://0.0.0.0:9093",
+        "KAFKA_ADVERTISED_LISTENERS": f"PLAINTEXT://{host}:{port}",
+        "KAFKA_CONTROLLER_LISTENER_NAMES": "CONTROLLER",
+        "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "KAFKA_CONTROLLER_QUORUM_VOTERS": "1@localhost:9093",
+        "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR": "1",
+        "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR": "1",
+        "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR": "1",
+        "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_REPLICATION_FACTOR": "1",
+        "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_MIN_ISR": "1",
+        "KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS": "0",
+        "KAFKA_AUTO_CREATE_TOPICS_ENABLE": "false",
+        "KAFKA_TRANSACTION_MAX_TIMEOUT_MS": "900000",
+    }
+    container.with_envs(**env)
+    bootstrap = f"{host}:{port}"
+    try:
+        container.start()
+        wait_for_broker(bootstrap, timeout=START_TIMEOUT_S)
+    except (DockerException, BrokerError) as exc:
+        container.stop()
+        pytest.fail(f"the {KAFKA_IMAGE} container did not come up on {bootstrap}: {exc}")
+    try:
+        yield bootstrap
+    finally:
+        container.stop()
