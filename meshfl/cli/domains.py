@@ -12,7 +12,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from meshfl.datasets import materialize as materialize_datasets
 from meshfl.domain.config import load_domain
 from meshfl.errors import ConfigError, DataContractError, MeshflError
 from meshfl.logs import configure_logging
@@ -39,7 +38,9 @@ def materialize(
     """Write each example domain's Parquet file and the global test sets (same bytes for a seed)."""
     configure_logging("auto", "WARNING")
     try:
-        report = materialize_datasets(root, seed=seed)
+        from meshfl.datasets import materialize  # scikit-learn loads only for this command
+
+        report = materialize(root, seed=seed)
     except MeshflError as exc:
         _fail(exc)
     table = Table(title=f"Example domains under {root} (seed {seed})")
