@@ -1,0 +1,93 @@
+"""FedBuff [Nguyen et al., 2022]: asynchronous buffered aggregation with staleness-weighted updates.
+
+Nguyen, Malik, Zhan, Yousefpour, Rabbat, Malek, Huba, "Federated Learning with Buffered Asynchronous
+Aggregation", AISTATS 2022, https://arxiv.org/abs/2106.06639. Staleness weight after Xie, Koyejo, Gupta,
+"Asynchronous Federated Optimization" (FedAsync), 2019, https://arxiv.org/abs/1903.03934.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import torch
+
+from governance.strategies.accumulator import WeightedSumAccumulator
+from governance.strategies.aggregate import cast_like
+from governance.strategies.base import AggregateResult, ClientUpdate, Weights, check_state, check_weights
+from governance.strategies.fedavg import FedAvg
+
+
+def staleness_weight(staleness: int, alpha: float) -> float:
+    """FedAsync's polynomial staleness weight ``s(t) = (1 + t) ** -alpha``.
+
+    ``alpha`` 0, 0.5 and 1 use only correctly rounded operations (1, 1/sqrt, 1/x) so they give the same
+    bits on every platform; other exponents go through the C library's ``pow``.
+    """
+    if isinstance(staleness, bool) or not isinstance(staleness, int) or staleness < 0:
+        raise ValueError(f"staleness must be an int >= 0, got {staleness!r}")
+    if not alpha >= 0:
+        raise ValueError(f"alpha must be >= 0, got {alpha}")
+    base = 1.0 + staleness
+    if alpha == 0:
+        return 1.0
+    if alpha == 0.5:
+        return 1.0 / math.sqrt(base)
+    if alpha == 1:
+        return 1.0 / base
+    return base**-alpha
+
+
+class FedBuff(FedAvg):
+    """``w = w_g + lr * sum_i s_i n_i (w_i - w_g) / sum_i s_i n_i`` with ``s_i = s(staleness_i)``.
+
+    The service aggregates as soon as its buffer holds enough updates, whatever global version each one
+    was trained from; older updates count less. Updates staler than ``max_staleness`` must be rejected by
+    the caller (a governance decision); they raise ``ValueError`` here. With ``server_learning_rate = 1``
+    the result is the ``s_i n_i``-weighted mean itself (and with ``staleness_alpha = 0`` exactly FedAvg).
+
+    ``w_i - w_g`` uses the current global weights, as the formula states: for a stale update that is the
+    domain's progress plus the gap between the version it trained from and the current one. A caller that
+    still holds that base version can pass ``w_g + (w_i - w_base)`` instead to aggregate the pure delta.
+    """
+
+    name = "fedbuff"
+
+    def __init__(
+        self, *, server_learning_rate: float = 1.0, staleness_alpha: float = 0.5, max_staleness: int = 10
+    ) -> None:
+        if not server_learning_rate > 0:
+            raise ValueError(f"server_learning_rate must be > 0, got {server_learning_rate}")
+        if not staleness_alpha >= 0:
+            raise ValueError(f"staleness_alpha must be >= 0, got {staleness_alpha}")
+        if isinstance(max_staleness, bool) or not isinstance(max_staleness, int) or max_staleness < 0:
+            raise ValueError(f"max_staleness must be an int >= 0, got {max_staleness!r}")
+        self.server_learning_rate = float(server_learning_rate)
+        self.staleness_alpha = float(staleness_alpha)
+        self.max_staleness = max_staleness
+
+    def update_weight(self, update: ClientUpdate) -> float:
+        if update.staleness > self.max_staleness:
+            raise ValueError(
+                f"update {update.update_id} has staleness {update.staleness}"
+                f" > max_staleness {self.max_staleness}"
+            )
+        return staleness_weight(update.staleness, self.staleness_alpha) * update.num_examples
+
+    def finalize(
+        self,
+        accumulator: WeightedSumAccumulator,
+        global_weights: Weights,
+        state: Mapping[str, torch.Tensor] | None = None,
+    ) -> AggregateResult:
+        check_weights(global_weights, accumulator.spec, what="global weights")
+        check_state(state, {})
+        if self.server_learning_rate == 1.0:
+            return AggregateResult(weights=accumulator.result(), state={})
+        means = accumulator.mean_float64()
+        weights: dict[str, torch.Tensor] = {}
+        for name, reference in global_weights.items():
+            current = reference.to(torch.float64)
+            step = means.pop(name).sub_(current).mul_(self.server_learning_rate)
+            weights[name] = cast_like(current.add_(step), reference.dtype)
+        return AggregateResult(weights=weights, state={})

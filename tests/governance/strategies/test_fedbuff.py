@@ -1,0 +1,69 @@
+"""FedBuff: staleness weights, hand-worked buffered aggregation and the reduction to FedAvg."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from strategy_helpers import random_updates, same_bits, tensors, update
+
+from governance.strategies import FedAvg, FedBuff, staleness_weight
+
+
+def test_staleness_weight_is_polynomial() -> None:
+    assert staleness_weight(0, 0.5) == 1.0
+    assert staleness_weight(3, 0.5) == 0.5  # 1 / sqrt(4)
+    assert staleness_weight(3, 1.0) == 0.25
+    assert staleness_weight(7, 0.0) == 1.0
+    assert staleness_weight(7, 2.0) == pytest.approx(1 / 64)
+    assert staleness_weight(2, 0.3) == pytest.approx(3**-0.3)
+    with pytest.raises(ValueError):
+        staleness_weight(-1, 0.5)
+
+
+def test_hand_worked_buffer() -> None:
+    # s = (1 + t) ** -0.5: fresh update (t = 0, n = 1) weight 1, stale one (t = 3, n = 2) weight 0.5 * 2 = 1.
+    # g = [1, 1]; w - g = [1, 3] and [-3, 1]: mean delta = [-1, 2]; lr 0.5 -> g + 0.5 * [-1, 2] = [0.5, 2]
+    updates = [
+        update("fresh", tensors({"w": [2.0, 4.0]}), num_examples=1, staleness=0),
+        update("stale", tensors({"w": [-2.0, 2.0]}), num_examples=2, staleness=3),
+    ]
+    result = FedBuff(server_learning_rate=0.5, staleness_alpha=0.5).aggregate(
+        updates, tensors({"w": [1.0, 1.0]})
+    )
+    assert result.weights["w"].tolist() == [0.5, 2.0]
+    assert result.state == {}
+
+
+def test_matches_formula_on_random_data() -> None:
+    global_weights = {"w": torch.randn(20, generator=torch.Generator().manual_seed(4))}
+    updates = random_updates(40, 6, {"w": (20,)}, center=global_weights, scale=0.2, max_staleness=5)
+    g = global_weights["w"].double().numpy()
+    weights = [(1 + u.staleness) ** -0.7 * u.num_examples for u in updates]
+    step = sum(w * (u.weights["w"].double().numpy() - g) for w, u in zip(weights, updates, strict=True))
+    expected = g + 0.8 * step / sum(weights)
+    result = FedBuff(server_learning_rate=0.8, staleness_alpha=0.7).aggregate(updates, global_weights)
+    np.testing.assert_allclose(result.weights["w"].double().numpy(), expected, rtol=1.2e-7, atol=1e-7)
+
+
+def test_without_staleness_discount_it_is_fedavg_bit_for_bit() -> None:
+    updates = random_updates(41, 5, max_staleness=3)
+    global_weights = {name: torch.zeros_like(t) for name, t in updates[0].weights.items()}
+    buffered = FedBuff(staleness_alpha=0.0).aggregate(updates, global_weights)
+    assert same_bits(buffered.weights, FedAvg().aggregate(updates, global_weights).weights)
+
+
+def test_too_stale_updates_are_refused_also_when_streaming() -> None:
+    strategy = FedBuff(max_staleness=2)
+    global_weights = tensors({"w": [0.0]})
+    late = update("late", tensors({"w": [1.0]}), staleness=3)
+    with pytest.raises(ValueError, match="max_staleness"):
+        strategy.aggregate([late], global_weights)
+    accumulator = strategy.accumulator(global_weights)
+    with pytest.raises(ValueError, match="max_staleness"):
+        accumulator.add(late)
+    accumulator.add(update("ok", tensors({"w": [1.0]}), staleness=2))
+    assert accumulator.total_weight == pytest.approx(1 / math.sqrt(3))
+    assert strategy.finalize(accumulator, global_weights).weights["w"].tolist() == [1.0]
