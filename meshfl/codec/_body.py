@@ -1,0 +1,88 @@
+"""The Avro binary body of a message: event -> bytes after a frame header, and back with schema resolution.
+
+Both framings (single-object and Schema Registry) share this: they differ only in the header that names
+the writer schema. Every fastavro or pydantic failure is translated into a ``CodecError`` here.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from fastavro import schemaless_reader, schemaless_writer
+from fastavro.read import SchemaResolutionError
+from pydantic import ValidationError
+
+from meshfl.codec._schemas import StoredSchema
+from meshfl.errors import CodecError
+from meshfl.events import EVENTS_BY_AVRO_NAME, Event
+
+# What fastavro raises on bad data: short reads (EOFError), bad enum index (IndexError), bad UTF-8
+# (UnicodeDecodeError is a ValueError), unresolvable schemas, and type mismatches when writing.
+_AVRO_ERRORS = (
+    EOFError,
+    IndexError,
+    KeyError,
+    OverflowError,
+    TypeError,
+    ValueError,
+    AttributeError,
+    SchemaResolutionError,
+)
+
+
+def encode_body(header: bytes, schema: StoredSchema, event: Event) -> bytes:
+    """``header`` then the event's Avro binary body; the body is copied once, into the returned bytes."""
+    if schema.full_name != event.AVRO_NAME:
+        raise CodecError(f"a {type(event).__name__} cannot be written with schema {schema.full_name}")
+    sink = _Sink()
+    try:
+        schemaless_writer(sink, schema.parsed, event.to_avro())
+    except _AVRO_ERRORS as exc:
+        raise CodecError(f"cannot encode {type(event).__name__} with {schema.full_name}: {exc}") from exc
+    return b"".join((header, *sink.parts))
+
+
+class _Sink:
+    """Keeps what fastavro writes (one bytearray of the whole body) without copying it into a BytesIO."""
+
+    __slots__ = ("parts",)
+
+    def __init__(self) -> None:
+        self.parts: list[bytes | bytearray] = []
+
+    def write(self, data: bytes | bytearray) -> int:
+        self.parts.append(data)
+        return len(data)
+
+
+def decode_body(data: bytes | memoryview, offset: int, writer: StoredSchema, reader: StoredSchema) -> Event:
+    """Read the body at ``offset`` written by ``writer``, resolved to ``reader``; all input must be used."""
+    source = data if isinstance(data, bytes) else bytes(data)
+    buffer = io.BytesIO(source)  # shares the bytes object: no copy until a write, and we only read
+    buffer.seek(offset)
+    resolve_to = None if reader.fingerprint == writer.fingerprint else reader.parsed
+    try:
+        datum: Any = schemaless_reader(buffer, writer.parsed, resolve_to)
+    except _AVRO_ERRORS as exc:
+        raise CodecError(
+            f"corrupt {writer.full_name} body (writer {writer.fingerprint_hex}, version {writer.version}): "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    trailing = len(source) - buffer.tell()
+    if trailing:
+        raise CodecError(f"{trailing} trailing bytes after a {writer.full_name} body")
+    return to_event(reader.full_name, datum)
+
+
+def to_event(full_name: str, datum: Any) -> Event:
+    """Build the pydantic event for a decoded Avro datum."""
+    event_type = EVENTS_BY_AVRO_NAME.get(full_name)
+    if event_type is None:
+        raise CodecError(f"{full_name} is not a meshfl event type")
+    if not isinstance(datum, dict):
+        raise CodecError(f"{full_name} decoded to a {type(datum).__name__}, not a record")
+    try:
+        return event_type.from_avro(datum)
+    except ValidationError as exc:
+        raise CodecError(f"decoded {full_name} violates the event model: {exc}") from exc
