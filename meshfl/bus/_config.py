@@ -1,0 +1,122 @@
+"""librdkafka configs of the bus clients, and the translation of Kafka errors into ``BusError``.
+
+Layering, lowest priority first: meshfl's defaults, then ``settings.client_config()`` (bootstrap
+plus the ``settings.kafka`` pass-through, so TLS/SASL and tuning such as ``transaction.timeout.ms``
+reach every client), then the settings the bus relies on for its guarantees, which cannot be
+overridden (idempotence and ``acks=all``; ``read_committed``; manual offset commits).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from confluent_kafka import KafkaError, KafkaException
+
+from meshfl.errors import BusError
+from meshfl.settings import MeshflSettings
+
+if TYPE_CHECKING:
+    from meshfl.codec import EventCodec
+
+PRODUCER_MAX_MESSAGE_BYTES = 1_000_000
+"""librdkafka's default producer ``message.max.bytes``; raised only if chunks need more."""
+_RECORD_MARGIN = 64 * 1024
+"""Room above a framed chunk for the key, headers and record framing."""
+
+FATAL_CODES = frozenset(
+    {
+        KafkaError._AUTHENTICATION,
+        KafkaError._SSL,
+        KafkaError.SASL_AUTHENTICATION_FAILED,
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        KafkaError.GROUP_AUTHORIZATION_FAILED,
+        KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+        KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+    }
+)
+"""Errors no retry can cure: misconfiguration and missing permissions. Anything else (``_TRANSPORT``,
+``_ALL_BROKERS_DOWN``, leader changes...) librdkafka recovers from by itself."""
+
+
+def resolve_codec(settings: MeshflSettings, codec: EventCodec | None) -> EventCodec:
+    """The codec given, or the one ``meshfl.codec`` builds from the settings."""
+    if codec is not None:
+        return codec
+    from meshfl.codec import make_codec
+
+    return make_codec(settings)
+
+
+def producer_config(
+    settings: MeshflSettings, *, transactional_id: str | None = None, client_id: str | None = None
+) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "compression.type": "zstd",
+        "linger.ms": 5,
+        "message.max.bytes": max(PRODUCER_MAX_MESSAGE_BYTES, settings.max_message_bytes + _RECORD_MARGIN),
+    }
+    if transactional_id is not None:
+        config["transaction.timeout.ms"] = 60_000
+    config.update(settings.client_config())
+    config.update({"enable.idempotence": True, "acks": "all"})
+    if transactional_id is not None:
+        config["transactional.id"] = transactional_id
+    if client_id is not None:
+        config["client.id"] = client_id
+    return config
+
+
+def consumer_config(
+    settings: MeshflSettings, *, group_id: str | None, client_id: str | None = None
+) -> dict[str, Any]:
+    """A consumer config; without a group, a private throw-away ``group.id`` that is never committed.
+
+    librdkafka insists on a ``group.id`` even for ``assign()``-only consumers.
+    """
+    config: dict[str, Any] = {"auto.offset.reset": "earliest"}
+    config.update(settings.client_config())
+    config.update(
+        {
+            "group.id": group_id if group_id is not None else f"meshfl-reader-{uuid.uuid4().hex}",
+            "isolation.level": "read_committed",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "enable.partition.eof": True,
+        }
+    )
+    if group_id is not None:
+        config["auto.offset.reset"] = "earliest"
+    if client_id is not None:
+        config["client.id"] = client_id
+    return config
+
+
+def bus_error(action: str, exc: KafkaException) -> BusError:
+    """A ``BusError`` that says what was being done and what librdkafka answered."""
+    error = exc.args[0] if exc.args else None
+    if isinstance(error, KafkaError):
+        return BusError(f"{action} failed: {error.name()} ({error.str()})")
+    return BusError(f"{action} failed: {exc}")
+
+
+RETRIABLE_CODES = frozenset(
+    {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError.REQUEST_TIMED_OUT,
+        KafkaError._TIMED_OUT,
+        KafkaError._TRANSPORT,
+    }
+)
+"""Errors of one request that a retry a moment later cures (e.g. just after a topic is created),
+even where librdkafka does not flag them retriable."""
+
+
+def is_retriable(error: object) -> bool:
+    return isinstance(error, KafkaError) and (error.retriable() or error.code() in RETRIABLE_CODES)
+
+
+def is_fatal(error: KafkaError) -> bool:
+    return error.fatal() or error.code() in FATAL_CODES

@@ -1,0 +1,387 @@
+"""``EventConsumer``: decoded events out, bad data to the dead-letter topic, offsets that never skip.
+
+Without a group it ``assign()``s every partition (a reader: no group, no commits); with a group
+it ``subscribe()``s and commits only what ``safe_offsets`` allows: the next offset after what was
+handed out, held back to the first offset of any incomplete chunk set and to the caller's holds.
+It reads ``read_committed`` always, so aborted transactions never surface.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
+from pydantic import ValidationError
+
+from meshfl.bus._config import bus_error, consumer_config, is_fatal, is_retriable, resolve_codec
+from meshfl.bus._dead_letter import (
+    FIRST_OFFSET_HEADER,
+    LAST_OFFSET_HEADER,
+    MESSAGE_ID_HEADER,
+    REASON_EMPTY,
+    REASON_UNDECODABLE,
+    REASON_UNKNOWN_SCHEMA,
+    DeadLetter,
+    DeadLetterWriter,
+)
+from meshfl.bus._envelope import CHUNK_HEADER, Envelope, decode_key, headers_to_dict
+from meshfl.bus._reassembly import ChunkSetError, Reassembled, Reassembler
+from meshfl.errors import BusError, CodecError, UnknownSchemaError
+from meshfl.events import Chunk, Event
+from meshfl.logs import get_logger
+from meshfl.settings import MeshflSettings
+from meshfl.topics import Topic, topic_name
+
+if TYPE_CHECKING:
+    from meshfl.codec import EventCodec
+
+log = get_logger("meshfl.bus.consumer")
+
+PartitionKey = tuple[str, int]
+_METADATA_TIMEOUT = 10.0
+
+
+class EventConsumer:
+    """Consumes meshfl events from ``topics``; see the module docstring for the offset rules."""
+
+    def __init__(
+        self,
+        settings: MeshflSettings,
+        topics: Sequence[Topic],
+        *,
+        codec: EventCodec | None = None,
+        group_id: str | None = None,
+        from_beginning: bool = True,
+        client_id: str | None = None,
+        dead_letters: bool = True,
+        chunk_timeout: float = 600.0,
+    ) -> None:
+        self._settings = settings
+        self._codec = resolve_codec(settings, codec)
+        self._names = [topic_name(settings, topic) for topic in topics]
+        self._group_id = group_id
+        self._dead_letters = DeadLetterWriter(settings, enabled=dead_letters, group_id=group_id)
+        self._reassembler = Reassembler(
+            max_buffered_bytes=settings.max_payload_bytes, timeout_ms=int(chunk_timeout * 1000)
+        )
+        self._assigned: set[PartitionKey] = set()
+        self._next: dict[PartitionKey, int] = {}
+        self._start: dict[PartitionKey, int] = {}
+        self._clock_ms: dict[PartitionKey, int] = {}
+        self._fatal: KafkaError | None = None
+        config = consumer_config(settings, group_id=group_id, client_id=client_id)
+        config["error_cb"] = self._on_client_error
+        try:
+            self._consumer = Consumer(config)
+            if group_id is None:
+                self._assign_all(from_beginning)
+            else:
+                self._consumer.subscribe(
+                    self._names, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke
+                )
+        except KafkaException as exc:
+            raise bus_error(f"starting a consumer of {', '.join(self._names)}", exc) from exc
+
+    # --- consuming ------------------------------------------------------------------------------
+
+    def poll(self, timeout: float = 1.0) -> Envelope | None:
+        """The next decoded event, or ``None`` when none arrived within ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._fatal is not None:
+                raise BusError(f"consumer failed: {self._fatal.name()} ({self._fatal.str()})")
+            self._dead_letters.poll()
+            message = self._consumer.poll(max(0.0, deadline - time.monotonic()))
+            if message is None:
+                return None
+            envelope = self._handle(message)
+            if envelope is not None:
+                return envelope
+            if time.monotonic() >= deadline:
+                return None
+
+    def at_end(self) -> bool:
+        """Whether every assigned partition has been consumed up to its current high watermark."""
+        if not self._assigned:
+            return False
+        for topic, partition in self._assigned:
+            low, high = self._watermarks(TopicPartition(topic, partition))
+            position = self._next.get((topic, partition))
+            if high > low and (position is None or position < high):
+                return False
+        return True
+
+    # --- offsets --------------------------------------------------------------------------------
+
+    def safe_offsets(self, holds: Mapping[tuple[str, int], int] | None = None) -> list[TopicPartition]:
+        """Offsets that are safe to commit: committing them never skips a record not yet handled."""
+        pending = self._reassembler.first_offsets()
+        result = []
+        for key in sorted(self._assigned):
+            position = self._next.get(key)
+            if position is None:
+                continue
+            candidates = [position]
+            if key in pending:
+                candidates.append(pending[key])
+            if holds is not None and key in holds:
+                candidates.append(holds[key])
+            result.append(TopicPartition(key[0], key[1], min(candidates)))
+        return result
+
+    def commit(self, holds: Mapping[tuple[str, int], int] | None = None) -> None:
+        """Synchronously commit ``safe_offsets(holds)``, after the dead letters are stored."""
+        if self._group_id is None:
+            raise BusError("a consumer without group_id has no offsets to commit")
+        self._flush_dead_letters()
+        offsets = self.safe_offsets(holds)
+        if not offsets:
+            return
+        try:
+            committed = self._consumer.commit(offsets=offsets, asynchronous=False) or []
+        except KafkaException as exc:
+            raise bus_error("committing offsets", exc) from exc
+        failed = [tp for tp in committed if tp.error is not None]
+        if failed:
+            raise BusError(
+                f"committing offsets failed for {failed[0].topic}[{failed[0].partition}]: {failed[0].error}"
+            )
+        log.debug("offsets committed", offsets={f"{tp.topic}[{tp.partition}]": tp.offset for tp in offsets})
+
+    def consumer_group_metadata(self) -> Any:
+        """The group metadata ``send_offsets_to_transaction`` needs."""
+        if self._group_id is None:
+            raise BusError("a consumer without group_id has no group metadata")
+        try:
+            return self._consumer.consumer_group_metadata()
+        except KafkaException as exc:
+            raise bus_error("reading the consumer group metadata", exc) from exc
+
+    def rewind_to_committed(self) -> None:
+        """Go back to the committed offsets (or the start), dropping partial chunk sets: after an abort."""
+        keys = sorted(self._assigned)
+        if self._group_id is None:
+            targets = [TopicPartition(t, p, self._start.get((t, p), OFFSET_BEGINNING)) for t, p in keys]
+        else:
+            try:
+                committed = self._consumer.committed(
+                    [TopicPartition(t, p) for t, p in keys], _METADATA_TIMEOUT
+                )
+            except KafkaException as exc:
+                raise bus_error("reading committed offsets", exc) from exc
+            targets = [
+                TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_BEGINNING)
+                for tp in committed
+            ]
+        for target in targets:
+            self._seek(target)
+        self._reassembler.drop()
+        self._next.clear()
+        log.info("rewound", offsets={f"{tp.topic}[{tp.partition}]": tp.offset for tp in targets})
+
+    def close(self) -> None:
+        """Store pending dead letters and leave the group."""
+        try:
+            self._dead_letters.close()
+        finally:
+            self._consumer.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _flush_dead_letters(self) -> None:
+        """Store pending dead letters: before any commit that moves past them."""
+        self._dead_letters.flush()
+
+    def _progress(self) -> dict[PartitionKey, int]:
+        """Next offset to read per partition, as far as this consumer knows (for ``read_all``)."""
+        return dict(self._next)
+
+    # --- one record -----------------------------------------------------------------------------
+
+    def _handle(self, message: Message) -> Envelope | None:
+        error = message.error()
+        if error is not None:
+            if error.code() == KafkaError._PARTITION_EOF:
+                key = (message.topic(), message.partition())
+                self._next[key] = max(self._next.get(key, 0), message.offset())
+                return None
+            self._on_broker_error(error)
+            return None
+        topic, partition, offset = message.topic(), message.partition(), message.offset()
+        timestamp_ms = message.timestamp()[1]
+        key = (topic, partition)
+        self._clock_ms[key] = clock = max(self._clock_ms.get(key, timestamp_ms), timestamp_ms)
+        envelope = self._decode(message, topic, partition, offset, timestamp_ms)
+        self._next[key] = offset + 1
+        for rejected in self._reassembler.expire(clock, key):
+            self._dead_letter_set(rejected, None)
+        return envelope
+
+    def _decode(
+        self, message: Message, topic: str, partition: int, offset: int, timestamp_ms: int
+    ) -> Envelope | None:
+        value = message.value()
+        if value is None:
+            self._dead_letters.send(DeadLetter.of(message, REASON_EMPTY, "record without a value"))
+            return None
+        event = self._decode_bytes(value, lambda reason, error: DeadLetter.of(message, reason, error))
+        if event is None:
+            return None
+        first_offset = offset
+        if isinstance(event, Chunk):
+            try:
+                done = self._reassembler.add(
+                    event, topic=topic, partition=partition, offset=offset, timestamp_ms=timestamp_ms
+                )
+            except ChunkSetError as exc:
+                self._dead_letter_set(exc, message)
+                return None
+            if done is None:
+                return None
+            log.debug(
+                "chunk set complete",
+                topic=topic,
+                partition=partition,
+                offset=offset,
+                message_id=done.message_id,
+            )
+            event = self._decode_reassembled(done, message)
+            if event is None:
+                return None
+            first_offset = done.first_offset
+        headers = headers_to_dict(message.headers())
+        headers.pop(CHUNK_HEADER, None)
+        return Envelope(
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            first_offset=first_offset,
+            key=decode_key(message.key()),
+            event=event,
+            headers=headers,
+            timestamp_ms=timestamp_ms,
+        )
+
+    def _decode_bytes(self, data: bytes, letter: Any) -> Event | None:
+        try:
+            return self._codec.decode(data)
+        except UnknownSchemaError as exc:
+            self._dead_letters.send(letter(REASON_UNKNOWN_SCHEMA, str(exc)))
+        except (CodecError, ValidationError) as exc:
+            self._dead_letters.send(letter(REASON_UNDECODABLE, str(exc)))
+        return None
+
+    def _decode_reassembled(self, done: Reassembled, message: Message) -> Event | None:
+        extra = {
+            FIRST_OFFSET_HEADER: str(done.first_offset),
+            LAST_OFFSET_HEADER: str(done.last_offset),
+            MESSAGE_ID_HEADER: done.message_id,
+        }
+        # The payload is above the message limit, so the letter carries the coordinates, not the bytes.
+        event = self._decode_bytes(
+            done.payload,
+            lambda reason, error: DeadLetter.of(message, reason, f"reassembled payload: {error}", extra),
+        )
+        if isinstance(event, Chunk):
+            self._dead_letters.send(
+                DeadLetter.of(message, REASON_UNDECODABLE, "a chunk inside a chunk", extra)
+            )
+            return None
+        return event
+
+    def _dead_letter_set(self, rejected: ChunkSetError, message: Message | None) -> None:
+        extra = {
+            FIRST_OFFSET_HEADER: str(rejected.first_offset),
+            LAST_OFFSET_HEADER: str(rejected.last_offset),
+            MESSAGE_ID_HEADER: rejected.message_id,
+        }
+        if message is not None:
+            self._dead_letters.send(DeadLetter.of(message, rejected.reason, str(rejected), extra))
+            return
+        self._dead_letters.send(
+            DeadLetter(
+                reason=rejected.reason,
+                error=str(rejected),
+                topic=rejected.topic,
+                partition=rejected.partition,
+                offset=rejected.first_offset,
+                extra=extra,
+            )
+        )
+
+    # --- the client -----------------------------------------------------------------------------
+
+    def _assign_all(self, from_beginning: bool) -> None:
+        partitions: list[TopicPartition] = []
+        for name in self._names:
+            metadata = self._consumer.list_topics(name, timeout=_METADATA_TIMEOUT).topics.get(name)
+            if metadata is None or metadata.error is not None or not metadata.partitions:
+                raise BusError(f"topic {name} is not available: {metadata.error if metadata else 'unknown'}")
+            for partition in sorted(metadata.partitions):
+                tp = TopicPartition(name, partition)
+                low, high = self._watermarks(tp)
+                start = low if from_beginning else high
+                self._start[(name, partition)] = start
+                self._next[(name, partition)] = start
+                partitions.append(TopicPartition(name, partition, start))
+        self._consumer.assign(partitions)
+        self._assigned = {(tp.topic, tp.partition) for tp in partitions}
+
+    def _watermarks(self, tp: TopicPartition) -> tuple[int, int]:
+        """(low, high) watermarks from the leader, retried while the leader is moving."""
+        deadline = time.monotonic() + _METADATA_TIMEOUT
+        while True:
+            try:
+                low, high = self._consumer.get_watermark_offsets(tp, timeout=_METADATA_TIMEOUT, cached=False)
+                return int(low), int(high)
+            except KafkaException as exc:
+                error = exc.args[0]
+                if not is_retriable(error) or time.monotonic() > deadline:
+                    raise bus_error(f"reading the watermarks of {tp.topic}[{tp.partition}]", exc) from exc
+                time.sleep(0.1)
+
+    def _seek(self, target: TopicPartition) -> None:
+        deadline = time.monotonic() + _METADATA_TIMEOUT
+        while True:
+            try:
+                self._consumer.seek(target)
+                return
+            except KafkaException as exc:
+                # A partition whose fetcher has not started yet refuses seeks for a moment.
+                if time.monotonic() > deadline:
+                    raise bus_error(f"seeking {target.topic}[{target.partition}]", exc) from exc
+                time.sleep(0.05)
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._assigned.update((tp.topic, tp.partition) for tp in partitions)
+        log.info("partitions assigned", partitions=[f"{tp.topic}[{tp.partition}]" for tp in partitions])
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        keys = {(tp.topic, tp.partition) for tp in partitions}
+        self._assigned -= keys
+        self._reassembler.drop(keys)
+        for key in keys:
+            self._next.pop(key, None)
+            self._clock_ms.pop(key, None)
+        log.info("partitions revoked", partitions=[f"{t}[{p}]" for t, p in sorted(keys)])
+
+    def _on_broker_error(self, error: KafkaError) -> None:
+        if is_fatal(error):
+            raise BusError(f"consumer failed: {error.name()} ({error.str()})")
+        log.warning("broker error, going on", error=error.name(), detail=error.str())
+
+    def _on_client_error(self, error: KafkaError) -> None:
+        if is_fatal(error):
+            self._fatal = error
+            log.error("fatal client error", error=error.name(), detail=error.str())
+        else:
+            log.warning("client error", error=error.name(), detail=error.str())

@@ -1,0 +1,245 @@
+"""``EventProducer``: typed, idempotent, optionally transactional, with chunking above the limit.
+
+Events are encoded outside the client (``meshfl.codec``); an encoded event larger than
+``settings.max_message_bytes`` goes out as ``Chunk`` events with the same key, hence on one
+partition and, with idempotence, in order and without duplicates. Delivery failures are collected
+by the delivery callback and raised by ``flush`` (or the transaction commit), never lost.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+import zlib
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Self
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from meshfl.bus._chunking import chunk_overhead, chunk_size_for, iter_chunks
+from meshfl.bus._config import bus_error, producer_config, resolve_codec
+from meshfl.bus._envelope import CHUNK_HEADER, headers_to_list
+from meshfl.errors import BusError
+from meshfl.events import Event
+from meshfl.logs import get_logger
+from meshfl.settings import MeshflSettings
+from meshfl.topics import Topic, topic_name
+
+if TYPE_CHECKING:
+    from meshfl.bus._consumer import EventConsumer
+    from meshfl.codec import EventCodec
+
+log = get_logger("meshfl.bus.producer")
+
+_QUEUE_FULL_TIMEOUT = 300.0
+"""How long ``produce`` waits for room in librdkafka's queue before giving up."""
+_TXN_TIMEOUT = 60.0
+_MAX_KEPT_FAILURES = 20
+
+
+class EventProducer:
+    """Produces meshfl events; a context manager that flushes (or aborts a transaction) on exit."""
+
+    def __init__(
+        self,
+        settings: MeshflSettings,
+        *,
+        codec: EventCodec | None = None,
+        transactional_id: str | None = None,
+        client_id: str | None = None,
+    ) -> None:
+        self._settings = settings
+        self._codec = resolve_codec(settings, codec)
+        self._transactional = transactional_id is not None
+        self._in_transaction = False
+        self._initialized = False
+        self._failures: list[str] = []
+        self._failure_count = 0
+        self._partitions: dict[str, int] = {}
+        config = producer_config(settings, transactional_id=transactional_id, client_id=client_id)
+        try:
+            self._producer = Producer(config)
+        except KafkaException as exc:
+            raise bus_error("creating the producer", exc) from exc
+        self._chunk_size = chunk_size_for(
+            settings.max_message_bytes, chunk_overhead(self._codec, str(uuid.uuid4()))
+        )
+
+    @property
+    def chunk_size(self) -> int:
+        """Data bytes per chunk: ``max_message_bytes`` minus the framing of a ``Chunk``."""
+        return self._chunk_size
+
+    def produce(
+        self, topic: Topic, event: Event, *, key: str | None, headers: Mapping[str, str] | None = None
+    ) -> None:
+        """Queue one event; chunked when its encoding is above ``settings.max_message_bytes``."""
+        name = topic_name(self._settings, topic)
+        payload = self._codec.encode(event)
+        extra = headers_to_list(headers)
+        if len(payload) <= self._settings.max_message_bytes:
+            self._send(name, payload, key=key, headers=extra, partition=None)
+            return
+        message_id = str(uuid.uuid4())
+        # A null key would let the partitioner scatter the chunks; pin them to one partition instead.
+        partition = None if key is not None else self._partition_for(name, message_id)
+        chunk_headers = [*extra, (CHUNK_HEADER, b"1")]
+        count = 0
+        for chunk in iter_chunks(payload, chunk_size=self._chunk_size, message_id=message_id):
+            self._send(name, self._codec.encode(chunk), key=key, headers=chunk_headers, partition=partition)
+            count += 1
+        log.info(
+            "chunked event queued",
+            topic=name,
+            key=key,
+            message_id=message_id,
+            event_type=type(event).__name__,
+            size=len(payload),
+            chunks=count,
+        )
+
+    def flush(self, timeout: float = 60.0) -> None:
+        """Wait for every queued event; raise ``BusError`` if any delivery failed or timed out."""
+        remaining = self._producer.flush(timeout)
+        if remaining:
+            raise BusError(f"{remaining} messages not delivered within {timeout} s")
+        self._raise_failures()
+
+    def begin_transaction(self) -> None:
+        if not self._transactional:
+            raise BusError("begin_transaction needs a producer built with a transactional_id")
+        try:
+            if not self._initialized:
+                self._producer.init_transactions(_TXN_TIMEOUT)
+                self._initialized = True
+            self._producer.begin_transaction()
+        except KafkaException as exc:
+            raise bus_error("beginning a transaction", exc) from exc
+        self._in_transaction = True
+
+    def commit_transaction(
+        self, consumer: EventConsumer | None = None, offsets: Sequence[TopicPartition] | None = None
+    ) -> None:
+        """Commit what was produced, with the consumer's offsets when given (consume-transform-produce).
+
+        The offsets default to ``consumer.safe_offsets()``; after the commit they are the group's
+        committed offsets, atomically with the events. An abortable failure aborts and raises.
+        """
+        if not self._in_transaction:
+            raise BusError("commit_transaction without begin_transaction")
+        if offsets is not None and consumer is None:
+            raise BusError("offsets can only be committed with the consumer whose group they belong to")
+        try:
+            if consumer is not None:
+                consumer._flush_dead_letters()  # the offsets may pass records that were dead-lettered
+                to_commit = list(offsets) if offsets is not None else consumer.safe_offsets()
+                if to_commit:
+                    self._producer.send_offsets_to_transaction(
+                        to_commit, consumer.consumer_group_metadata(), _TXN_TIMEOUT
+                    )
+            self._commit_with_retries()
+        except KafkaException as exc:
+            error = exc.args[0]
+            if isinstance(error, KafkaError) and error.txn_requires_abort():
+                self.abort_transaction()
+                raise BusError(f"transaction aborted: {error.str()}") from exc
+            raise bus_error("committing a transaction", exc) from exc
+        self._in_transaction = False
+        self._raise_failures()
+
+    def abort_transaction(self) -> None:
+        """Abort: nothing produced since ``begin_transaction`` becomes visible to read_committed readers."""
+        try:
+            self._producer.abort_transaction(_TXN_TIMEOUT)
+        except KafkaException as exc:
+            raise bus_error("aborting a transaction", exc) from exc
+        finally:
+            self._failures.clear()
+            self._failure_count = 0
+        self._in_transaction = False
+
+    def close(self) -> None:
+        """Flush (or abort an open transaction), then release the client."""
+        try:
+            if self._in_transaction:
+                self.abort_transaction()
+            else:
+                self.flush()
+        finally:
+            self._producer.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # --- internals ------------------------------------------------------------------------------
+
+    def _send(
+        self,
+        name: str,
+        value: bytes,
+        *,
+        key: str | None,
+        headers: list[tuple[str, bytes]],
+        partition: int | None,
+    ) -> None:
+        kwargs = {} if partition is None else {"partition": partition}
+        deadline = time.monotonic() + _QUEUE_FULL_TIMEOUT
+        while True:
+            try:
+                self._producer.produce(
+                    name, value=value, key=key, headers=headers, on_delivery=self._delivered, **kwargs
+                )
+                break
+            except BufferError:
+                if time.monotonic() > deadline:
+                    raise BusError(f"producer queue still full after {_QUEUE_FULL_TIMEOUT} s") from None
+                self._producer.poll(0.1)
+            except KafkaException as exc:
+                raise bus_error(f"producing to {name}", exc) from exc
+        self._producer.poll(0)
+
+    def _partition_for(self, name: str, message_id: str) -> int:
+        count = self._partitions.get(name)
+        if count is None:
+            try:
+                metadata = self._producer.list_topics(name, timeout=10.0).topics.get(name)
+            except KafkaException as exc:
+                raise bus_error(f"reading the metadata of {name}", exc) from exc
+            if metadata is None or metadata.error is not None or not metadata.partitions:
+                raise BusError(f"topic {name} is not available: {metadata.error if metadata else 'unknown'}")
+            count = len(metadata.partitions)
+            self._partitions[name] = count
+        return zlib.crc32(message_id.encode()) % count
+
+    def _commit_with_retries(self) -> None:
+        while True:
+            try:
+                self._producer.commit_transaction(_TXN_TIMEOUT)
+                return
+            except KafkaException as exc:
+                error = exc.args[0]
+                if isinstance(error, KafkaError) and error.retriable():
+                    log.warning("transaction commit will be retried", error=error.str())
+                    continue
+                raise
+
+    def _delivered(self, err: KafkaError | None, message: Message) -> None:
+        if err is not None:
+            self._failure_count += 1
+            if len(self._failures) < _MAX_KEPT_FAILURES:
+                self._failures.append(f"{message.topic()}: {err.str()}")
+            log.error(
+                "delivery failed", topic=message.topic(), partition=message.partition(), error=err.str()
+            )
+
+    def _raise_failures(self) -> None:
+        if self._failure_count:
+            count, failures = self._failure_count, self._failures
+            self._failure_count, self._failures = 0, []
+            raise BusError(f"{count} deliveries failed, first: {failures[0]}")

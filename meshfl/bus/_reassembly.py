@@ -1,0 +1,274 @@
+"""Putting chunked payloads back together, all or nothing.
+
+A payload is handed out only when every chunk is there, the sizes add up and the SHA-256 of the
+whole matches; anything else rejects the set with a ``ChunkSetError`` naming the reason, for the
+dead-letter path. Memory is bounded: a set reserves its declared size when its first chunk arrives
+and the reservations may not exceed ``max_buffered_bytes``. Sets expire on the log's clock (record
+timestamps of their partition), not the wall clock, so that replaying the same log rejects the
+same sets however fast or slow the reader is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from meshfl.errors import ChunkError
+from meshfl.events import Chunk
+
+REASON_CORRUPT = "chunk-corrupt"
+REASON_OVERSIZED = "chunk-oversized"
+REASON_INCOMPLETE = "chunk-incomplete"
+
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+_FINISHED_MEMORY = 4096
+"""How many finished (completed or rejected) message ids to remember, to drop their stray chunks."""
+
+PartitionKey = tuple[str, int]
+SetKey = tuple[str, int, str]
+
+
+class ChunkSetError(ChunkError):
+    """A chunk set was rejected; carries where it lies so that it can be dead-lettered."""
+
+    def __init__(
+        self,
+        reason: str,
+        detail: str,
+        *,
+        topic: str,
+        partition: int,
+        message_id: str,
+        first_offset: int,
+        last_offset: int,
+    ) -> None:
+        super().__init__(
+            f"{reason}: {detail} (message {message_id} in {topic}[{partition}] "
+            f"at offsets {first_offset}..{last_offset})"
+        )
+        self.reason = reason
+        self.detail = detail
+        self.topic = topic
+        self.partition = partition
+        self.message_id = message_id
+        self.first_offset = first_offset
+        self.last_offset = last_offset
+
+
+@dataclass(frozen=True)
+class Reassembled:
+    """A complete, verified payload and the offsets of its first and last chunk."""
+
+    topic: str
+    partition: int
+    message_id: str
+    payload: bytes
+    first_offset: int
+    last_offset: int
+
+
+@dataclass
+class _PendingSet:
+    count: int
+    total_size: int
+    sha256: str
+    first_offset: int
+    last_offset: int
+    first_timestamp_ms: int
+    received_bytes: int = 0
+    parts: dict[int, bytes] = field(default_factory=dict)
+
+
+class Reassembler:
+    """Collects chunks per (topic, partition, message id) and releases verified payloads.
+
+    ``add`` returns the payload when a set completes, ``None`` while it is incomplete or when the
+    chunk is an identical duplicate (an idempotent retry) or a stray of a finished set; it raises
+    ``ChunkSetError`` when the set is rejected. ``expire`` rejects sets older than ``timeout_ms``.
+    """
+
+    def __init__(self, *, max_buffered_bytes: int, timeout_ms: int = 600_000) -> None:
+        if max_buffered_bytes <= 0 or timeout_ms <= 0:
+            raise ValueError("max_buffered_bytes and timeout_ms must be positive")
+        self.max_buffered_bytes = max_buffered_bytes
+        self.timeout_ms = timeout_ms
+        self._pending: dict[SetKey, _PendingSet] = {}
+        self._finished: OrderedDict[SetKey, None] = OrderedDict()
+        self._reserved = 0
+
+    @property
+    def reserved_bytes(self) -> int:
+        """Bytes reserved by the pending sets (their declared total sizes)."""
+        return self._reserved
+
+    @property
+    def pending_sets(self) -> int:
+        return len(self._pending)
+
+    def add(
+        self, chunk: Chunk, *, topic: str, partition: int, offset: int, timestamp_ms: int
+    ) -> Reassembled | None:
+        key = (topic, partition, chunk.message_id)
+        if key in self._finished:
+            return None
+        pending = self._pending.get(key)
+        if pending is None:
+            pending = self._open(key, chunk, offset, timestamp_ms)
+        else:
+            pending.last_offset = max(pending.last_offset, offset)
+            self._check_consistent(key, pending, chunk)
+        existing = pending.parts.get(chunk.index)
+        if existing is not None:
+            if existing == chunk.data:
+                return None
+            self._reject(key, REASON_CORRUPT, f"conflicting duplicate of chunk {chunk.index}")
+        pending.parts[chunk.index] = chunk.data
+        pending.received_bytes += len(chunk.data)
+        if pending.received_bytes > pending.total_size:
+            self._reject(key, REASON_CORRUPT, f"chunks exceed the declared {pending.total_size} bytes")
+        if len(pending.parts) < pending.count:
+            return None
+        return self._complete(key, pending)
+
+    def expire(self, now_ms: int, partition: PartitionKey | None = None) -> list[ChunkSetError]:
+        """Reject and forget every set (of ``partition``, or all) first seen more than ``timeout_ms`` ago.
+
+        ``now_ms`` is the log's clock: the newest record timestamp of that partition. Clocks of
+        different partitions are not compared, since a reader catching up on one partition's
+        history may already be at the present on another.
+        """
+        expired = [
+            key
+            for key, pending in self._pending.items()
+            if (partition is None or (key[0], key[1]) == partition)
+            and now_ms - pending.first_timestamp_ms > self.timeout_ms
+        ]
+        errors: list[ChunkSetError] = []
+        for key in expired:
+            pending = self._pending[key]
+            errors.append(
+                self._close(
+                    key,
+                    REASON_INCOMPLETE,
+                    f"{len(pending.parts)} of {pending.count} chunks after {self.timeout_ms} ms",
+                )
+            )
+        return errors
+
+    def first_offsets(self) -> dict[PartitionKey, int]:
+        """Per partition, the first offset of its oldest incomplete set: commits must not pass it."""
+        result: dict[PartitionKey, int] = {}
+        for (topic, partition, _), pending in self._pending.items():
+            current = result.get((topic, partition))
+            if current is None or pending.first_offset < current:
+                result[(topic, partition)] = pending.first_offset
+        return result
+
+    def drop(self, partitions: Iterable[PartitionKey] | None = None) -> None:
+        """Forget pending and finished sets (of ``partitions``, or all): after a rebalance or a rewind."""
+        wanted = None if partitions is None else set(partitions)
+        for key in [k for k in self._pending if wanted is None or (k[0], k[1]) in wanted]:
+            self._reserved -= self._pending.pop(key).total_size
+        for key in [k for k in self._finished if wanted is None or (k[0], k[1]) in wanted]:
+            del self._finished[key]
+
+    # --- internals ------------------------------------------------------------------------------
+
+    def _open(self, key: SetKey, chunk: Chunk, offset: int, timestamp_ms: int) -> _PendingSet:
+        topic, partition, message_id = key
+
+        def fail(reason: str, detail: str) -> ChunkSetError:
+            self._remember(key)
+            return ChunkSetError(
+                reason,
+                detail,
+                topic=topic,
+                partition=partition,
+                message_id=message_id,
+                first_offset=offset,
+                last_offset=offset,
+            )
+
+        if chunk.count < 1 or chunk.index >= chunk.count:
+            raise fail(REASON_CORRUPT, f"index {chunk.index} outside a set of {chunk.count}")
+        if chunk.total_size < 0 or chunk.count > max(1, chunk.total_size):
+            raise fail(REASON_CORRUPT, f"{chunk.count} chunks cannot hold {chunk.total_size} bytes")
+        if not _SHA256_HEX.fullmatch(chunk.sha256):
+            raise fail(REASON_CORRUPT, "sha256 is not 64 lowercase hex digits")
+        if chunk.total_size > self.max_buffered_bytes:
+            raise fail(
+                REASON_OVERSIZED, f"{chunk.total_size} bytes exceed the {self.max_buffered_bytes} limit"
+            )
+        if self._reserved + chunk.total_size > self.max_buffered_bytes:
+            raise fail(
+                REASON_OVERSIZED,
+                f"{chunk.total_size} bytes do not fit: {self._reserved} of {self.max_buffered_bytes} in use",
+            )
+        pending = _PendingSet(
+            count=chunk.count,
+            total_size=chunk.total_size,
+            sha256=chunk.sha256,
+            first_offset=offset,
+            last_offset=offset,
+            first_timestamp_ms=timestamp_ms,
+        )
+        self._pending[key] = pending
+        self._reserved += chunk.total_size
+        return pending
+
+    def _check_consistent(self, key: SetKey, pending: _PendingSet, chunk: Chunk) -> None:
+        if (chunk.count, chunk.total_size, chunk.sha256) != (
+            pending.count,
+            pending.total_size,
+            pending.sha256,
+        ):
+            self._reject(key, REASON_CORRUPT, f"chunk {chunk.index} disagrees on count, size or sha256")
+        if chunk.index >= pending.count:
+            self._reject(key, REASON_CORRUPT, f"index {chunk.index} outside a set of {pending.count}")
+
+    def _complete(self, key: SetKey, pending: _PendingSet) -> Reassembled:
+        payload = b"".join(pending.parts[index] for index in range(pending.count))
+        pending.parts.clear()
+        if len(payload) != pending.total_size:
+            self._reject(key, REASON_CORRUPT, f"{len(payload)} bytes, {pending.total_size} declared")
+        if hashlib.sha256(payload).hexdigest() != pending.sha256:
+            self._reject(key, REASON_CORRUPT, "sha256 of the reassembled payload does not match")
+        self._forget(key)
+        topic, partition, message_id = key
+        return Reassembled(
+            topic=topic,
+            partition=partition,
+            message_id=message_id,
+            payload=payload,
+            first_offset=pending.first_offset,
+            last_offset=pending.last_offset,
+        )
+
+    def _reject(self, key: SetKey, reason: str, detail: str) -> None:
+        raise self._close(key, reason, detail)
+
+    def _close(self, key: SetKey, reason: str, detail: str) -> ChunkSetError:
+        pending = self._pending[key]
+        self._forget(key)
+        topic, partition, message_id = key
+        return ChunkSetError(
+            reason,
+            detail,
+            topic=topic,
+            partition=partition,
+            message_id=message_id,
+            first_offset=pending.first_offset,
+            last_offset=pending.last_offset,
+        )
+
+    def _forget(self, key: SetKey) -> None:
+        self._reserved -= self._pending.pop(key).total_size
+        self._remember(key)
+
+    def _remember(self, key: SetKey) -> None:
+        self._finished[key] = None
+        while len(self._finished) > _FINISHED_MEMORY:
+            self._finished.popitem(last=False)

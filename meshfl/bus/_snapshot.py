@@ -1,0 +1,65 @@
+"""``read_all``: a snapshot read of one topic, from the beginning to where it ended when asked.
+
+Used to rebuild state on startup and by audit replay. The end is the last stable offset per
+partition at the start (what a read_committed reader can reach), so a snapshot neither waits
+for open transactions nor runs on with events written after it began.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from meshfl.bus._admin import committed_ranges
+from meshfl.bus._consumer import EventConsumer
+from meshfl.bus._envelope import Envelope
+from meshfl.errors import BusError
+from meshfl.logs import get_logger
+from meshfl.settings import MeshflSettings
+from meshfl.topics import Topic, topic_name
+
+if TYPE_CHECKING:
+    from meshfl.codec import EventCodec
+
+log = get_logger("meshfl.bus.snapshot")
+
+
+def read_all(
+    settings: MeshflSettings,
+    topic: Topic,
+    *,
+    codec: EventCodec | None = None,
+    timeout: float = 10.0,
+    dead_letters: bool = False,
+) -> Iterator[Envelope]:
+    """Every event of ``topic`` up to the ends observed at the start, then stop.
+
+    ``timeout`` bounds the time without progress; it raises ``BusError`` rather than return a
+    partial snapshot. Bad records are logged, and dead-lettered only if ``dead_letters`` (a replay
+    should not write to the log it audits; the consumer that first met them did).
+    """
+    name = topic_name(settings, topic)
+    ranges = committed_ranges(settings, name, timeout=timeout)
+    ends = {(name, partition): end for partition, (start, end) in ranges.items() if end > start}
+    if not ends:
+        return
+    yielded = 0
+    with EventConsumer(settings, [topic], codec=codec, dead_letters=dead_letters) as consumer:
+        last_progress = time.monotonic()
+        seen = consumer._progress()
+        while True:
+            envelope = consumer.poll(0.2)
+            if envelope is not None and envelope.offset < ends.get((envelope.topic, envelope.partition), 0):
+                yielded += 1
+                yield envelope
+            progress = consumer._progress()
+            if all(progress.get(key, 0) >= end for key, end in ends.items()):
+                log.debug("snapshot read", topic=name, events=yielded)
+                return
+            if progress != seen:
+                seen, last_progress = progress, time.monotonic()
+            elif time.monotonic() - last_progress > timeout:
+                raise BusError(
+                    f"read_all({name}) made no progress for {timeout} s: at {progress}, ends {ends}"
+                )
