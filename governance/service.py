@@ -133,7 +133,7 @@ class GovernanceService:
                 for state in self._states.values()
                 for partition, offset in state.holds().items()
             }
-            producer.commit_transaction(offsets=updates.safe_offsets(holds))
+            producer.commit_transaction(consumer=updates, offsets=updates.safe_offsets(holds))
         except BusError as exc:
             log.error("transaction failed; aborting and rebuilding from the log", error=str(exc))
             producer.abort_transaction()

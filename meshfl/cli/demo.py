@@ -15,6 +15,7 @@ from rich.table import Table
 from meshfl.cli._common import BootstrapOption, settings_from
 from meshfl.errors import MeshflError
 from meshfl.events import FederationMode
+from meshfl.logs import configure_logging
 
 console = Console(stderr=False)
 
@@ -45,6 +46,7 @@ def demo(
     ),
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the summary as JSON here.")] = None,
     timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 900.0,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log the demo's own steps.")] = False,
     bootstrap: BootstrapOption = None,
     topic_prefix: Annotated[
         str | None, typer.Option(help="Topic prefix (default: a fresh one per run, so runs never mix).")
@@ -56,6 +58,8 @@ def demo(
 
     prefix = topic_prefix or f"meshfl.demo-{time.strftime('%Y%m%d-%H%M%S')}."
     settings = settings_from(bootstrap, prefix)
+    if not verbose:  # the daemons' logs go to files under --out; keep this terminal for the table
+        configure_logging(settings.log_format, "WARNING")
     if "bootstrap_servers" not in settings.model_fields_set:
         from meshfl.broker import LocalBroker
 

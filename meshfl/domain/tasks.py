@@ -6,6 +6,7 @@ per feature and gives one logit per class, and its architecture, activation and 
 
 from __future__ import annotations
 
+import json
 import tomllib
 from pathlib import Path
 
@@ -39,14 +40,18 @@ def check_task(task: TrainingTask) -> None:
 
 
 def load_task_file(path: Path | str) -> TrainingTask:
-    """Parse and check a task file; raises ``ConfigError`` naming the file and the field."""
+    """Parse and check a task file (TOML, or JSON for generated tasks: ``TrainingTask.model_dump_json``);
+    raises ``ConfigError`` naming the file and the field."""
     path = Path(path)
     try:
-        with path.open("rb") as handle:
-            data = tomllib.load(handle)
+        if path.suffix == ".json":
+            data = json.loads(path.read_text())
+        else:
+            with path.open("rb") as handle:
+                data = tomllib.load(handle)
     except FileNotFoundError as exc:
         raise ConfigError(f"{path}: no such task file") from exc
-    except (tomllib.TOMLDecodeError, OSError) as exc:
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, OSError) as exc:
         raise ConfigError(f"{path}: {exc}") from exc
     try:
         task = TrainingTask.model_validate(data)
