@@ -21,7 +21,8 @@ console = Console(stderr=False)
 
 
 def _table(rows: list[list[str]], total: int, task_id: str) -> Table:
-    table = Table(title=f"meshfl federation: {task_id}", caption=f"{len(rows)}/{total} rounds")
+    done = int(rows[-1][0]) if rows else 0
+    table = Table(title=f"meshfl federation: {task_id}", caption=f"{done}/{total} rounds")
     for column in ("round", "version", "domains in", "test accuracy", "test loss", "round time"):
         table.add_column(column, justify="right" if column != "domains in" else "left")
     for row in rows:
@@ -90,7 +91,7 @@ def demo(
                     [
                         str(record.round),
                         str(record.version),
-                        ", ".join(d.split("-", 1)[-1] for d in record.domains),
+                        str(len(record.domains)) if record.domains else "initial model",
                         f"{record.accuracy:.4f}",
                         f"{record.loss:.4f}",
                         f"{record.wall_seconds:.2f} s",
