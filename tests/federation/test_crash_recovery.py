@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from meshfl.bus import ensure_topics
 from meshfl.events import AgentProgress, ModelUpdate, ModelVersion, TrainingTask
 from meshfl.settings import MeshflSettings
 from meshfl.topics import Topic
@@ -31,6 +32,7 @@ def _run_federation(
     procs: Processes, task: TrainingTask, mesh_root: Path, *, crash: bool
 ) -> list[ModelVersion]:
     settings = procs.settings
+    ensure_topics(settings)
     task_file = write_task(task, procs.log_dir / "task.json")
     procs.start("governance", "governance", "run", "--tasks", str(task_file))
     wait_for(lambda: len(_versions(settings, task.id)) >= 1, timeout=90, what="version 0")
@@ -81,6 +83,7 @@ def test_restarted_agent_never_publishes_a_round_twice(
     processes: Processes, mesh_root: Path, settings: MeshflSettings
 ) -> None:
     task = hospital_task(mesh_root, rounds=2)
+    ensure_topics(settings)
     task_file = write_task(task, processes.log_dir / "task.json")
     processes.start("governance", "governance", "run", "--tasks", str(task_file))
     domain = mesh_root / HOSPITALS[0]
