@@ -12,12 +12,12 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import torch
-from meshfl.tensors import from_wire, tensors_sha256, to_wire
 
 from governance.policies import Verdict, add_gaussian_noise, check_budget, noise_seed, privacy_spent
 from governance.strategies import ClientUpdate, build_strategy
 from meshfl.events import FederationMode, ModelVersion, PrivacySpent, TrainingTask, utcnow
 from meshfl.modelspec import build_model
+from meshfl.tensors import from_wire, tensors_sha256, to_wire
 
 
 @dataclass(frozen=True)
@@ -105,6 +105,15 @@ def initial_version(task: TrainingTask) -> ModelVersion:
     )
 
 
+def strategy_params(task: TrainingTask) -> dict[str, float]:
+    """The strategy's parameters; FedBuff takes its staleness rule from the round policy unless set."""
+    params = dict(task.strategy.params)
+    if task.strategy.name == "fedbuff":
+        params.setdefault("staleness_alpha", task.round_policy.staleness_alpha)
+        params.setdefault("max_staleness", float(max(task.round_policy.max_staleness, 0)))
+    return params
+
+
 def aggregate_version(
     task: TrainingTask,
     parent: ModelVersion,
@@ -123,7 +132,7 @@ def aggregate_version(
     """
     if not updates:
         raise ValueError("a version needs at least one accepted update")
-    strategy = build_strategy(task.strategy.name, task.strategy.params)
+    strategy = build_strategy(task.strategy.name, strategy_params(task))
     ordered = sorted(updates, key=lambda u: (u.domain, u.update_id))
     examples = sum(u.num_examples for u in ordered)
     if task.privacy is not None:

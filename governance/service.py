@@ -23,9 +23,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from meshfl.tensors import from_wire
-
-from governance.policies import Candidate, PolicyContext, Verdict, buffer_ready, evaluate_update, round_ready
+from governance.policies import (
+    Candidate,
+    PolicyContext,
+    Verdict,
+    buffer_ready,
+    buffer_size,
+    evaluate_update,
+    round_ready,
+)
 from governance.rounds import PendingUpdate, TaskState, aggregate_version, initial_version
 from governance.strategies import ClientUpdate
 from meshfl.bus import Envelope, EventConsumer, EventProducer, ensure_topics, read_all
@@ -42,12 +48,14 @@ from meshfl.events import (
 )
 from meshfl.logs import get_logger
 from meshfl.settings import MeshflSettings
+from meshfl.tensors import from_wire
 from meshfl.topics import Topic, topic_name
 
 log = get_logger("meshfl.governance")
 
 _DECISION_NS = uuid.UUID("6f1c1d4e-3b51-4d38-9a59-2f0c3c1f8e11")
 _MAX_BATCH = 64
+_WITHDRAWN = "buffer_staleness"  # an accepted update withdrawn from the async buffer: settled
 _CATALOG_POLICIES = frozenset({"known_domain", "data_contract", "admission"})
 
 
@@ -125,9 +133,8 @@ class GovernanceService:
         try:
             for envelope in batch:
                 self._handle(producer, envelope)
-            for state in self._states.values():
-                if self._ready(state, datetime.now(UTC), closing=True):
-                    self._close_round(producer, state)
+                self._close_ready(producer)
+            self._close_ready(producer)
             holds = {
                 (topic_name(self._settings, Topic.UPDATES), partition): offset
                 for state in self._states.values()
@@ -158,6 +165,8 @@ class GovernanceService:
             decision = env.event
             if isinstance(decision, GovernanceDecision):
                 state.decided_ids.add(decision.update_id)
+                if decision.policy == _WITHDRAWN:
+                    state.aggregated.add(decision.update_id)
                 if decision.source_partition is not None and decision.source_offset is not None:
                     key = (decision.source_partition, decision.source_offset)
                     state.decided_at.setdefault(key, decision.outcome)
@@ -364,7 +373,44 @@ class GovernanceService:
             log.info("round ready", task=state.task.id, round=state.open_round, reason=readiness.reason)
         return readiness.ready
 
+    def _close_ready(self, producer: EventProducer) -> None:
+        """Publish a version for every task whose round (or async buffer) is ready, as often as it is."""
+        for state in self._states.values():
+            while self._ready(state, datetime.now(UTC), closing=True):
+                self._close_round(producer, state)
+
+    def _drop_too_stale(self, producer: EventProducer, state: TaskState) -> None:
+        """Buffered updates that aged past max_staleness while waiting are withdrawn, with a decision."""
+        limit = state.task.round_policy.max_staleness
+        for item in [p for p in state.pending if state.latest.version - p.base_version > limit]:
+            state.pending.remove(item)
+            marker = f"withdrawn/{item.update_id}"
+            producer.produce(
+                Topic.DECISIONS,
+                GovernanceDecision(
+                    decision_id=str(uuid.uuid5(_DECISION_NS, marker)),
+                    task_id=state.task.id,
+                    update_id=item.update_id,
+                    domain=item.domain,
+                    round=state.open_round,
+                    outcome=DecisionOutcome.REJECTED,
+                    policy=_WITHDRAWN,
+                    reason=f"withdrawn from the buffer: staleness {state.latest.version - item.base_version} "
+                    f"> max_staleness {limit} by version {state.latest.version + 1}",
+                    created_at=utcnow(),
+                ),
+                key=state.task.id,
+            )
+            self._log_state.aggregated.add(item.update_id)  # settled: never restored into a buffer
+
     def _close_round(self, producer: EventProducer, state: TaskState) -> None:
+        chosen = state.pending
+        if state.is_async:
+            self._drop_too_stale(producer, state)
+            # FedBuff: the K oldest accepted updates in log order (the same after a restart).
+            chosen = sorted(state.pending, key=lambda p: (p.partition, p.first_offset))[
+                : buffer_size(state.task.round_policy)
+            ]
         updates = [
             ClientUpdate(
                 update_id=item.update_id,
@@ -373,7 +419,7 @@ class GovernanceService:
                 num_examples=item.num_examples,
                 staleness=state.latest.version - item.base_version,
             )
-            for item in state.pending
+            for item in chosen
         ]
         version = aggregate_version(
             state.task,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from meshfl.bus import read_all
+from meshfl.bus import ensure_topics, read_all
 from meshfl.datasets import materialize
 from meshfl.domain.agent import DomainAgent
 from meshfl.domain.tasks import load_task_file
@@ -155,7 +155,15 @@ def processes(settings: MeshflSettings, tmp_path: Path) -> Iterator[Processes]:
         procs.stop_all()
 
 
+_ENSURED: set[tuple[str, str]] = set()
+
+
 def events(settings: MeshflSettings, topic: Topic) -> list[Event]:
+    """Every event of ``topic`` now (the topics are created first, so a test may look before a daemon)."""
+    key = (settings.bootstrap_servers, settings.topic_prefix)
+    if key not in _ENSURED:
+        ensure_topics(settings)
+        _ENSURED.add(key)
     return [env.event for env in read_all(settings, topic)]
 
 

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from meshfl.tensors import from_wire, to_wire
 
 from governance.service import GovernanceService
 from meshfl.bus import EventConsumer, EventProducer, ensure_topics
@@ -22,6 +21,7 @@ from meshfl.domain.tasks import load_task_file
 from meshfl.domain.training import evaluate, train_local
 from meshfl.events import ModelUpdate, ModelVersion, RoundPolicy, StrategySpec, TrainingTask
 from meshfl.settings import MeshflSettings
+from meshfl.tensors import from_wire, to_wire
 from meshfl.topics import Topic
 from tests.federation.conftest import Threads, events, wait_for
 
@@ -29,7 +29,7 @@ pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 DIGITS = ["digits-finance", "digits-logistics", "digits-marketing", "digits-retail"]
 ATTACKER = "digits-support"
-ROUNDS = 5
+ROUNDS = 8
 
 
 def _attacker(settings: MeshflSettings, domain_dir: Path, task: TrainingTask, stop: threading.Event) -> int:
@@ -103,6 +103,8 @@ def test_poisoned_domain(
     x_test, y_test = load_xy_file(mesh_root / "_testsets" / "digits-test.parquet", task)
     accuracy = evaluate(task.model, from_wire(version.tensors), x_test, y_test)["accuracy"]
     if robust:
-        assert accuracy >= 0.75, f"{strategy.name} should hold against one poisoned domain: {accuracy:.3f}"
+        # Under Dirichlet(0.5) label skew the robust rules learn slower than FedAvg would unpoisoned
+        # (Krum keeps one domain's model a round), but they stay far above chance (0.1).
+        assert accuracy >= 0.6, f"{strategy.name} should hold against one poisoned domain: {accuracy:.3f}"
     else:
-        assert accuracy <= 0.5, f"FedAvg should collapse under a x100 poisoned update: {accuracy:.3f}"
+        assert accuracy <= 0.2, f"FedAvg should collapse under a x100 poisoned update: {accuracy:.3f}"
