@@ -55,6 +55,7 @@ log = get_logger("meshfl.governance")
 
 _DECISION_NS = uuid.UUID("6f1c1d4e-3b51-4d38-9a59-2f0c3c1f8e11")
 _MAX_BATCH = 64
+_BATCH_LINGER_S = 0.02
 _WITHDRAWN = "buffer_staleness"  # an accepted update withdrawn from the async buffer: settled
 _CATALOG_POLICIES = frozenset({"known_domain", "data_contract", "admission"})
 
@@ -110,7 +111,7 @@ class GovernanceService:
             )
             log.info("governance started", tasks=sorted(self._states), group=group)
             while not stop.is_set():
-                self._drain_catalog(catalog)
+                self._take_catalog(catalog)
                 batch = self._poll_batch(updates)
                 self._step(producer, updates, batch)
                 if self._exit_when_complete and all(s.complete for s in self._states.values()):
@@ -209,16 +210,27 @@ class GovernanceService:
         log.info("tasks published", tasks=[t.id for t in missing])
         self._rebuild()
 
+    def _take_catalog(self, consumer: EventConsumer) -> None:
+        """Take in whatever catalog records are already fetched, without a broker round trip."""
+        env = consumer.poll(0.0)
+        while env is not None:
+            self._record_product(env)
+            env = consumer.poll(0.0)
+
+    def _record_product(self, env: Envelope) -> None:
+        if isinstance(env.event, DataProductDescriptor):
+            product = env.event
+            self._catalog.setdefault(product.domain, {})[product.id] = product
+
     def _drain_catalog(self, consumer: EventConsumer) -> None:
+        """Read the catalog up to its end (asks the broker where the end is: for startup and doubts)."""
         while True:
             env = consumer.poll(0.0 if consumer.at_end() else 0.5)
             if env is None:
                 if consumer.at_end():
                     return
                 continue
-            if isinstance(env.event, DataProductDescriptor):
-                product = env.event
-                self._catalog.setdefault(product.domain, {})[product.id] = product
+            self._record_product(env)
 
     def _poll_batch(self, consumer: EventConsumer) -> list[Envelope]:
         first = consumer.poll(self._poll_timeout)
@@ -226,7 +238,8 @@ class GovernanceService:
             return []
         batch = [first]
         while len(batch) < _MAX_BATCH:
-            more = consumer.poll(0.0)
+            # A short linger gathers the updates of a round into one transaction.
+            more = consumer.poll(_BATCH_LINGER_S)
             if more is None:
                 break
             batch.append(more)

@@ -9,6 +9,16 @@ from meshfl.settings import load_settings
 from meshfl.topics import Topic, topic_name, topic_specs
 
 
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests set the environment themselves; the caller's MESHFL_* must not leak in."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("MESHFL_"):
+            monkeypatch.delenv(name)
+
+
 def test_env_and_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     config = tmp_path / "meshfl.toml"
     config.write_text(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from meshfl.cli import broker, demo, domain, domains, governance
+from meshfl.cli import audit, broker, catalog, demo, domain, domains, governance, models
 
 app = typer.Typer(
     name="meshfl",
@@ -16,6 +16,9 @@ app.add_typer(broker.app, name="broker")
 app.add_typer(domains.app, name="domains")
 app.add_typer(domain.app, name="domain")
 app.add_typer(governance.app, name="governance")
+app.add_typer(models.app, name="models")
+app.add_typer(catalog.app, name="catalog")
+app.add_typer(audit.app, name="audit")
 app.command("demo")(demo.demo)
 
 

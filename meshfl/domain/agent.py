@@ -16,11 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from meshfl.tensors import from_wire, to_wire
 
 from meshfl.bus import EventConsumer, EventProducer, ensure_topics, read_all
 from meshfl.domain.config import DomainConfig, load_domain
-from meshfl.domain.data import prepare_local_data, product_serves
+from meshfl.domain.data import LocalData, prepare_local_data, product_serves
 from meshfl.domain.training import train_local
 from meshfl.errors import BusError, DataContractError, MeshflError
 from meshfl.events import (
@@ -34,6 +33,7 @@ from meshfl.events import (
 )
 from meshfl.logs import get_logger
 from meshfl.settings import MeshflSettings
+from meshfl.tensors import from_wire, to_wire
 from meshfl.topics import Topic
 
 log = get_logger("meshfl.domain")
@@ -82,6 +82,7 @@ class DomainAgent:
         self._poll_timeout = poll_timeout
         self._simulate_delay = simulate_delay
         self._view = _AgentView()
+        self._data_cache: dict[str, tuple[tuple[tuple[str, int], ...], LocalData]] = {}
         self._status = AgentStatus.STARTING
         self._current_round: int | None = None
 
@@ -187,6 +188,16 @@ class DomainAgent:
 
     # --- training ------------------------------------------------------------------------------
 
+    def _local_data(self, task: TrainingTask) -> LocalData:
+        """The task's rows and holdout, read and contract-checked once per version of the files."""
+        key = _files_key(self._config)
+        cached = self._data_cache.get(task.id)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        data = prepare_local_data(self._config, task)
+        self._data_cache[task.id] = (key, data)
+        return data
+
     def _maybe_train(self, producer: EventProducer, task_id: str) -> None:
         task = self._view.tasks[task_id]
         version = self._view.latest.get(task_id)
@@ -201,7 +212,7 @@ class DomainAgent:
             log.info("task not served by this domain", domain=self._domain, task=task_id, reasons=reasons)
             return
         try:
-            data = prepare_local_data(self._config, task)
+            data = self._local_data(task)
         except DataContractError as exc:
             self._view.refused.add(task_id)
             log.error("local data violates its contract; task refused", task=task_id, error=str(exc))
@@ -218,7 +229,7 @@ class DomainAgent:
             holdout=data.holdout,
         )
         if self._simulate_delay > 0:
-            time.sleep(self._simulate_delay)
+            time.sleep(self._simulate_delay)  # a straggler on purpose (--simulate-delay)
         update = ModelUpdate(
             update_id=update_id_for(task_id, round_, self._domain),
             task_id=task_id,
@@ -260,6 +271,15 @@ class DomainAgent:
             examples=result.num_examples,
             **{k: round(v, 4) for k, v in result.metrics.items()},
         )
+
+
+def _files_key(config: DomainConfig) -> tuple[tuple[str, int], ...]:
+    """Identifies the local data as it is now: a changed file means reading (and checking) it again."""
+    out = []
+    for product in config.data_products:
+        path = config.product_path(product)
+        out.append((str(path), path.stat().st_mtime_ns if path.exists() else -1))
+    return tuple(out)
 
 
 def _meshfl_version() -> str:

@@ -1,0 +1,210 @@
+"""``meshfl audit``: verify a federation from its log (replay), trace a version (lineage), report, export.
+
+Exit codes: 0 every version reproduces (replay) or done; 1 a version does not reproduce or tampering
+was found; 2 the audit could not be carried out (no such task, unreadable file, bus down, bad settings).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+from rich.tree import Tree
+
+from governance.audit import (
+    Lineage,
+    LoggedEvent,
+    ReplayResult,
+    TaskLog,
+    events_from_bus,
+    events_from_file,
+    export_task,
+    lineage,
+    replay,
+    write_report,
+)
+from meshfl.cli._common import BootstrapOption, PrefixOption, settings_from
+from meshfl.errors import MeshflError
+from meshfl.settings import MeshflSettings
+
+app = typer.Typer(
+    help="Audit a federation from the log: replay, lineage, report, export.", no_args_is_help=True
+)
+console = Console()
+errors = Console(stderr=True)
+
+TaskOption = Annotated[str, typer.Option("--task", "-t", help="Task id.")]
+FileOption = Annotated[
+    Path | None, typer.Option("--file", "-f", help="Read an export file instead of the bus.")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
+
+
+def _fail(exc: MeshflError) -> NoReturn:
+    errors.print(f"[red]error:[/red] {exc}")
+    raise typer.Exit(2) from exc
+
+
+def _events(settings: MeshflSettings, task: str, file: Path | None) -> list[LoggedEvent]:
+    return events_from_file(file) if file is not None else events_from_bus(settings, task)
+
+
+def _first_version_since(events: list[LoggedEvent], task: str, since: datetime) -> int:
+    """The first version published at or after ``since`` (broker time), to start a replay there."""
+    index = TaskLog.of(events, task)
+    stamps = {n: copies[0].timestamp_ms for n, copies in index.versions.items()}
+    cutoff = since.timestamp() * 1000
+    later = [n for n, stamp in stamps.items() if stamp >= cutoff]
+    return min(later) if later else max(stamps, default=0) + 1
+
+
+def _replay_table(result: ReplayResult) -> Table:
+    table = Table(
+        title=f"replay of {result.task_id}", caption=f"{result.events_read} events, {result.seconds:.2f} s"
+    )
+    for column in ("version", "round", "contributing domains", "strategy", "sha256", "hash match"):
+        table.add_column(column, justify="right" if column in ("version", "round") else "left")
+    for check in result.versions:
+        match = "[green]yes[/green]" if check.reproduced and check.self_hash_ok else "[red]NO[/red]"
+        table.add_row(
+            str(check.version),
+            str(check.round),
+            ", ".join(check.contributing_domains) or "-",
+            check.strategy,
+            check.published_sha256[:12],
+            match,
+        )
+    return table
+
+
+@app.command("replay")
+def replay_command(
+    task: TaskOption,
+    from_version: Annotated[int, typer.Option("--from-version", help="First version to verify.")] = 0,
+    to_version: Annotated[int | None, typer.Option("--to-version", help="Last version to verify.")] = None,
+    since: Annotated[
+        datetime | None, typer.Option(help="Verify the versions published from this time on (UTC).")
+    ] = None,
+    file: FileOption = None,
+    as_json: JsonOption = False,
+    bootstrap: BootstrapOption = None,
+    topic_prefix: PrefixOption = None,
+) -> None:
+    """Recompute every version from the accepted updates and compare each SHA-256 with the published one."""
+    settings = settings_from(bootstrap, topic_prefix)
+    secret = settings.dp_secret.get_secret_value().encode() if settings.dp_secret else b""
+    try:
+        events = _events(settings, task, file)
+        if since is not None:
+            from_version = max(from_version, _first_version_since(events, task, since))
+        if as_json:
+            result = replay(events, task, from_version=from_version, to_version=to_version, dp_secret=secret)
+        else:
+            with Progress(console=errors, transient=True) as progress:
+                bar = progress.add_task("replaying", total=None)
+                result = replay(
+                    events,
+                    task,
+                    from_version=from_version,
+                    to_version=to_version,
+                    dp_secret=secret,
+                    on_progress=lambda done, total: progress.update(bar, completed=done, total=total),
+                )
+    except MeshflError as exc:
+        _fail(exc)
+    if as_json:
+        typer.echo(result.model_dump_json(indent=2))
+    else:
+        console.print(_replay_table(result))
+        for finding in result.findings:
+            colour = "red" if finding.severity == "error" else "yellow"
+            console.print(f"[{colour}]{finding.severity}[/{colour}] {finding.kind}: {finding.message}")
+        verdict = "[green]every version reproduces[/green]" if result.ok else "[red]verification FAILED[/red]"
+        console.print(verdict)
+    raise typer.Exit(0 if result.ok else 1)
+
+
+def _tree(tree: Lineage) -> Tree:
+    root = Tree(f"[bold]{tree.task_id}[/bold] v{tree.version}: domains {', '.join(tree.domains) or '-'}")
+    for node in tree.chain:
+        parent = "task seed" if node.parent_version is None else f"parent v{node.parent_version}"
+        branch = root.add(
+            f"v{node.version} round {node.round} ({parent}, {node.strategy}, {node.sha256[:12]})"
+        )
+        for update in node.updates:
+            products = (
+                ", ".join(f"{p.id} v{p.version}" for p in update.data_products) or "no declared product"
+            )
+            branch.add(
+                f"{update.domain}: update {update.update_id} @ {update.partition}/{update.offset}, "
+                f"{update.num_examples} examples, trained on {products}"
+            )
+        for excluded in node.excluded:
+            branch.add(
+                f"[yellow]excluded[/yellow] {excluded.domain} {excluded.update_id}: "
+                f"{excluded.policy}: {excluded.reason}"
+            )
+    return root
+
+
+@app.command("lineage")
+def lineage_command(
+    task: TaskOption,
+    version: Annotated[int | None, typer.Option("--version", "-v", help="Version (default: latest).")] = None,
+    file: FileOption = None,
+    as_json: JsonOption = False,
+    bootstrap: BootstrapOption = None,
+    topic_prefix: PrefixOption = None,
+) -> None:
+    """The tree from a version back to the first: parents, updates, domains, data products, exclusions."""
+    settings = settings_from(bootstrap, topic_prefix)
+    try:
+        tree = lineage(TaskLog.of(_events(settings, task, file), task), version)
+    except MeshflError as exc:
+        _fail(exc)
+    if as_json:
+        typer.echo(tree.model_dump_json(indent=2))
+    else:
+        console.print(_tree(tree))
+
+
+@app.command("report")
+def report_command(
+    task: TaskOption,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write index.html into.")],
+    file: FileOption = None,
+    bootstrap: BootstrapOption = None,
+    topic_prefix: PrefixOption = None,
+) -> None:
+    """A self-contained HTML report: replay verdict, lineage, metrics plots, rejections, DP budget."""
+    settings = settings_from(bootstrap, topic_prefix)
+    secret = settings.dp_secret.get_secret_value().encode() if settings.dp_secret else b""
+    try:
+        events = _events(settings, task, file)
+        index = TaskLog.of(events, task)
+        result = replay(events, task, dp_secret=secret) if secret or index.task.privacy is None else None
+        path = write_report(index, out, result)
+    except MeshflError as exc:
+        _fail(exc)
+    console.print(f"report written to {path}")
+
+
+@app.command("export")
+def export_command(
+    task: TaskOption,
+    out: Annotated[Path, typer.Option("--out", "-o", help="The .avro file to write.")],
+    bootstrap: BootstrapOption = None,
+    topic_prefix: PrefixOption = None,
+) -> None:
+    """Write the task's events (tasks, updates, decisions, versions, catalog) to an Avro container file."""
+    settings = settings_from(bootstrap, topic_prefix)
+    try:
+        count = export_task(settings, task, out)
+    except MeshflError as exc:
+        _fail(exc)
+    console.print(f"{count} events of {task} written to {out}")
