@@ -97,6 +97,16 @@ def plan_demo(
         overrides["mode"] = mode
         if mode == FederationMode.ASYNC:
             overrides["strategy"] = task.strategy.model_copy(update={"name": "fedbuff"})
+            policy = task.round_policy
+            # FedBuff: aggregate every K = 3 accepted updates and let updates be up to 4 versions old,
+            # unless the task file says otherwise; a barrier over all domains would not be async.
+            overrides["round_policy"] = policy.model_copy(
+                update={
+                    "buffer_size": policy.buffer_size or 3,
+                    "max_staleness": policy.max_staleness or 4,
+                    "min_domains": 1,
+                }
+            )
     if overrides:
         task = task.model_copy(update=overrides)
     out_dir.mkdir(parents=True, exist_ok=True)
