@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from meshfl.tensors import from_wire
 from pydantic import BaseModel
 
 from meshfl.bus import EventConsumer, ensure_topics
@@ -32,6 +31,7 @@ from meshfl.errors import MeshflError
 from meshfl.events import FederationMode, ModelVersion, TrainingTask
 from meshfl.logs import get_logger
 from meshfl.settings import MeshflSettings
+from meshfl.tensors import from_wire
 from meshfl.topics import Topic
 
 log = get_logger("meshfl.demo")
