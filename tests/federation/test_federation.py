@@ -6,13 +6,13 @@ import itertools
 from pathlib import Path
 
 import pytest
-from meshfl.tensors import from_wire, tensors_sha256
 
 from governance.service import GovernanceService
 from meshfl.domain.data import load_xy_file
 from meshfl.domain.training import evaluate
 from meshfl.events import DecisionOutcome, GovernanceDecision, ModelUpdate, ModelVersion
 from meshfl.settings import MeshflSettings
+from meshfl.tensors import from_wire, tensors_sha256
 from meshfl.topics import Topic
 from tests.federation.conftest import HOSPITALS, Threads, events, hospital_task, wait_for
 

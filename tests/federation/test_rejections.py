@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import torch
 from confluent_kafka import Producer
-from meshfl.tensors import from_wire, to_wire
 
 from governance.rounds import initial_version
 from governance.service import GovernanceService
@@ -22,6 +21,7 @@ from meshfl.events import (
     TrainingTask,
 )
 from meshfl.settings import MeshflSettings
+from meshfl.tensors import from_wire, to_wire
 from meshfl.topics import Topic, topic_name
 from tests.federation.conftest import Threads, events, hospital_task, wait_for
 
