@@ -20,9 +20,9 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from governance.log_state import WITHDRAWN, LogState, read_log_state
 from governance.policies import (
     Candidate,
     PolicyContext,
@@ -34,7 +34,7 @@ from governance.policies import (
 )
 from governance.rounds import PendingUpdate, TaskState, aggregate_version, initial_version
 from governance.strategies import ClientUpdate
-from meshfl.bus import Envelope, EventConsumer, EventProducer, ensure_topics, read_all
+from meshfl.bus import Envelope, EventConsumer, EventProducer, ensure_topics
 from meshfl.domain.data import serves
 from meshfl.errors import BusError, ConfigError, TensorCodecError
 from meshfl.events import (
@@ -42,7 +42,6 @@ from meshfl.events import (
     DecisionOutcome,
     GovernanceDecision,
     ModelUpdate,
-    ModelVersion,
     TrainingTask,
     utcnow,
 )
@@ -56,19 +55,7 @@ log = get_logger("meshfl.governance")
 _DECISION_NS = uuid.UUID("6f1c1d4e-3b51-4d38-9a59-2f0c3c1f8e11")
 _MAX_BATCH = 64
 _BATCH_LINGER_S = 0.02
-_WITHDRAWN = "buffer_staleness"  # an accepted update withdrawn from the async buffer: settled
 _CATALOG_POLICIES = frozenset({"known_domain", "data_contract", "admission"})
-
-
-@dataclass
-class _LogState:
-    """What the log says happened: built on start and after an aborted transaction."""
-
-    tasks: dict[str, TrainingTask] = field(default_factory=dict)
-    latest: dict[str, ModelVersion] = field(default_factory=dict)
-    aggregated: set[str] = field(default_factory=set)
-    decided_ids: set[str] = field(default_factory=set)
-    decided_at: dict[tuple[int, int], DecisionOutcome] = field(default_factory=dict)
 
 
 class GovernanceService:
@@ -89,7 +76,7 @@ class GovernanceService:
         self._poll_timeout = poll_timeout
         self._exit_when_complete = exit_when_complete
         self._states: dict[str, TaskState] = {}
-        self._log_state = _LogState()
+        self._log_state = LogState()
         self._catalog: dict[str, dict[str, DataProductDescriptor]] = {}
         self._catalog_consumer: EventConsumer | None = None
 
@@ -151,26 +138,7 @@ class GovernanceService:
     # --- state from the log --------------------------------------------------------------------
 
     def _rebuild(self) -> None:
-        state = _LogState()
-        for env in read_all(self._settings, Topic.TASKS):
-            if isinstance(env.event, TrainingTask):
-                state.tasks.setdefault(env.event.id, env.event)
-        for env in read_all(self._settings, Topic.MODEL_VERSIONS):
-            if isinstance(env.event, ModelVersion):
-                version = env.event
-                state.aggregated.update(version.contributing_updates)
-                current = state.latest.get(version.task_id)
-                if current is None or version.version > current.version:
-                    state.latest[version.task_id] = version
-        for env in read_all(self._settings, Topic.DECISIONS):
-            decision = env.event
-            if isinstance(decision, GovernanceDecision):
-                state.decided_ids.add(decision.update_id)
-                if decision.policy == _WITHDRAWN:
-                    state.aggregated.add(decision.update_id)
-                if decision.source_partition is not None and decision.source_offset is not None:
-                    key = (decision.source_partition, decision.source_offset)
-                    state.decided_at.setdefault(key, decision.outcome)
+        state = read_log_state(self._settings)
         self._log_state = state
         self._states = {}
         for task in self._configured:
@@ -397,22 +365,15 @@ class GovernanceService:
         limit = state.task.round_policy.max_staleness
         for item in [p for p in state.pending if state.latest.version - p.base_version > limit]:
             state.pending.remove(item)
-            marker = f"withdrawn/{item.update_id}"
-            producer.produce(
-                Topic.DECISIONS,
-                GovernanceDecision(
-                    decision_id=str(uuid.uuid5(_DECISION_NS, marker)),
-                    task_id=state.task.id,
-                    update_id=item.update_id,
-                    domain=item.domain,
-                    round=state.open_round,
-                    outcome=DecisionOutcome.REJECTED,
-                    policy=_WITHDRAWN,
-                    reason=f"withdrawn from the buffer: staleness {state.latest.version - item.base_version} "
-                    f"> max_staleness {limit} by version {state.latest.version + 1}",
-                    created_at=utcnow(),
-                ),
-                key=state.task.id,
+            self._round_decision(
+                producer,
+                state,
+                update_id=item.update_id,
+                domain=item.domain,
+                policy=WITHDRAWN,
+                reason=f"withdrawn from the buffer: staleness {state.latest.version - item.base_version} "
+                f"> max_staleness {limit} by version {state.latest.version + 1}",
+                marker=f"withdrawn/{item.update_id}",
             )
             self._log_state.aggregated.add(item.update_id)  # settled: never restored into a buffer
 
@@ -463,6 +424,31 @@ class GovernanceService:
             raise ConfigError(f"task {task.id} uses differential privacy: set MESHFL_DP_SECRET")
         return secret.get_secret_value().encode()
 
+    def _round_decision(
+        self,
+        producer: EventProducer,
+        state: TaskState,
+        *,
+        update_id: str,
+        domain: str,
+        policy: str,
+        reason: str,
+        marker: str | None = None,
+    ) -> None:
+        """A rejection the round itself decides (no update message behind it): stragglers, withdrawals."""
+        decision = GovernanceDecision(
+            decision_id=str(uuid.uuid5(_DECISION_NS, marker or update_id)),
+            task_id=state.task.id,
+            update_id=update_id,
+            domain=domain,
+            round=state.open_round,
+            outcome=DecisionOutcome.REJECTED,
+            policy=policy,
+            reason=reason,
+            created_at=utcnow(),
+        )
+        producer.produce(Topic.DECISIONS, decision, key=state.task.id)
+
     def _report_stragglers(
         self, producer: EventProducer, state: TaskState, contributing: Iterable[str]
     ) -> None:
@@ -471,19 +457,11 @@ class GovernanceService:
             return
         missing = [d for d in self._serving_domains(state.task) if d not in set(contributing)]
         for domain in missing:
-            marker = f"missing/{state.task.id}/{state.open_round}/{domain}"
-            producer.produce(
-                Topic.DECISIONS,
-                GovernanceDecision(
-                    decision_id=str(uuid.uuid5(_DECISION_NS, marker)),
-                    task_id=state.task.id,
-                    update_id=marker,
-                    domain=domain,
-                    round=state.open_round,
-                    outcome=DecisionOutcome.REJECTED,
-                    policy="round_deadline",
-                    reason=f"straggler: no update from {domain} when round {state.open_round} closed",
-                    created_at=utcnow(),
-                ),
-                key=state.task.id,
+            self._round_decision(
+                producer,
+                state,
+                update_id=f"missing/{state.task.id}/{state.open_round}/{domain}",
+                domain=domain,
+                policy="round_deadline",
+                reason=f"straggler: no update from {domain} when round {state.open_round} closed",
             )
