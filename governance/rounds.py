@@ -42,6 +42,7 @@ class TaskState:
     latest_weights: dict[str, torch.Tensor]
     server_state: dict[str, torch.Tensor]
     pending: list[PendingUpdate] = field(default_factory=list)
+    failed_with: int = -1  # pending count at which the strategy last refused to aggregate
 
     @property
     def open_round(self) -> int:
@@ -85,6 +86,7 @@ class TaskState:
         self.latest_weights = from_wire(version.tensors)
         self.server_state = from_wire(version.server_state)
         self.pending = [item for item in self.pending if item.update_id not in consumed]
+        self.failed_with = -1
 
 
 def initial_version(task: TrainingTask) -> ModelVersion:

@@ -32,8 +32,8 @@ from governance.policies import (
     evaluate_update,
     round_ready,
 )
-from governance.rounds import PendingUpdate, TaskState, aggregate_version, initial_version
-from governance.strategies import ClientUpdate
+from governance.rounds import PendingUpdate, TaskState, aggregate_version, initial_version, strategy_params
+from governance.strategies import ClientUpdate, build_strategy
 from meshfl.bus import Envelope, EventConsumer, EventProducer, ensure_topics
 from meshfl.domain.data import serves
 from meshfl.errors import BusError, ConfigError, TensorCodecError
@@ -83,6 +83,9 @@ class GovernanceService:
     # --- lifecycle -----------------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> int:
+        for task in self._configured:  # a bad task file stops the service here, not at round 1
+            build_strategy(task.strategy.name, strategy_params(task))
+            self._dp_secret(task)
         ensure_topics(self._settings)
         group = f"meshfl-governance-{self._service_id}"
         producer = EventProducer(self._settings, transactional_id=group, client_id=f"{group}-producer")
@@ -335,7 +338,7 @@ class GovernanceService:
         )
 
     def _ready(self, state: TaskState, now: datetime, *, closing: bool) -> bool:
-        if state.complete or not state.pending:
+        if state.complete or not state.pending or len(state.pending) == state.failed_with:
             return False
         policy = state.task.round_policy
         if state.is_async:
@@ -395,15 +398,27 @@ class GovernanceService:
             )
             for item in chosen
         ]
-        version = aggregate_version(
-            state.task,
-            state.latest,
-            state.latest_weights,
-            state.server_state,
-            updates,
-            created_at=utcnow(),
-            dp_secret=self._dp_secret(state.task),
-        )
+        try:
+            version = aggregate_version(
+                state.task,
+                state.latest,
+                state.latest_weights,
+                state.server_state,
+                updates,
+                created_at=utcnow(),
+                dp_secret=self._dp_secret(state.task),
+            )
+        except ValueError as exc:
+            # e.g. Bulyan with fewer than 4f+3 updates: wait for more rather than publish a weak version.
+            state.failed_with = len(state.pending)
+            log.error(
+                "strategy cannot aggregate these updates; waiting for more",
+                task=state.task.id,
+                round=state.open_round,
+                updates=len(updates),
+                error=str(exc),
+            )
+            return
         self._report_stragglers(producer, state, version.contributing_domains)
         producer.produce(Topic.MODEL_VERSIONS, version, key=state.task.id)
         self._log_state.aggregated.update(version.contributing_updates)

@@ -21,7 +21,7 @@ from meshfl.bus import EventConsumer, EventProducer, ensure_topics, read_all
 from meshfl.domain.config import DomainConfig, load_domain
 from meshfl.domain.data import LocalData, prepare_local_data, product_serves
 from meshfl.domain.training import train_local
-from meshfl.errors import BusError, DataContractError, MeshflError
+from meshfl.errors import BusError, ConfigError, DataContractError, MeshflError, TensorCodecError
 from meshfl.events import (
     AgentProgress,
     AgentStatus,
@@ -219,15 +219,27 @@ class DomainAgent:
             return
         self._status, self._current_round = AgentStatus.TRAINING, round_
         started = time.perf_counter()
-        result = train_local(
-            task,
-            from_wire(version.tensors),
-            data.x_train,
-            data.y_train,
-            seed=round_seed(task, round_, self._domain),
-            proximal_mu=float(task.strategy.params.get("proximal_mu", 0.0)),
-            holdout=data.holdout,
-        )
+        try:
+            result = train_local(
+                task,
+                from_wire(version.tensors),
+                data.x_train,
+                data.y_train,
+                seed=round_seed(task, round_, self._domain),
+                proximal_mu=float(task.strategy.params.get("proximal_mu", 0.0)),
+                holdout=data.holdout,
+            )
+        except (ConfigError, DataContractError, TensorCodecError) as exc:
+            # A version this domain cannot train from (wrong tensors for the task): skip it, stay up.
+            self._view.progress[task_id] = round_
+            self._status = AgentStatus.IDLE
+            log.error(
+                "cannot train from this version; skipped",
+                task=task_id,
+                version=version.version,
+                error=str(exc),
+            )
+            return
         if self._simulate_delay > 0:
             time.sleep(self._simulate_delay)  # a straggler on purpose (--simulate-delay)
         update = ModelUpdate(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 from pathlib import Path
 
 import pytest
@@ -13,17 +14,20 @@ from governance.rounds import initial_version
 from governance.service import GovernanceService
 from meshfl.bus import EventProducer, ensure_topics
 from meshfl.domain.config import load_domain
+from meshfl.errors import ConfigError
 from meshfl.events import (
     DataProductRef,
     DecisionOutcome,
     GovernanceDecision,
     ModelUpdate,
+    ModelVersion,
+    StrategySpec,
     TrainingTask,
 )
 from meshfl.settings import MeshflSettings
 from meshfl.tensors import from_wire, to_wire
 from meshfl.topics import Topic, topic_name
-from tests.federation.conftest import Threads, events, hospital_task, wait_for
+from tests.federation.conftest import HOSPITALS, Threads, events, hospital_task, wait_for
 
 pytestmark = pytest.mark.kafka
 
@@ -133,3 +137,33 @@ def events_raw(settings: MeshflSettings) -> list[bytes]:
         return out
     finally:
         consumer.close()
+
+
+def test_a_strategy_that_cannot_aggregate_waits_and_the_service_stays_up(
+    settings: MeshflSettings, mesh_root: Path, daemons: Threads
+) -> None:
+    """Bulyan needs n >= 4f + 3 updates; with three hospitals it refuses, and the service keeps going."""
+    task = hospital_task(mesh_root, strategy=StrategySpec(name="bulyan", params={"num_byzantine": 1}))
+    daemons.start("governance", GovernanceService(settings, [task]).run)
+    for name in HOSPITALS:
+        daemons.start_agent(settings, mesh_root / name)
+
+    def accepted() -> int:
+        return sum(
+            1
+            for e in events(settings, Topic.DECISIONS)
+            if isinstance(e, GovernanceDecision) and e.outcome == DecisionOutcome.ACCEPTED
+        )
+
+    wait_for(lambda: accepted() == 3, timeout=120, what="three accepted updates", check=daemons.check)
+    versions = [e for e in events(settings, Topic.MODEL_VERSIONS) if isinstance(e, ModelVersion)]
+    assert [v.version for v in versions] == [0]
+    daemons.check()
+    assert all(thread.is_alive() for thread in daemons.threads)
+
+
+def test_a_bad_task_stops_the_service_before_it_touches_the_bus(mesh_root: Path) -> None:
+    task = hospital_task(mesh_root, strategy=StrategySpec(name="no-such-strategy"))
+    unreachable = MeshflSettings(bootstrap_servers="127.0.0.1:1")
+    with pytest.raises(ConfigError, match="no-such-strategy"):
+        GovernanceService(unreachable, [task]).run(threading.Event())
