@@ -279,8 +279,9 @@ class GovernanceService:
             global_weights=state.latest_weights,
             expected=state.expected(),
             catalog={domain: list(products.values()) for domain, products in self._catalog.items()},
-            decided_update_ids=frozenset(
-                self._log_state.decided_ids - ({update.update_id} if restoring else set())
+            # No copy of the (ever-growing) decided set per update, except to restore one update.
+            decided_update_ids=(
+                self._log_state.decided_ids - {update.update_id} if restoring else self._log_state.decided_ids
             ),
             accepted_domains_this_round=frozenset(state.accepted_domains()),
         )
