@@ -38,8 +38,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
-from opacus.accountants import RDPAccountant
-from opacus.accountants.analysis import rdp as rdp_analysis
 
 from governance.policies.base import Verdict, accept, reject
 from meshfl.events import PrivacyPolicy, PrivacySpent
@@ -50,10 +48,14 @@ log = get_logger(__name__)
 BUDGET_POLICY = "privacy_budget"
 """The policy name on budget verdicts."""
 
+OPACUS_DEFAULT_ALPHAS: tuple[float, ...] = tuple([1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64)))
+"""``opacus.accountants.RDPAccountant.DEFAULT_ALPHAS`` (a test pins the equality), spelled out so that
+importing the policies does not load Opacus (~2 s); it loads on the first privacy computation."""
+
 RDP_ORDERS: tuple[float, ...] = tuple(
     sorted(
         {1 + x / 100 for x in range(1, 10)}
-        | {float(a) for a in RDPAccountant.DEFAULT_ALPHAS}
+        | {float(a) for a in OPACUS_DEFAULT_ALPHAS}
         | {64.0, 80.0, 96.0, 128.0, 256.0, 512.0}
     )
 )
@@ -141,6 +143,8 @@ def privacy_spent(
         raise ValueError(f"noise_multiplier must be > 0, got {noise_multiplier}")
     if steps == 0:
         return PrivacySpent(epsilon=0.0, delta=delta)
+    from opacus.accountants.analysis import rdp as rdp_analysis
+
     rdp = rdp_analysis.compute_rdp(
         q=sample_rate, noise_multiplier=noise_multiplier, steps=steps, orders=list(orders)
     )

@@ -207,3 +207,11 @@ def test_budget_without_a_cap_reports_the_spend_and_bad_policies_are_refused() -
     refused = check_budget(no_noise, sample_rate=1.0, releases=0)
     assert not refused.accepted and not isinstance(refused, BudgetExceeded)
     assert "gives no privacy" in refused.reason
+
+
+def test_default_orders_are_opacus_defaults() -> None:
+    from opacus.accountants import RDPAccountant
+
+    from governance.policies.privacy import OPACUS_DEFAULT_ALPHAS
+
+    assert list(OPACUS_DEFAULT_ALPHAS) == [float(a) for a in RDPAccountant.DEFAULT_ALPHAS]
