@@ -279,6 +279,7 @@ def plot_summary(summary: DemoSummary, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
     rounds = [r.round for r in summary.rounds]
@@ -286,6 +287,7 @@ def plot_summary(summary: DemoSummary, path: Path) -> None:
     ax.axhline(
         summary.centralized_accuracy, color="tab:red", linestyle="--", label="centralized, same budget"
     )
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("round (global model version)")
     ax.set_ylabel("test accuracy")
     ax.set_title(f"meshfl demo: {summary.task_id}, {len(summary.domains)} domains")

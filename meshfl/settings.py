@@ -85,8 +85,12 @@ class MeshflSettings(BaseSettings):
         return tuple(sources)
 
     def client_config(self, **overrides: Any) -> dict[str, Any]:
-        """The base librdkafka config of every client: bootstrap plus the pass-through settings."""
-        return {"bootstrap.servers": self.bootstrap_servers, **self.kafka, **overrides}
+        """The base librdkafka config of every client: bootstrap plus the pass-through settings.
+
+        librdkafka's own log is kept to notices and worse (``log_level`` 5): its info lines go to
+        stderr unstructured; set ``kafka.log_level`` to 7 when debugging a connection.
+        """
+        return {"bootstrap.servers": self.bootstrap_servers, "log_level": 5, **self.kafka, **overrides}
 
 
 def _config_file() -> Path | None:
