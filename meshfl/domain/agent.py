@@ -81,6 +81,7 @@ class DomainAgent:
         self._threads = threads
         self._poll_timeout = poll_timeout
         self._simulate_delay = simulate_delay
+        self._stop = threading.Event()
         self._view = _AgentView()
         self._data_cache: dict[str, tuple[tuple[tuple[str, int], ...], LocalData]] = {}
         self._status = AgentStatus.STARTING
@@ -91,6 +92,7 @@ class DomainAgent:
         return self._domain
 
     def run(self, stop: threading.Event) -> int:
+        self._stop = stop
         torch.set_num_threads(self._threads or self._config.training.threads)
         ensure_topics(self._settings)
         producer = EventProducer(
@@ -240,8 +242,9 @@ class DomainAgent:
                 error=str(exc),
             )
             return
-        if self._simulate_delay > 0:
-            time.sleep(self._simulate_delay)  # a straggler on purpose (--simulate-delay)
+        if self._simulate_delay > 0 and self._stop.wait(self._simulate_delay):
+            self._status = AgentStatus.STOPPING  # a straggler on purpose, asked to stop: publish nothing
+            return
         update = ModelUpdate(
             update_id=update_id_for(task_id, round_, self._domain),
             task_id=task_id,

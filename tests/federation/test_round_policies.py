@@ -1,0 +1,74 @@
+"""Round policies over the real broker: a deadline that leaves a straggler behind, and central DP."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from governance.audit import events_from_bus, replay
+from governance.service import GovernanceService
+from meshfl.domain.agent import DomainAgent
+from meshfl.events import (
+    DecisionOutcome,
+    GovernanceDecision,
+    ModelVersion,
+    PrivacyPolicy,
+    RoundPolicy,
+)
+from meshfl.settings import MeshflSettings
+from meshfl.topics import Topic
+from tests.federation.conftest import HOSPITALS, Threads, events, hospital_task, wait_for
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+
+def _versions(settings: MeshflSettings) -> list[ModelVersion]:
+    found = [e for e in events(settings, Topic.MODEL_VERSIONS) if isinstance(e, ModelVersion)]
+    return sorted(found, key=lambda v: v.version)
+
+
+def test_deadline_closes_the_round_without_the_straggler_and_says_so(
+    settings: MeshflSettings, mesh_root: Path, daemons: Threads
+) -> None:
+    policy = RoundPolicy(min_domains=2, deadline_seconds=4.0)
+    task = hospital_task(mesh_root, rounds=1, round_policy=policy)
+    daemons.start("governance", GovernanceService(settings, [task]).run)
+    fast, slow = HOSPITALS[:2], HOSPITALS[2]
+    for name in fast:
+        daemons.start_agent(settings, mesh_root / name)
+    straggler = DomainAgent(settings, mesh_root / slow, heartbeat_interval=1.0, simulate_delay=30.0)
+    daemons.start("straggler", straggler.run)
+
+    wait_for(lambda: len(_versions(settings)) >= 2, timeout=120, what="version 1", check=daemons.check)
+    version = _versions(settings)[1]
+    assert sorted(version.contributing_domains) == sorted(fast)
+    decisions = [e for e in events(settings, Topic.DECISIONS) if isinstance(e, GovernanceDecision)]
+    missing = [d for d in decisions if d.policy == "round_deadline"]
+    assert [(d.domain, d.outcome) for d in missing] == [(slow, DecisionOutcome.REJECTED)]
+    assert "straggler" in missing[0].reason
+
+
+def test_central_dp_reports_the_budget_and_replays_with_the_secret(
+    settings: MeshflSettings, mesh_root: Path, daemons: Threads
+) -> None:
+    secret = "governance-and-auditors-only"
+    dp_settings = settings.model_copy(update={"dp_secret": SecretStr(secret)})
+    privacy = PrivacyPolicy(clip_norm=5.0, noise_multiplier=1.0, target_delta=1e-5)
+    task = hospital_task(mesh_root, rounds=2, privacy=privacy)
+    daemons.start("governance", GovernanceService(dp_settings, [task]).run)
+    for name in HOSPITALS:
+        daemons.start_agent(settings, mesh_root / name)
+
+    wait_for(
+        lambda: len(_versions(settings)) >= 3, timeout=180, what="two noised versions", check=daemons.check
+    )
+    first, second = _versions(settings)[1:3]
+    assert first.privacy is not None and second.privacy is not None
+    assert 0 < first.privacy.epsilon < second.privacy.epsilon  # the budget spent grows per release
+    assert first.privacy.delta == pytest.approx(1e-5)
+
+    logged = events_from_bus(settings, task.id)
+    assert replay(logged, task.id, dp_secret=secret.encode()).ok
+    assert not replay(logged, task.id, dp_secret=b"a guess").ok  # the noise is not derivable from the log
