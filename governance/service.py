@@ -435,10 +435,10 @@ class GovernanceService:
     def _dp_secret(self, task: TrainingTask) -> bytes:
         if task.privacy is None:
             return b""
-        secret = self._settings.dp_secret
-        if secret is None or not secret.get_secret_value():
+        secret = self._settings.dp_key()
+        if not secret:
             raise ConfigError(f"task {task.id} uses differential privacy: set MESHFL_DP_SECRET")
-        return secret.get_secret_value().encode()
+        return secret
 
     def _round_decision(
         self,

@@ -84,6 +84,10 @@ class MeshflSettings(BaseSettings):
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
         return tuple(sources)
 
+    def dp_key(self) -> bytes:
+        """The DP noise key as bytes (empty when unset: tasks without DP need none)."""
+        return self.dp_secret.get_secret_value().encode() if self.dp_secret is not None else b""
+
     def client_config(self, **overrides: Any) -> dict[str, Any]:
         """The base librdkafka config of every client: bootstrap plus the pass-through settings.
 

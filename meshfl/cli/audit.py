@@ -97,7 +97,7 @@ def replay_command(
 ) -> None:
     """Recompute every version from the accepted updates and compare each SHA-256 with the published one."""
     settings = settings_from(bootstrap, topic_prefix)
-    secret = settings.dp_secret.get_secret_value().encode() if settings.dp_secret else b""
+    secret = settings.dp_key()
     try:
         events = _events(settings, task, file)
         if since is not None:
@@ -183,7 +183,7 @@ def report_command(
 ) -> None:
     """A self-contained HTML report: replay verdict, lineage, metrics plots, rejections, DP budget."""
     settings = settings_from(bootstrap, topic_prefix)
-    secret = settings.dp_secret.get_secret_value().encode() if settings.dp_secret else b""
+    secret = settings.dp_key()
     try:
         events = _events(settings, task, file)
         index = TaskLog.of(events, task)
