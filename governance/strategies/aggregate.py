@@ -18,7 +18,7 @@ within a few ulps, and ties are broken by the canonical order.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -70,6 +70,31 @@ def cast_like(values: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     if dtype.is_complex:
         raise ValueError(f"complex tensors are not supported ({dtype})")
     return torch.round(values).to(dtype)
+
+
+ServerStep = Callable[[str, torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+"""``(name, current_f64, mean_f64) -> (new_f64, state entries)``: one server-optimizer step on a tensor."""
+
+
+def apply_server_step(
+    global_weights: Mapping[str, torch.Tensor], means: dict[str, torch.Tensor], step: ServerStep
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Run ``step`` on every floating tensor (in float64) and cast back; integer buffers take the mean.
+
+    Shared by the server optimizers (FedAvgM, the FedOpt family), which differ only in ``step``.
+    ``means`` (float64 FedAvg means, owned by the caller) is consumed.
+    """
+    weights: dict[str, torch.Tensor] = {}
+    state: dict[str, torch.Tensor] = {}
+    for name, reference in global_weights.items():
+        mean = means.pop(name)
+        if not reference.dtype.is_floating_point:
+            weights[name] = cast_like(mean, reference.dtype)
+            continue
+        new, entries = step(name, reference.to(torch.float64, copy=True), mean)  # never alias the input
+        weights[name] = cast_like(new, reference.dtype)
+        state.update(entries)
+    return weights, state
 
 
 def weighted_mean(tensors: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:

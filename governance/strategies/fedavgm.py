@@ -11,7 +11,7 @@ from collections.abc import Mapping
 import torch
 
 from governance.strategies.accumulator import WeightedSumAccumulator
-from governance.strategies.aggregate import cast_like
+from governance.strategies.aggregate import apply_server_step
 from governance.strategies.base import AggregateResult, Weights, check_state, check_weights
 from governance.strategies.fedavg import FedAvg
 
@@ -51,21 +51,13 @@ class FedAvgM(FedAvg):
             if stateful and t.dtype.is_floating_point
         }
         previous = check_state(state, expected)
-        means = accumulator.mean_float64()
-        weights: dict[str, torch.Tensor] = {}
-        new_state: dict[str, torch.Tensor] = {}
-        for name, reference in global_weights.items():
-            mean = means.pop(name)
-            if not reference.dtype.is_floating_point:
-                weights[name] = cast_like(mean, reference.dtype)
-                continue
-            current = reference.to(torch.float64)
+
+        def step(name: str, current: torch.Tensor, mean: torch.Tensor) -> tuple[torch.Tensor, dict]:
             velocity = torch.sub(current, mean)
             if previous is not None:
                 velocity = torch.mul(previous[MOMENTUM_PREFIX + name], self.server_momentum).add_(velocity)
-            weights[name] = cast_like(
-                torch.sub(current, torch.mul(velocity, self.server_learning_rate)), reference.dtype
-            )
-            if stateful:
-                new_state[MOMENTUM_PREFIX + name] = velocity
+            new = torch.sub(current, torch.mul(velocity, self.server_learning_rate))
+            return new, ({MOMENTUM_PREFIX + name: velocity} if stateful else {})
+
+        weights, new_state = apply_server_step(global_weights, accumulator.mean_float64(), step)
         return AggregateResult(weights=weights, state=new_state)

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 import torch
 
 from governance.strategies.accumulator import WeightedSumAccumulator
-from governance.strategies.aggregate import cast_like
+from governance.strategies.aggregate import apply_server_step
 from governance.strategies.base import AggregateResult, Weights, check_state, check_weights
 from governance.strategies.fedavg import FedAvg
 
@@ -77,15 +77,8 @@ class FedOpt(FedAvg):
             for prefix in (FIRST_MOMENT_PREFIX, SECOND_MOMENT_PREFIX)
         }
         previous = check_state(state, expected)
-        means = accumulator.mean_float64()
-        weights: dict[str, torch.Tensor] = {}
-        new_state: dict[str, torch.Tensor] = {}
-        for name, reference in global_weights.items():
-            mean = means.pop(name)
-            if not reference.dtype.is_floating_point:
-                weights[name] = cast_like(mean, reference.dtype)
-                continue
-            current = reference.to(torch.float64)
+
+        def step(name: str, current: torch.Tensor, mean: torch.Tensor) -> tuple[torch.Tensor, dict]:
             delta = mean.sub_(current)
             if previous is None:
                 m_prev = torch.zeros_like(delta)
@@ -95,8 +88,8 @@ class FedOpt(FedAvg):
                 v_prev = previous[SECOND_MOMENT_PREFIX + name]
             m = torch.mul(m_prev, self.beta_1).add_(torch.mul(delta, 1.0 - self.beta_1))
             v = self.second_moment(v_prev, torch.mul(delta, delta))
-            step = torch.mul(m, self.eta).div_(torch.sqrt(v).add_(self.tau))
-            weights[name] = cast_like(current.add_(step), reference.dtype)
-            new_state[FIRST_MOMENT_PREFIX + name] = m
-            new_state[SECOND_MOMENT_PREFIX + name] = v
+            update = torch.mul(m, self.eta).div_(torch.sqrt(v).add_(self.tau))
+            return current.add_(update), {FIRST_MOMENT_PREFIX + name: m, SECOND_MOMENT_PREFIX + name: v}
+
+        weights, new_state = apply_server_step(global_weights, accumulator.mean_float64(), step)
         return AggregateResult(weights=weights, state=new_state)
