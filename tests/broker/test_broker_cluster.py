@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, Message, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic, PartitionMetadata
 
 from meshfl.broker import LocalBroker, free_port_block
 
@@ -57,6 +57,18 @@ def _consume(bootstrap: str, topic: str, count: int) -> list[bytes]:
 
 
 @pytest.mark.kafka
+def _partition_metadata(admin: AdminClient, topic: str, timeout: float = 30.0) -> PartitionMetadata:
+    """Partition 0's metadata once every broker has learnt of the new topic (it lags the create call)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        partitions = admin.list_topics(topic, timeout=10).topics[topic].partitions
+        if 0 in partitions and partitions[0].leader >= 0:
+            return partitions[0]
+        if time.monotonic() > deadline:
+            pytest.fail(f"topic {topic} has no leader after {timeout:.0f} s")
+        time.sleep(0.2)
+
+
 @pytest.mark.slow
 def test_three_brokers_replicate_and_survive_losing_the_leader(cluster: LocalBroker) -> None:
     started = time.monotonic()
@@ -68,7 +80,7 @@ def test_three_brokers_replicate_and_survive_losing_the_leader(cluster: LocalBro
     topic = f"replicated-{uuid.uuid4().hex[:8]}"
     spec = NewTopic(topic, 1, 3, config={"min.insync.replicas": "2"})
     admin.create_topics([spec])[topic].result(timeout=30)
-    partition = admin.list_topics(topic, timeout=10).topics[topic].partitions[0]
+    partition = _partition_metadata(admin, topic)
     assert sorted(partition.replicas) == [1, 2, 3]
 
     before = [f"before-{i}".encode() for i in range(10)]
