@@ -1,0 +1,66 @@
+"""Governance's view of the data catalog: which domains serve which task, read from the compacted topic.
+
+The view is fed without broker round trips in the loop (``take``) and read to its end only at start-up and
+when a catalog policy rejects an update (``drain``): a domain that registered a moment before its first
+update must not be rejected for a stale view.
+"""
+
+from __future__ import annotations
+
+from meshfl.bus import Envelope, EventConsumer
+from meshfl.domain.data import serves
+from meshfl.events import DataProductDescriptor, TrainingTask
+
+
+class CatalogView:
+    """The latest descriptor of every data product, by domain and product id."""
+
+    def __init__(self) -> None:
+        self.products: dict[str, dict[str, DataProductDescriptor]] = {}
+        self.consumer: EventConsumer | None = None
+
+    def attach(self, consumer: EventConsumer) -> None:
+        self.consumer = consumer
+
+    def record(self, env: Envelope) -> None:
+        if isinstance(env.event, DataProductDescriptor):
+            product = env.event
+            self.products.setdefault(product.domain, {})[product.id] = product
+
+    def take(self) -> None:
+        """Take in whatever catalog records are already fetched, without a broker round trip."""
+        if self.consumer is None:
+            return
+        env = self.consumer.poll(0.0)
+        while env is not None:
+            self.record(env)
+            env = self.consumer.poll(0.0)
+
+    def drain(self) -> bool:
+        """Read the catalog up to its end (asks the broker where the end is: for startup and doubts).
+
+        Returns False when there is no consumer to read from.
+        """
+        consumer = self.consumer
+        if consumer is None:
+            return False
+        while True:
+            env = consumer.poll(0.0 if consumer.at_end() else 0.5)
+            if env is None:
+                if consumer.at_end():
+                    return True
+                continue
+            self.record(env)
+
+    def snapshot(self) -> dict[str, list[DataProductDescriptor]]:
+        """The products of every domain, as the policies take them."""
+        return {domain: list(products.values()) for domain, products in self.products.items()}
+
+    def serving_domains(self, task: TrainingTask) -> list[str]:
+        """Domains with a product that serves the task and not suspended by its admission rules."""
+        return sorted(
+            domain
+            for domain, products in self.products.items()
+            if any(serves(product, task) is None for product in products.values())
+            and domain not in task.admission.suspended_domains
+        )

@@ -1,0 +1,176 @@
+"""Deciding one update: run the policies, record the decision, keep an accepted update for its round.
+
+A decision's id is derived from the update message's coordinate (partition, offset), so a decision
+redone after an aborted transaction has the same id. A re-read update that already has a decision is
+not decided again: if it was accepted and no published version consumed it, it goes back into its round.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from governance.catalog_view import CatalogView
+from governance.policies import Candidate, PolicyContext, Verdict, evaluate_update
+from governance.rounds import PendingUpdate, TaskState
+from governance.service_state import ServiceState
+from meshfl.bus import Envelope, EventProducer
+from meshfl.errors import TensorCodecError
+from meshfl.events import DecisionOutcome, GovernanceDecision, ModelUpdate, utcnow
+from meshfl.logs import get_logger
+from meshfl.tensors import from_wire
+from meshfl.topics import Topic
+
+log = get_logger("meshfl.governance")
+
+DECISION_NS = uuid.UUID("6f1c1d4e-3b51-4d38-9a59-2f0c3c1f8e11")
+"""Namespace of the uuid5 decision ids (stable across restarts and replays)."""
+
+_CATALOG_POLICIES = frozenset({"known_domain", "data_contract", "admission"})
+
+
+class Decider:
+    """Decides the updates of the batch in the current transaction."""
+
+    def __init__(self, state: ServiceState, catalog: CatalogView) -> None:
+        self._state = state
+        self._catalog = catalog
+
+    def handle(self, producer: EventProducer, env: Envelope) -> None:
+        update = env.event
+        if not isinstance(update, ModelUpdate):
+            log.warning("not a model update on the updates topic; skipped", type=type(update).__name__)
+            return
+        log_state = self._state.log
+        previous = log_state.decided_at.get((env.partition, env.offset))
+        state = self._state.tasks.get(update.task_id)
+        if previous is not None:
+            if (
+                previous == DecisionOutcome.ACCEPTED
+                and state is not None
+                and update.update_id not in log_state.aggregated
+            ):
+                self._restore(update, env, state)
+            return
+        verdict, weights = self._evaluate(update, state)
+        if (
+            not verdict.accepted
+            and verdict.policy in _CATALOG_POLICIES
+            and self._catalog.consumer is not None
+        ):
+            # The domain may have registered a moment ago: read the catalog to its end and look again.
+            self._catalog.drain()
+            verdict, weights = self._evaluate(update, state)
+        if verdict.accepted and state is not None:
+            state.pending.append(pending_update(update, env, weights))
+        self._decide(producer, update, env, verdict)
+
+    def _restore(self, update: ModelUpdate, env: Envelope, state: TaskState) -> None:
+        """Put an update accepted before a restart back into its round, with the same transformation
+        (clipping) its checks applied then: the policies are pure, so evaluating again reproduces it."""
+        verdict, weights = self._evaluate(update, state, restoring=True)
+        if not verdict.accepted:
+            log.warning(
+                "accepted update fails its checks on restore; using it as recorded",
+                update=update.update_id,
+                policy=verdict.policy,
+                reason=verdict.reason,
+            )
+            weights = from_wire(update.tensors)
+        state.pending.append(pending_update(update, env, weights))
+        log.info("accepted update restored into its round", update=update.update_id)
+
+    def _evaluate(
+        self, update: ModelUpdate, state: TaskState | None, *, restoring: bool = False
+    ) -> tuple[Verdict, dict]:
+        if state is None:
+            return Verdict(False, "known_task", f"task {update.task_id!r} is not run by this service"), {}
+        if state.complete:
+            budget = state.budget()
+            if not budget.accepted:
+                return Verdict(False, budget.policy, budget.reason), {}
+            return Verdict(False, "task_complete", f"task finished after round {state.latest.round}"), {}
+        try:
+            weights = from_wire(update.tensors)
+        except TensorCodecError as exc:
+            return Verdict(False, "tensor_layout", str(exc)), {}
+        decided = self._state.log.decided_ids
+        context = PolicyContext(
+            task=state.task,
+            open_round=state.open_round,
+            latest_version=state.latest.version,
+            global_weights=state.latest_weights,
+            expected=state.expected(),
+            catalog=self._catalog.snapshot(),
+            # No copy of the (ever-growing) decided set per update, except to restore one update.
+            decided_update_ids=(decided - {update.update_id} if restoring else decided),
+            accepted_domains_this_round=frozenset(state.accepted_domains()),
+        )
+        verdict, final = evaluate_update(Candidate(update=update, weights=weights), context)
+        return verdict, dict(final)
+
+    def _decide(self, producer: EventProducer, update: ModelUpdate, env: Envelope, verdict: Verdict) -> None:
+        outcome = DecisionOutcome.ACCEPTED if verdict.accepted else DecisionOutcome.REJECTED
+        decision = GovernanceDecision(
+            decision_id=str(uuid.uuid5(DECISION_NS, f"{env.partition}/{env.offset}")),
+            task_id=update.task_id,
+            update_id=update.update_id,
+            domain=update.domain,
+            round=update.round,
+            outcome=outcome,
+            policy=verdict.policy,
+            reason=verdict.reason,
+            source_partition=env.partition,
+            source_offset=env.offset,
+            created_at=utcnow(),
+        )
+        producer.produce(Topic.DECISIONS, decision, key=update.task_id)
+        self._state.log.decided_ids.add(update.update_id)
+        self._state.log.decided_at[(env.partition, env.offset)] = outcome
+        log.info(
+            "decision",
+            task=update.task_id,
+            update=update.update_id,
+            domain=update.domain,
+            round=update.round,
+            outcome=outcome.value,
+            policy=verdict.policy,
+            reason=verdict.reason,
+        )
+
+
+def pending_update(update: ModelUpdate, env: Envelope, weights: dict) -> PendingUpdate:
+    """An accepted update as its round keeps it: the weights the policies passed, and its coordinate."""
+    return PendingUpdate(
+        update_id=update.update_id,
+        domain=update.domain,
+        num_examples=update.num_examples,
+        base_version=update.base_version,
+        weights=weights,
+        partition=env.partition,
+        first_offset=env.first_offset,
+    )
+
+
+def round_decision(
+    producer: EventProducer,
+    state: TaskState,
+    *,
+    update_id: str,
+    domain: str,
+    policy: str,
+    reason: str,
+    marker: str | None = None,
+) -> None:
+    """A rejection the round itself decides (no update message behind it): stragglers, withdrawals."""
+    decision = GovernanceDecision(
+        decision_id=str(uuid.uuid5(DECISION_NS, marker or update_id)),
+        task_id=state.task.id,
+        update_id=update_id,
+        domain=domain,
+        round=state.open_round,
+        outcome=DecisionOutcome.REJECTED,
+        policy=policy,
+        reason=reason,
+        created_at=utcnow(),
+    )
+    producer.produce(Topic.DECISIONS, decision, key=state.task.id)
