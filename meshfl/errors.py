@@ -9,6 +9,7 @@
     │   └── UnknownSchemaError   the writer schema (fingerprint or registry id) is not known
     ├── TensorCodecError     a tensor payload violates the documented layout
     ├── DataContractError    a data product does not satisfy a task's data contract
+    ├── TrainingStopped      local training was asked to stop (SIGTERM) before it finished
     └── ReplayError          an audit replay could not be carried out
 
 Daemons never let one of these escape for a single bad message: they record it (dead letter or
@@ -52,6 +53,10 @@ class TensorCodecError(MeshflError):
 
 class DataContractError(MeshflError):
     """A data product cannot serve a task (missing columns, wrong types)."""
+
+
+class TrainingStopped(MeshflError):
+    """Local training was interrupted by a stop request; nothing of it is published."""
 
 
 class ReplayError(MeshflError):

@@ -25,7 +25,6 @@ are writable and never alias the message bytes.
 from __future__ import annotations
 
 import hashlib
-import math
 import struct
 import sys
 from collections import Counter
@@ -37,6 +36,7 @@ import torch
 
 from meshfl.errors import TensorCodecError
 from meshfl.events import Tensor, TensorDType
+from meshfl.limits import DEFAULT_LIMITS, WireLimits, check_tensor_header, check_wire_tensors
 
 __all__ = ["from_wire", "state_sha256", "tensors_sha256", "to_wire"]
 
@@ -111,15 +111,18 @@ def to_wire(state: Mapping[str, torch.Tensor]) -> list[Tensor]:
     ]
 
 
-def _check(tensor: Tensor) -> _Kind:
-    """Validate one wire tensor against the layout; returns its dtype mapping."""
+def _check(tensor: Tensor, limits: WireLimits = DEFAULT_LIMITS) -> _Kind:
+    """Validate one wire tensor against the layout and the bounds; returns its dtype mapping.
+
+    The shape is checked (ndim, each dimension, an element count that cannot overflow) before the
+    data length is compared with it, and both before a byte is copied or torch sees the shape.
+    """
     try:
         kind = _KINDS[TensorDType(tensor.dtype)]
     except (ValueError, KeyError) as exc:
         raise TensorCodecError(f"tensor {tensor.name!r}: unknown dtype {tensor.dtype!r}") from exc
-    if any(size < 0 for size in tensor.shape):
-        raise TensorCodecError(f"tensor {tensor.name!r}: negative size in shape {tensor.shape}")
-    expected = math.prod(tensor.shape) * kind.itemsize
+    elements = check_tensor_header(tensor.name, tensor.shape, limits)
+    expected = elements * kind.itemsize
     if len(tensor.data) != expected:
         raise TensorCodecError(
             f"tensor {tensor.name!r}: {len(tensor.data)} bytes, but shape {tensor.shape} of "
@@ -134,10 +137,20 @@ def _check_unique(names: Sequence[str]) -> None:
         raise TensorCodecError(f"duplicate tensor names: {duplicates}")
 
 
-def from_wire(tensors: Sequence[Tensor]) -> dict[str, torch.Tensor]:
-    """Wire tensors back to a state dict of fresh, writable CPU tensors (validated first, all or nothing)."""
+def from_wire(
+    tensors: Sequence[Tensor],
+    *,
+    limits: WireLimits = DEFAULT_LIMITS,
+    max_elements: int | None = None,
+) -> dict[str, torch.Tensor]:
+    """Wire tensors back to a state dict of fresh, writable CPU tensors (validated first, all or nothing).
+
+    ``max_elements`` is the size of the model the tensors are meant for (``meshfl.limits.spec_elements``):
+    a state holding more is refused before anything is allocated.
+    """
+    check_wire_tensors([(t.name, t.shape) for t in tensors], limits, max_total_elements=max_elements)
     _check_unique([tensor.name for tensor in tensors])
-    kinds = [_check(tensor) for tensor in tensors]
+    kinds = [_check(tensor, limits) for tensor in tensors]
     state: dict[str, torch.Tensor] = {}
     for tensor, kind in zip(tensors, kinds, strict=True):
         raw = np.frombuffer(tensor.data, dtype=kind.carrier)
@@ -173,6 +186,7 @@ def _hash_tensor(
 
 def tensors_sha256(tensors: Sequence[Tensor]) -> str:
     """Hex SHA-256 of the canonical byte sequence in the module docstring (validates the tensors first)."""
+    check_wire_tensors([(t.name, t.shape) for t in tensors])
     _check_unique([tensor.name for tensor in tensors])
     digest = hashlib.sha256()
     for tensor in sorted(tensors, key=lambda item: item.name):

@@ -9,6 +9,8 @@ from meshfl.settings import MeshflSettings
 
 _FOREVER = {"retention.ms": "-1", "retention.bytes": "-1"}
 _COMPACTED = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}
+_BROKER_TIME = {"message.timestamp.type": "LogAppendTime"}
+"""Record timestamps are the broker's: chunk expiry and audit times never follow a producer's clock."""
 
 
 class Topic(StrEnum):
@@ -56,7 +58,7 @@ def topic_specs(settings: MeshflSettings) -> list[TopicSpec]:
             name=topic_name(settings, topic),
             partitions=settings.partitions,
             replication_factor=settings.replication_factor,
-            config={**_CONFIGS[topic], **min_isr},
+            config={**_CONFIGS[topic], **_BROKER_TIME, **min_isr},
         )
         for topic in Topic
     ]

@@ -28,6 +28,7 @@ from meshfl.bus._dead_letter import (
     DeadLetterWriter,
 )
 from meshfl.bus._envelope import CHUNK_HEADER, Envelope, decode_key, headers_to_dict
+from meshfl.bus._provenance import chunk_sender, log_time
 from meshfl.bus._reassembly import ChunkSetError, Reassembled, Reassembler
 from meshfl.errors import BusError, CodecError, UnknownSchemaError
 from meshfl.events import Chunk, Event
@@ -65,12 +66,15 @@ class EventConsumer:
         self._group_id = group_id
         self._dead_letters = DeadLetterWriter(settings, enabled=dead_letters, group_id=group_id)
         self._reassembler = Reassembler(
-            max_buffered_bytes=settings.max_payload_bytes, timeout_ms=int(chunk_timeout * 1000)
+            max_buffered_bytes=settings.max_payload_bytes,
+            max_sender_bytes=settings.max_payload_bytes,
+            timeout_ms=int(chunk_timeout * 1000),
         )
         self._assigned: set[PartitionKey] = set()
         self._next: dict[PartitionKey, int] = {}
         self._start: dict[PartitionKey, int] = {}
         self._clock_ms: dict[PartitionKey, int] = {}
+        self._create_time_topics: set[str] = set()
         self._fatal: KafkaError | None = None
         config = consumer_config(settings, group_id=group_id, client_id=client_id)
         config["error_cb"] = self._on_client_error
@@ -219,15 +223,29 @@ class EventConsumer:
         topic, partition, offset = message.topic(), message.partition(), message.offset()
         timestamp_ms = message.timestamp()[1]
         key = (topic, partition)
-        self._clock_ms[key] = clock = max(self._clock_ms.get(key, timestamp_ms), timestamp_ms)
-        envelope = self._decode(message, topic, partition, offset, timestamp_ms)
+        broker_ms = self._broker_time(message, topic)
+        self._clock_ms[key] = clock = max(self._clock_ms.get(key, broker_ms), broker_ms)
+        envelope = self._decode(message, topic, partition, offset, broker_ms, timestamp_ms)
         self._next[key] = offset + 1
         for rejected in self._reassembler.expire(clock, key):
             self._dead_letter_set(rejected, None)
         return envelope
 
+    def _broker_time(self, message: Message, topic: str) -> int:
+        stamp, trusted = log_time(message)
+        if not trusted and topic not in self._create_time_topics:
+            self._create_time_topics.add(topic)
+            log.warning("topic has producer timestamps; chunk expiry clamps them to now", topic=topic)
+        return stamp
+
     def _decode(
-        self, message: Message, topic: str, partition: int, offset: int, timestamp_ms: int
+        self,
+        message: Message,
+        topic: str,
+        partition: int,
+        offset: int,
+        broker_ms: int,
+        timestamp_ms: int,
     ) -> Envelope | None:
         value = message.value()
         if value is None:
@@ -240,7 +258,12 @@ class EventConsumer:
         if isinstance(event, Chunk):
             try:
                 done = self._reassembler.add(
-                    event, topic=topic, partition=partition, offset=offset, timestamp_ms=timestamp_ms
+                    event,
+                    topic=topic,
+                    partition=partition,
+                    offset=offset,
+                    timestamp_ms=broker_ms,
+                    sender=chunk_sender(message),
                 )
             except ChunkSetError as exc:
                 self._dead_letter_set(exc, message)

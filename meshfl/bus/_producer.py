@@ -19,7 +19,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer, Topic
 
 from meshfl.bus._chunking import chunk_overhead, chunk_size_for, iter_chunks
 from meshfl.bus._config import bus_error, producer_config, resolve_codec
-from meshfl.bus._envelope import CHUNK_HEADER, headers_to_list
+from meshfl.bus._envelope import CHUNK_HEADER, SENDER_HEADER, headers_to_list
 from meshfl.errors import BusError
 from meshfl.events import Event
 from meshfl.logs import get_logger
@@ -52,6 +52,7 @@ class EventProducer:
         self._settings = settings
         self._codec = resolve_codec(settings, codec)
         self._transactional = transactional_id is not None
+        self._sender = (transactional_id or client_id or "").encode()
         self._in_transaction = False
         self._initialized = False
         self._failures: list[str] = []
@@ -84,7 +85,7 @@ class EventProducer:
         message_id = str(uuid.uuid4())
         # A null key would let the partitioner scatter the chunks; pin them to one partition instead.
         partition = None if key is not None else self._partition_for(name, message_id)
-        chunk_headers = [*extra, (CHUNK_HEADER, b"1")]
+        chunk_headers = [*extra, (CHUNK_HEADER, b"1"), (SENDER_HEADER, self._sender)]
         count = 0
         for chunk in iter_chunks(payload, chunk_size=self._chunk_size, message_id=message_id):
             self._send(name, self._codec.encode(chunk), key=key, headers=chunk_headers, partition=partition)

@@ -2,10 +2,21 @@
 
 A payload is handed out only when every chunk is there, the sizes add up and the SHA-256 of the
 whole matches; anything else rejects the set with a ``ChunkSetError`` naming the reason, for the
-dead-letter path. Memory is bounded: a set reserves its declared size when its first chunk arrives
-and the reservations may not exceed ``max_buffered_bytes``. Sets expire on the log's clock (record
-timestamps of their partition), not the wall clock, so that replaying the same log rejects the
-same sets however fast or slow the reader is.
+dead-letter path.
+
+Memory is bounded three ways, so that a claim costs its claimant and no one else:
+
+* a set's declared size may not exceed ``max_payload_bytes``;
+* a set reserves its declared size against its *sender's* budget (``max_sender_bytes``, the sum over
+  that sender's open sets): one 100-byte first chunk declaring 4 GiB fills its own sender's budget,
+  never everybody's;
+* the bytes actually held, across every set, may not exceed ``max_buffered_bytes``: what is
+  reserved but never sent costs nothing, and what is sent is bounded.
+
+The sender is what the record says (the ``meshfl-sender`` header the producer sets, else the record
+key); signatures (``sign``) bind it to a key. Sets expire on the log's clock (the broker's
+LogAppendTime of their partition), not the wall clock, so that replaying the same log rejects the
+same sets however fast or slow the reader is, and no producer's clock can age other senders' sets.
 """
 
 from __future__ import annotations
@@ -26,6 +37,8 @@ REASON_INCOMPLETE = "chunk-incomplete"
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _FINISHED_MEMORY = 4096
 """How many finished (completed or rejected) message ids to remember, to drop their stray chunks."""
+_MAX_PENDING_SETS = 4096
+"""Open sets at once, whoever sent them (each costs a little bookkeeping even before its bytes)."""
 
 PartitionKey = tuple[str, int]
 SetKey = tuple[str, int, str]
@@ -78,6 +91,7 @@ class _PendingSet:
     first_offset: int
     last_offset: int
     first_timestamp_ms: int
+    sender: str = ""
     received_bytes: int = 0
     parts: dict[int, bytes] = field(default_factory=dict)
 
@@ -90,33 +104,63 @@ class Reassembler:
     ``ChunkSetError`` when the set is rejected. ``expire`` rejects sets older than ``timeout_ms``.
     """
 
-    def __init__(self, *, max_buffered_bytes: int, timeout_ms: int = 600_000) -> None:
-        if max_buffered_bytes <= 0 or timeout_ms <= 0:
-            raise ValueError("max_buffered_bytes and timeout_ms must be positive")
+    def __init__(
+        self,
+        *,
+        max_buffered_bytes: int,
+        timeout_ms: int = 600_000,
+        max_sender_bytes: int | None = None,
+        max_payload_bytes: int | None = None,
+        max_pending_sets: int = _MAX_PENDING_SETS,
+    ) -> None:
         self.max_buffered_bytes = max_buffered_bytes
+        self.max_payload_bytes = max_payload_bytes if max_payload_bytes is not None else max_buffered_bytes
+        self.max_sender_bytes = max_sender_bytes if max_sender_bytes is not None else self.max_payload_bytes
         self.timeout_ms = timeout_ms
+        self.max_pending_sets = max_pending_sets
+        limits = (max_buffered_bytes, timeout_ms, self.max_sender_bytes, self.max_payload_bytes)
+        if min(limits) <= 0 or max_pending_sets <= 0:
+            raise ValueError("reassembly budgets, timeout_ms and max_pending_sets must be positive")
         self._pending: dict[SetKey, _PendingSet] = {}
         self._finished: OrderedDict[SetKey, None] = OrderedDict()
         self._reserved = 0
+        self._held = 0
+        self._by_sender: dict[str, int] = {}
 
     @property
     def reserved_bytes(self) -> int:
-        """Bytes reserved by the pending sets (their declared total sizes)."""
+        """Bytes reserved by the pending sets (their declared total sizes, over every sender)."""
         return self._reserved
+
+    @property
+    def held_bytes(self) -> int:
+        """Bytes of chunk data actually held by the pending sets."""
+        return self._held
+
+    def sender_reserved(self, sender: str) -> int:
+        """Declared bytes of ``sender``'s open sets."""
+        return self._by_sender.get(sender, 0)
 
     @property
     def pending_sets(self) -> int:
         return len(self._pending)
 
     def add(
-        self, chunk: Chunk, *, topic: str, partition: int, offset: int, timestamp_ms: int
+        self,
+        chunk: Chunk,
+        *,
+        topic: str,
+        partition: int,
+        offset: int,
+        timestamp_ms: int,
+        sender: str = "",
     ) -> Reassembled | None:
         key = (topic, partition, chunk.message_id)
         if key in self._finished:
             return None
         pending = self._pending.get(key)
         if pending is None:
-            pending = self._open(key, chunk, offset, timestamp_ms)
+            pending = self._open(key, chunk, offset, timestamp_ms, sender)
         else:
             pending.last_offset = max(pending.last_offset, offset)
             self._check_consistent(key, pending, chunk)
@@ -125,10 +169,17 @@ class Reassembler:
             if existing == chunk.data:
                 return None
             self._reject(key, REASON_CORRUPT, f"conflicting duplicate of chunk {chunk.index}")
+        if pending.received_bytes + len(chunk.data) > pending.total_size:
+            self._reject(key, REASON_CORRUPT, f"chunks exceed the declared {pending.total_size} bytes")
+        if self._held + len(chunk.data) > self.max_buffered_bytes:
+            self._reject(
+                key,
+                REASON_OVERSIZED,
+                f"reassembly memory full: {self._held} of {self.max_buffered_bytes} bytes held",
+            )
         pending.parts[chunk.index] = chunk.data
         pending.received_bytes += len(chunk.data)
-        if pending.received_bytes > pending.total_size:
-            self._reject(key, REASON_CORRUPT, f"chunks exceed the declared {pending.total_size} bytes")
+        self._held += len(chunk.data)
         if len(pending.parts) < pending.count:
             return None
         return self._complete(key, pending)
@@ -171,13 +222,13 @@ class Reassembler:
         """Forget pending and finished sets (of ``partitions``, or all): after a rebalance or a rewind."""
         wanted = None if partitions is None else set(partitions)
         for key in [k for k in self._pending if wanted is None or (k[0], k[1]) in wanted]:
-            self._reserved -= self._pending.pop(key).total_size
+            self._release(self._pending.pop(key))
         for key in [k for k in self._finished if wanted is None or (k[0], k[1]) in wanted]:
             del self._finished[key]
 
     # --- internals ------------------------------------------------------------------------------
 
-    def _open(self, key: SetKey, chunk: Chunk, offset: int, timestamp_ms: int) -> _PendingSet:
+    def _open(self, key: SetKey, chunk: Chunk, offset: int, timestamp_ms: int, sender: str) -> _PendingSet:
         topic, partition, message_id = key
 
         def fail(reason: str, detail: str) -> ChunkSetError:
@@ -198,15 +249,19 @@ class Reassembler:
             raise fail(REASON_CORRUPT, f"{chunk.count} chunks cannot hold {chunk.total_size} bytes")
         if not _SHA256_HEX.fullmatch(chunk.sha256):
             raise fail(REASON_CORRUPT, "sha256 is not 64 lowercase hex digits")
-        if chunk.total_size > self.max_buffered_bytes:
+        if chunk.total_size > self.max_payload_bytes:
             raise fail(
-                REASON_OVERSIZED, f"{chunk.total_size} bytes exceed the {self.max_buffered_bytes} limit"
+                REASON_OVERSIZED, f"{chunk.total_size} bytes exceed the {self.max_payload_bytes} limit"
             )
-        if self._reserved + chunk.total_size > self.max_buffered_bytes:
+        in_use = self._by_sender.get(sender, 0)
+        if in_use + chunk.total_size > self.max_sender_bytes:
             raise fail(
                 REASON_OVERSIZED,
-                f"{chunk.total_size} bytes do not fit: {self._reserved} of {self.max_buffered_bytes} in use",
+                f"{chunk.total_size} bytes do not fit the budget of sender {sender[:80]!r}: "
+                f"{in_use} of {self.max_sender_bytes} in use",
             )
+        if len(self._pending) >= self.max_pending_sets:
+            raise fail(REASON_OVERSIZED, f"{len(self._pending)} chunk sets already open")
         pending = _PendingSet(
             count=chunk.count,
             total_size=chunk.total_size,
@@ -214,9 +269,11 @@ class Reassembler:
             first_offset=offset,
             last_offset=offset,
             first_timestamp_ms=timestamp_ms,
+            sender=sender,
         )
         self._pending[key] = pending
         self._reserved += chunk.total_size
+        self._by_sender[sender] = in_use + chunk.total_size
         return pending
 
     def _check_consistent(self, key: SetKey, pending: _PendingSet, chunk: Chunk) -> None:
@@ -265,8 +322,17 @@ class Reassembler:
         )
 
     def _forget(self, key: SetKey) -> None:
-        self._reserved -= self._pending.pop(key).total_size
+        self._release(self._pending.pop(key))
         self._remember(key)
+
+    def _release(self, pending: _PendingSet) -> None:
+        self._reserved -= pending.total_size
+        self._held -= pending.received_bytes
+        left = self._by_sender.get(pending.sender, 0) - pending.total_size
+        if left > 0:
+            self._by_sender[pending.sender] = left
+        else:
+            self._by_sender.pop(pending.sender, None)
 
     def _remember(self, key: SetKey) -> None:
         self._finished[key] = None

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from meshfl.codec._schemas import StoredSchema
 from meshfl.errors import CodecError
 from meshfl.events import EVENTS_BY_AVRO_NAME, Event
+from meshfl.limits import check_datum
 
 # What fastavro raises on bad data: short reads (EOFError), bad enum index (IndexError), bad UTF-8
 # (UnicodeDecodeError is a ValueError), unresolvable schemas, and type mismatches when writing.
@@ -76,12 +77,13 @@ def decode_body(data: bytes | memoryview, offset: int, writer: StoredSchema, rea
 
 
 def to_event(full_name: str, datum: Any) -> Event:
-    """Build the pydantic event for a decoded Avro datum."""
+    """Build the pydantic event for a decoded Avro datum, after ``meshfl.limits.check_datum``."""
     event_type = EVENTS_BY_AVRO_NAME.get(full_name)
     if event_type is None:
         raise CodecError(f"{full_name} is not a meshfl event type")
     if not isinstance(datum, dict):
         raise CodecError(f"{full_name} decoded to a {type(datum).__name__}, not a record")
+    check_datum(datum, what=full_name.rpartition(".")[2])  # bounds before pydantic builds anything
     try:
         return event_type.from_avro(datum)
     except ValidationError as exc:

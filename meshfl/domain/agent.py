@@ -18,10 +18,11 @@ from pathlib import Path
 import torch
 
 from meshfl.bus import EventConsumer, EventProducer, ensure_topics, read_all
+from meshfl.domain.admission import admits
 from meshfl.domain.config import DomainConfig, load_domain
 from meshfl.domain.data import LocalData, prepare_local_data, product_serves
-from meshfl.domain.training import train_local
-from meshfl.errors import BusError, ConfigError, DataContractError, MeshflError, TensorCodecError
+from meshfl.domain.training import LocalResult, train_local
+from meshfl.errors import BusError, DataContractError, MeshflError, TrainingStopped
 from meshfl.events import (
     AgentProgress,
     AgentStatus,
@@ -31,7 +32,9 @@ from meshfl.events import (
     TrainingTask,
     utcnow,
 )
+from meshfl.limits import spec_elements
 from meshfl.logs import get_logger
+from meshfl.modelspec import expected_shapes
 from meshfl.settings import MeshflSettings
 from meshfl.tensors import from_wire, to_wire
 from meshfl.topics import Topic
@@ -58,6 +61,8 @@ class _AgentView:
     latest: dict[str, ModelVersion] = field(default_factory=dict)
     progress: dict[str, int] = field(default_factory=dict)
     refused: set[str] = field(default_factory=set)
+    refused_tasks: dict[str, str] = field(default_factory=dict)  # task id -> why this domain refused it
+    ignored_events: int = 0  # tasks refused or redefined, counted (never used)
 
 
 class DomainAgent:
@@ -158,12 +163,30 @@ class DomainAgent:
         while env is not None:
             event = env.event
             if isinstance(event, TrainingTask):
-                self._view.tasks[event.id] = event
+                self._take_task(event)
             elif isinstance(event, ModelVersion):
                 current = self._view.latest.get(event.task_id)
                 if current is None or event.version > current.version:
                     self._view.latest[event.task_id] = event
             env = consumer.poll(0.0)
+
+    def _take_task(self, task: TrainingTask) -> None:
+        """Keep a task only if this domain's own configuration admits it; the first definition wins
+        (as in governance's log state), so a redefinition on the bus changes nothing here."""
+        known = self._view.tasks.get(task.id)
+        if known is not None:
+            if known != task:
+                self._view.ignored_events += 1
+                log.warning("task redefined on the bus; ignored", domain=self._domain, task=task.id)
+            return
+        reason = admits(self._config, task)
+        if reason is not None:
+            self._view.ignored_events += 1
+            if self._view.refused_tasks.get(task.id) != reason:
+                log.warning("task refused by this domain", domain=self._domain, task=task.id, reason=reason)
+            self._view.refused_tasks[task.id] = reason
+            return
+        self._view.tasks[task.id] = task
 
     def _heartbeats(self, stop: threading.Event) -> None:
         producer = EventProducer(self._settings, client_id=f"meshfl-agent-{self._domain}-heartbeat")
@@ -221,26 +244,8 @@ class DomainAgent:
             return
         self._status, self._current_round = AgentStatus.TRAINING, round_
         started = time.perf_counter()
-        try:
-            result = train_local(
-                task,
-                from_wire(version.tensors),
-                data.x_train,
-                data.y_train,
-                seed=round_seed(task, round_, self._domain),
-                proximal_mu=float(task.strategy.params.get("proximal_mu", 0.0)),
-                holdout=data.holdout,
-            )
-        except (ConfigError, DataContractError, TensorCodecError) as exc:
-            # A version this domain cannot train from (wrong tensors for the task): skip it, stay up.
-            self._view.progress[task_id] = round_
-            self._status = AgentStatus.IDLE
-            log.error(
-                "cannot train from this version; skipped",
-                task=task_id,
-                version=version.version,
-                error=str(exc),
-            )
+        result = self._train_guarded(task, version, data, round_)
+        if result is None:
             return
         if self._simulate_delay > 0 and self._stop.wait(self._simulate_delay):
             self._status = AgentStatus.STOPPING  # a straggler on purpose, asked to stop: publish nothing
@@ -286,6 +291,42 @@ class DomainAgent:
             examples=result.num_examples,
             **{k: round(v, 4) for k, v in result.metrics.items()},
         )
+
+    def _train_guarded(
+        self, task: TrainingTask, version: ModelVersion, data: LocalData, round_: int
+    ) -> LocalResult | None:
+        """Decode one version and train on it; whatever that raises, the agent stays up.
+
+        A version that cannot be decoded within the task's model size, or that torch, numpy or the
+        optimizer fails on, is skipped with a log line naming the error (its round is not published);
+        a stop request ends training within one minibatch and publishes nothing.
+        """
+        try:
+            start = from_wire(version.tensors, max_elements=spec_elements(expected_shapes(task.model)))
+            return train_local(
+                task,
+                start,
+                data.x_train,
+                data.y_train,
+                seed=round_seed(task, round_, self._domain),
+                proximal_mu=float(task.strategy.params.get("proximal_mu", 0.0)),
+                holdout=data.holdout,
+                stop=self._stop,
+            )
+        except TrainingStopped:
+            self._status = AgentStatus.STOPPING
+            log.info("training stopped on request", domain=self._domain, task=task.id, round=round_)
+            return None
+        except Exception as exc:  # one version must not kill the daemon, whatever it makes torch raise
+            self._view.progress[task.id] = round_
+            self._status = AgentStatus.IDLE
+            log.error(
+                "cannot train from this version; skipped",
+                task=task.id,
+                version=version.version,
+                error=f"{type(exc).__name__}: {exc}"[:2000],
+            )
+            return None
 
 
 def _files_key(config: DomainConfig) -> tuple[tuple[str, int], ...]:

@@ -104,6 +104,11 @@ class TrainingOverrides(_Strict):
 
     holdout_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="local rows kept out for evaluation")
     threads: int = Field(1, ge=1, description="torch intra-op threads the agent sets before training")
+    tasks: list[str] = Field(
+        default_factory=lambda: ["*"], description="task ids this domain trains (shell patterns)"
+    )
+    max_parameters: int = Field(300_000_000, ge=1, description="largest model this domain trains")
+    max_local_epochs: int = Field(100, ge=1, description="most local epochs a round may ask of it")
 
 
 class DomainConfig(_Strict):

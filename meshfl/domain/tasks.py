@@ -15,11 +15,43 @@ from pydantic import ValidationError
 from meshfl.domain.training import OPTIMIZERS
 from meshfl.errors import ConfigError
 from meshfl.events import TrainingTask
-from meshfl.modelspec import layer_sizes
+from meshfl.limits import DEFAULT_TASK_LIMITS, TaskLimits
+from meshfl.modelspec import layer_sizes, num_parameters
 
 
-def check_task(task: TrainingTask) -> None:
-    """Raise ``ConfigError`` if the task cannot be trained as written."""
+def check_task_bounds(task: TrainingTask, limits: TaskLimits = DEFAULT_TASK_LIMITS) -> None:
+    """Raise ``ConfigError`` if the task asks for more than any participant should give (sizes only,
+    computed on integers before any model is built)."""
+    model = task.model
+    if len(model.hidden) + 1 > limits.max_layers:
+        raise ConfigError(f"model.hidden: {len(model.hidden)} hidden layers > {limits.max_layers - 1}")
+    widths = [model.input_dim, *model.hidden, model.output_dim]
+    if max(widths) > limits.max_width:
+        raise ConfigError(f"model: a layer of width {max(widths)} > {limits.max_width}")
+    if len(task.features) > limits.max_features:
+        raise ConfigError(f"features: {len(task.features)} > {limits.max_features}")
+    if task.num_classes > limits.max_classes:
+        raise ConfigError(f"num_classes: {task.num_classes} > {limits.max_classes}")
+    bounded = {
+        "local_epochs": (task.local_epochs, limits.max_local_epochs),
+        "rounds": (task.rounds, limits.max_rounds),
+        "batch_size": (task.batch_size, limits.max_batch_size),
+    }
+    for field, (value, most) in bounded.items():
+        if value > most:
+            raise ConfigError(f"{field}: {value} > {most}")
+    if min(widths) >= 1:
+        parameters = num_parameters(model)
+        if parameters > limits.max_parameters:
+            raise ConfigError(f"model: {parameters} parameters > {limits.max_parameters}")
+
+
+def check_task(task: TrainingTask, limits: TaskLimits = DEFAULT_TASK_LIMITS) -> None:
+    """Raise ``ConfigError`` if the task cannot be trained as written or is out of bounds.
+
+    Task files and tasks read from the bus both go through here: the bus is not trusted more.
+    """
+    check_task_bounds(task, limits)
     layer_sizes(task.model)
     if task.model.input_dim != len(task.features):
         raise ConfigError(

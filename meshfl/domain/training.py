@@ -18,6 +18,7 @@ in FedAvg; ``global_state`` is never modified.
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from meshfl.errors import ConfigError, DataContractError
+from meshfl.errors import ConfigError, DataContractError, TrainingStopped
 from meshfl.events import ModelSpec, TrainingTask
 from meshfl.modelspec import build_model, initial_state
 
@@ -114,8 +115,12 @@ def _fit(
     epochs: int,
     seed: int,
     proximal_mu: float,
+    stop: threading.Event | None = None,
 ) -> float:
-    """Train ``model`` in place; returns the mean cross-entropy of the last epoch."""
+    """Train ``model`` in place; returns the mean cross-entropy of the last epoch.
+
+    ``stop`` is looked at before every minibatch, so a daemon asked to stop does so within one batch.
+    """
     factory = _OPTIMIZERS.get(task.optimizer)
     if factory is None:
         raise ConfigError(f"optimizer: unknown {task.optimizer!r}; known: {', '.join(_OPTIMIZERS)}")
@@ -133,6 +138,8 @@ def _fit(
             order = torch.randperm(n, generator=generator)
             loss_sum = 0.0
             for start in range(0, n, task.batch_size):
+                if stop is not None and stop.is_set():
+                    raise TrainingStopped("local training stopped on request")
                 batch = order[start : start + task.batch_size]
                 optimizer.zero_grad(set_to_none=True)
                 ce = nn.functional.cross_entropy(model(x[batch]), y[batch])
@@ -157,6 +164,7 @@ def _train(
     seed: int,
     proximal_mu: float,
     holdout: tuple[torch.Tensor, torch.Tensor] | None,
+    stop: threading.Event | None = None,
 ) -> LocalResult:
     _check_xy(task.model, x, y, "training data")
     if x.shape[0] == 0:
@@ -165,7 +173,7 @@ def _train(
         raise ConfigError(f"proximal_mu must be >= 0, got {proximal_mu}")
     began = time.perf_counter()
     model = _load(task.model, start)
-    train_loss = _fit(model, x, y, task=task, epochs=epochs, seed=seed, proximal_mu=proximal_mu)
+    train_loss = _fit(model, x, y, task=task, epochs=epochs, seed=seed, proximal_mu=proximal_mu, stop=stop)
     metrics = {"train_loss": train_loss}
     if holdout is not None and holdout[1].numel() > 0:
         _check_xy(task.model, holdout[0], holdout[1], "holdout")
@@ -186,12 +194,13 @@ def train_local(
     seed: int,
     proximal_mu: float = 0.0,
     holdout: tuple[torch.Tensor, torch.Tensor] | None = None,
+    stop: threading.Event | None = None,
 ) -> LocalResult:
     """One domain's round: ``task.local_epochs`` epochs from ``global_state`` on ``(x, y)``.
 
     ``x`` is float32 ``(n, input_dim)``, ``y`` int64 class indices. Raises ``ConfigError`` if the
     state does not fit the task's model or the optimizer is unknown, ``DataContractError`` for
-    tensors of the wrong shape or dtype.
+    tensors of the wrong shape or dtype, ``TrainingStopped`` as soon as ``stop`` is set.
     """
     return _train(
         task,
@@ -202,6 +211,7 @@ def train_local(
         seed=seed,
         proximal_mu=proximal_mu,
         holdout=holdout,
+        stop=stop,
     )
 
 

@@ -226,3 +226,60 @@ def test_inputs_are_not_mutated() -> None:
     copies = [c.model_copy() for c in chunks]
     _feed(Reassembler(max_buffered_bytes=1 << 20), chunks)
     assert payload == snapshot and chunks == copies
+
+
+def _declaring(size: int, message_id: str) -> Chunk:
+    """A hostile first chunk: 100 bytes that declare ``size``."""
+    return Chunk(message_id=message_id, index=0, count=2, total_size=size, sha256="0" * 64, data=b"x" * 100)
+
+
+def test_a_huge_declaration_spends_only_its_senders_budget() -> None:
+    budget = 4 * 1024**3
+    reassembler = Reassembler(max_buffered_bytes=64 << 20, max_sender_bytes=budget, max_payload_bytes=budget)
+    assert (
+        reassembler.add(
+            _declaring(budget, "evil"), topic=TOPIC, partition=0, offset=0, timestamp_ms=0, sender="mallory"
+        )
+        is None
+    )
+    assert reassembler.sender_reserved("mallory") == budget and reassembler.held_bytes == 100
+    # The same sender cannot declare more while that set is open ...
+    with pytest.raises(ChunkSetError, match="budget of sender 'mallory'") as info:
+        reassembler.add(
+            _declaring(1000, "evil-2"), topic=TOPIC, partition=0, offset=1, timestamp_ms=0, sender="mallory"
+        )
+    assert info.value.reason == "chunk-oversized"
+    # ... while every honest sender's chunked update still gets through.
+    for offset, sender in enumerate(["digits-retail", "digits-support", "digits-logistics"], start=2):
+        payload = os.urandom(5000)
+        chunks = split_payload(payload, chunk_size=1000, message_id=f"honest-{sender}")
+        results = [
+            reassembler.add(
+                c, topic=TOPIC, partition=0, offset=offset * 10 + i, timestamp_ms=1, sender=sender
+            )
+            for i, c in enumerate(chunks)
+        ]
+        assert results[-1] is not None and results[-1].payload == payload
+    assert reassembler.held_bytes == 100 and reassembler.pending_sets == 1
+
+
+def test_bytes_held_are_bounded_whoever_declares_them() -> None:
+    reassembler = Reassembler(max_buffered_bytes=2500, max_sender_bytes=10_000, max_payload_bytes=10_000)
+    chunks = split_payload(os.urandom(4000), chunk_size=1000, message_id="big")
+    _feed(reassembler, chunks[:2])
+    with pytest.raises(ChunkSetError, match="memory full") as info:
+        _feed(reassembler, chunks[2:3], first_offset=2)
+    assert info.value.reason == "chunk-oversized"
+    assert reassembler.held_bytes == 0 and reassembler.reserved_bytes == 0
+
+
+def test_open_sets_are_bounded() -> None:
+    reassembler = Reassembler(max_buffered_bytes=1 << 20, max_pending_sets=2)
+    for i in range(2):
+        reassembler.add(
+            _declaring(1000, f"s{i}"), topic=TOPIC, partition=0, offset=i, timestamp_ms=0, sender=str(i)
+        )
+    with pytest.raises(ChunkSetError, match="already open"):
+        reassembler.add(
+            _declaring(1000, "s3"), topic=TOPIC, partition=0, offset=3, timestamp_ms=0, sender="3"
+        )

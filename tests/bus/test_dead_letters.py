@@ -86,12 +86,13 @@ def test_incomplete_chunk_set_expires_to_dead_letters(
     bus_settings: MeshflSettings, codec: EventCodec
 ) -> None:
     records = _chunk_records(codec, codec.encode(decision(3)) + os.urandom(20_000), "partial")
-    now_ms = int(time.time() * 1000)
-    # A producer that died half way, a minute ago; then a good record written now.
-    produce_raw(bus_settings, Topic.DECISIONS, records[:-1], timestamp_ms=now_ms - 60_000)
+    # A producer that died half way; then, later on the broker's clock (LogAppendTime: the stamps a
+    # producer writes are replaced), a good record.
+    produce_raw(bus_settings, Topic.DECISIONS, records[:-1], timestamp_ms=int(time.time() * 1000) - 60_000)
+    time.sleep(3.0)
     produce_raw(bus_settings, Topic.DECISIONS, [(codec.encode(decision(4)), {})])
     with EventConsumer(
-        bus_settings, [Topic.DECISIONS], codec=codec, group_id="g", chunk_timeout=30.0
+        bus_settings, [Topic.DECISIONS], codec=codec, group_id="g", chunk_timeout=2.0
     ) as consumer:
         got = poll_until_quiet(consumer)
         assert [e.event for e in got] == [decision(4)]
