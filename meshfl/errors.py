@@ -10,6 +10,7 @@
     ├── TensorCodecError     a tensor payload violates the documented layout
     ├── DataContractError    a data product does not satisfy a task's data contract
     ├── TrainingStopped      local training was asked to stop (SIGTERM) before it finished
+    ├── SignatureError       an event is unsigned, badly signed, or signed by a key not trusted for it
     └── ReplayError          an audit replay could not be carried out
 
 Daemons never let one of these escape for a single bad message: they record it (dead letter or
@@ -57,6 +58,19 @@ class DataContractError(MeshflError):
 
 class TrainingStopped(MeshflError):
     """Local training was interrupted by a stop request; nothing of it is published."""
+
+
+class SignatureError(MeshflError):
+    """An event's signature is missing, invalid, or by a key not trusted for its sender.
+
+    ``policy`` names the check that failed (``unsigned``, ``bad_signature``, ``unknown_key``,
+    ``revoked_key``, ``impersonation``, ``replay``): governance puts it in its rejection decision.
+    """
+
+    def __init__(self, policy: str, reason: str) -> None:
+        super().__init__(f"{policy}: {reason}")
+        self.policy = policy
+        self.reason = reason
 
 
 class ReplayError(MeshflError):

@@ -65,6 +65,22 @@ class Tensor(_Model):
     data: bytes
 
 
+# --- signatures (see meshfl.identity for the canonical form) ------------------------------------
+
+
+class Signature(_Model):
+    """A detached Ed25519 signature over the event's canonical form, with what it binds."""
+
+    signer: str = Field(description="a domain name, or 'governance'")
+    key_id: str = Field(description="32 hex digits: the first 16 bytes of SHA-256 of the raw public key")
+    timestamp: datetime
+    sequence: int = Field(description="per-sender, strictly increasing")
+    value: bytes = Field(description="the 64-byte Ed25519 signature")
+
+
+_SIGNATURE_DOC = "Ed25519 signature by the sender (meshfl.identity); None when unsigned"
+
+
 # --- data products (after Bitol's ODPS / ODCS) --------------------------------------------------
 
 
@@ -123,6 +139,7 @@ class DataProductDescriptor(Event):
     tags: list[str] = Field(default_factory=list)
     num_rows: int | None = None
     updated_at: datetime = Field(default_factory=utcnow)
+    signature: Signature | None = Field(None, description=_SIGNATURE_DOC)
 
 
 class DataProductRef(_Model):
@@ -207,6 +224,7 @@ class TrainingTask(Event):
     privacy: PrivacyPolicy | None = None
     admission: AdmissionPolicy = Field(default_factory=AdmissionPolicy)
     created_at: datetime = Field(default_factory=utcnow)
+    signature: Signature | None = Field(None, description=_SIGNATURE_DOC)
 
 
 # --- the federation -----------------------------------------------------------------------------
@@ -225,9 +243,7 @@ class ModelUpdate(Event):
     metrics: dict[str, float] = Field(default_factory=dict)
     tensors: list[Tensor]
     created_at: datetime = Field(default_factory=utcnow)
-    signature: bytes | None = Field(
-        None, description="detached Ed25519 signature by the domain; reserved for signing (schema v2)"
-    )
+    signature: Signature | None = Field(None, description=_SIGNATURE_DOC)
 
 
 class PrivacySpent(_Model):
@@ -251,6 +267,7 @@ class ModelVersion(Event):
     metrics: dict[str, float] = Field(default_factory=dict)
     privacy: PrivacySpent | None = None
     created_at: datetime = Field(default_factory=utcnow)
+    signature: Signature | None = Field(None, description=_SIGNATURE_DOC)
 
 
 class DecisionOutcome(StrEnum):
@@ -272,6 +289,7 @@ class GovernanceDecision(Event):
     source_partition: int | None = None
     source_offset: int | None = None
     created_at: datetime = Field(default_factory=utcnow)
+    signature: Signature | None = Field(None, description=_SIGNATURE_DOC)
 
 
 class AgentStatus(StrEnum):
@@ -292,6 +310,7 @@ class DomainHeartbeat(Event):
     current_round: int | None = None
     meshfl_version: str = ""
     sent_at: datetime = Field(default_factory=utcnow)
+    signature: Signature | None = Field(None, description=_SIGNATURE_DOC)
 
 
 class AgentProgress(Event):
@@ -304,6 +323,7 @@ class AgentProgress(Event):
     last_round: int
     last_update_id: str
     updated_at: datetime = Field(default_factory=utcnow)
+    signature: Signature | None = Field(None, description=_SIGNATURE_DOC)
 
 
 class Chunk(Event):
@@ -326,6 +346,37 @@ class Chunk(Event):
         return value
 
 
+class KeyAction(StrEnum):
+    REGISTERED = "registered"
+    REVOKED = "revoked"
+
+
+class KeyEvent(Event):
+    """Governance registers or revokes a domain key (compacted ``keys`` topic, key ``domain/key_id``)."""
+
+    AVRO_NAME: ClassVar[str] = f"{NAMESPACE}.KeyEvent"
+
+    domain: str
+    key_id: str
+    public_key: bytes = Field(description="raw 32-byte Ed25519 public key")
+    action: KeyAction
+    effective_at: datetime = Field(default_factory=utcnow)
+    reason: str = ""
+    signature: Signature | None = Field(None, description=_SIGNATURE_DOC)
+
+
+SIGNED_EVENT_TYPES: tuple[type[Event], ...] = (
+    DataProductDescriptor,
+    TrainingTask,
+    ModelUpdate,
+    ModelVersion,
+    GovernanceDecision,
+    DomainHeartbeat,
+    AgentProgress,
+    KeyEvent,
+)
+"""Every event but ``Chunk`` (transport framing: the reassembled event is what is signed)."""
+
 EVENT_TYPES: tuple[type[Event], ...] = (
     DataProductDescriptor,
     TrainingTask,
@@ -334,6 +385,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     GovernanceDecision,
     DomainHeartbeat,
     AgentProgress,
+    KeyEvent,
     Chunk,
 )
 EVENTS_BY_AVRO_NAME: dict[str, type[Event]] = {cls.AVRO_NAME: cls for cls in EVENT_TYPES}

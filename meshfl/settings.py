@@ -59,6 +59,17 @@ class MeshflSettings(BaseSettings):
     dp_secret: SecretStr | None = Field(
         None, description="Key of the DP noise seeds; shared by governance and auditors, never published."
     )
+    governance_public_key: str | None = Field(
+        None,
+        description="Governance's pinned Ed25519 public key, `ed25519:<base64>` or the path of its .pub "
+        "file: every participant checks tasks, versions, decisions and key events against it.",
+    )
+    governance_private_key: Path | None = Field(
+        None, description="Governance's private key file (mode 0600): only governance and its key tools."
+    )
+    signature_window_seconds: float = Field(
+        900.0, gt=0, description="Largest gap between an event's signing time and its Kafka record time."
+    )
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "INFO"
 

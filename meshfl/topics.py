@@ -24,6 +24,7 @@ class Topic(StrEnum):
     HEARTBEATS = "heartbeats"  # domain liveness (7 days)
     AGENT_PROGRESS = "agent-progress"  # last round each agent published per task (compacted)
     DEAD_LETTERS = "dead-letters"  # undecodable messages with the reason in headers (kept forever)
+    KEYS = "keys"  # governance-signed domain key registrations and revocations (compacted, domain/key_id)
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ _CONFIGS: dict[Topic, dict[str, str]] = {
     Topic.HEARTBEATS: {"retention.ms": str(7 * 24 * 3600 * 1000)},
     Topic.AGENT_PROGRESS: _COMPACTED,
     Topic.DEAD_LETTERS: _FOREVER,
+    Topic.KEYS: _COMPACTED,
 }
 
 

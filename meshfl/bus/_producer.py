@@ -29,6 +29,7 @@ from meshfl.topics import Topic, topic_name
 if TYPE_CHECKING:
     from meshfl.bus._consumer import EventConsumer
     from meshfl.codec import EventCodec
+    from meshfl.identity import Signer
 
 log = get_logger("meshfl.bus.producer")
 
@@ -48,8 +49,10 @@ class EventProducer:
         codec: EventCodec | None = None,
         transactional_id: str | None = None,
         client_id: str | None = None,
+        signer: Signer | None = None,
     ) -> None:
         self._settings = settings
+        self._signer = signer
         self._codec = resolve_codec(settings, codec)
         self._transactional = transactional_id is not None
         self._sender = (transactional_id or client_id or "").encode()
@@ -73,10 +76,22 @@ class EventProducer:
         return self._chunk_size
 
     def produce(
-        self, topic: Topic, event: Event, *, key: str | None, headers: Mapping[str, str] | None = None
+        self,
+        topic: Topic,
+        event: Event,
+        *,
+        key: str | None,
+        headers: Mapping[str, str] | None = None,
+        digests: Mapping[str, str] | None = None,
     ) -> None:
-        """Queue one event; chunked when its encoding is above ``settings.max_message_bytes``."""
+        """Queue one event; chunked when its encoding is above ``settings.max_message_bytes``.
+
+        With a ``signer`` the event is signed first (``digests``: model-state hashes already known,
+        see ``meshfl.identity.state_digests``); the signed event is what goes on the bus.
+        """
         name = topic_name(self._settings, topic)
+        if self._signer is not None and "signature" in type(event).model_fields:
+            event = self._signer.sign(event, digests=digests)
         payload = self._codec.encode(event)
         extra = headers_to_list(headers)
         if len(payload) <= self._settings.max_message_bytes:

@@ -46,7 +46,7 @@ def test_envelope_fields() -> None:
 
 def test_client_signatures() -> None:
     producer = inspect.signature(bus.EventProducer)
-    assert list(producer.parameters) == ["settings", "codec", "transactional_id", "client_id"]
+    assert list(producer.parameters) == ["settings", "codec", "transactional_id", "client_id", "signer"]
     consumer = inspect.signature(bus.EventConsumer)
     assert list(consumer.parameters)[:8] == [
         "settings",

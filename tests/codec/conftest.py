@@ -22,6 +22,8 @@ from meshfl.events import (
     Event,
     FederationMode,
     GovernanceDecision,
+    KeyAction,
+    KeyEvent,
     ModelSpec,
     ModelUpdate,
     ModelVersion,
@@ -30,6 +32,7 @@ from meshfl.events import (
     PrivacySpent,
     QualityFigure,
     RoundPolicy,
+    Signature,
     StrategySpec,
     TrainingTask,
     UpdateChecks,
@@ -103,7 +106,13 @@ def sample_events() -> list[Event]:
             metrics={"loss": 0.3125, "accuracy": 0.91},
             tensors=to_wire(state),
             created_at=WHEN,
-            signature=bytes(range(64)),
+            signature=Signature(
+                signer="retail",
+                key_id="0f" * 16,
+                timestamp=WHEN,
+                sequence=1_773_480_413_589_000,
+                value=bytes(range(64)),
+            ),
         ),
         ModelVersion(
             task_id="fraud-mlp",
@@ -145,6 +154,14 @@ def sample_events() -> list[Event]:
         ),
         AgentProgress(
             domain="retail", task_id="fraud-mlp", last_round=3, last_update_id="u-retail-3", updated_at=WHEN
+        ),
+        KeyEvent(
+            domain="retail",
+            key_id="0f" * 16,
+            public_key=bytes(range(32)),
+            action=KeyAction.REGISTERED,
+            effective_at=WHEN,
+            reason="first key",
         ),
         Chunk(
             message_id="m-1",
