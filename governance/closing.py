@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from governance.catalog_view import CatalogView
 from governance.deciding import round_decision
 from governance.log_state import WITHDRAWN
-from governance.policies import buffer_ready, buffer_size, round_ready
+from governance.policies import buffer_ready, buffer_size, check_secret, round_ready
 from governance.rounds import TaskState, aggregate_version
 from governance.service_state import ServiceState
 from governance.strategies import ClientUpdate
@@ -34,6 +34,10 @@ def dp_secret(settings: MeshflSettings, task: TrainingTask) -> bytes:
     secret = settings.dp_key()
     if not secret:
         raise ConfigError(f"task {task.id} uses differential privacy: set MESHFL_DP_SECRET")
+    try:
+        check_secret(secret)
+    except ValueError as exc:
+        raise ConfigError(f"task {task.id}: MESHFL_DP_SECRET is too short: {exc}") from exc
     return secret
 
 

@@ -8,13 +8,21 @@ the same accepted updates.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import torch
 
-from governance.policies import Verdict, add_gaussian_noise, check_budget, noise_seed, privacy_spent
-from governance.strategies import ClientUpdate, build_strategy
+from governance.policies import (
+    Verdict,
+    check_budget,
+    dp_config_problems,
+    dp_mean_delta,
+    noise_key,
+    privacy_spent,
+)
+from governance.strategies import AggregateResult, ClientUpdate, FedAvg, Strategy, build_strategy
+from governance.strategies.base import sorted_updates
 from meshfl.events import FederationMode, ModelVersion, PrivacySpent, TrainingTask, utcnow
 from meshfl.modelspec import build_model
 from meshfl.tensors import from_wire, tensors_sha256, to_wire
@@ -128,37 +136,31 @@ def aggregate_version(
 ) -> ModelVersion:
     """Aggregate accepted updates into the next version: the one function service and replay share.
 
-    Under central DP every update weighs the same (sensitivity C/n of the mean; example weights would
-    let one domain move the mean by up to C), and the noise seed is an HMAC under ``dp_secret``, held
-    by governance and auditors only, so that the log alone does not let anyone subtract the noise.
+    Under central DP (``governance.policies.dp_mechanism``) the release is the noised uniform mean of the
+    clipped deltas, computed first; the strategy's server step (FedAvgM momentum, FedAdam moments ...)
+    then runs on that noised mean, so neither the weights nor the published ``server_state`` depend on
+    the clean mean. The noise key binds ``dp_secret`` (held by governance and auditors only) to this
+    round's content. Only what the mechanism covers is published: no example counts.
     """
     if not updates:
         raise ValueError("a version needs at least one accepted update")
     strategy = build_strategy(task.strategy.name, strategy_params(task))
     ordered = sorted(updates, key=lambda u: (u.domain, u.update_id))
-    examples = sum(u.num_examples for u in ordered)
-    if task.privacy is not None:
-        ordered = [replace(u, num_examples=1) for u in ordered]
-    result = strategy.aggregate(ordered, parent_weights, dict(server_state) or None)
-    weights = result.weights
     version_number = parent.version + 1
     privacy: PrivacySpent | None = None
-    if task.privacy is not None:
-        weights = add_gaussian_noise(
-            weights,
-            parent_weights,
-            clip_norm=task.privacy.clip_norm,
-            noise_multiplier=task.privacy.noise_multiplier,
-            num_updates=len(ordered),
-            seed=noise_seed(task.id, version_number, secret=dp_secret),
-        )
+    metrics = {"num_updates": float(len(ordered))}
+    if task.privacy is None:
+        result = strategy.aggregate(ordered, parent_weights, dict(server_state) or None)
+        metrics["num_examples"] = float(sum(u.num_examples for u in ordered))
+    else:
+        result = _dp_release(task, parent, parent_weights, server_state, ordered, strategy, dp_secret)
         privacy = privacy_spent(
             noise_multiplier=task.privacy.noise_multiplier,
             sample_rate=1.0,
             steps=version_number,
             delta=task.privacy.target_delta,
         )
-    tensors = to_wire(weights)
+    tensors = to_wire(result.weights)
     return ModelVersion(
         task_id=task.id,
         version=version_number,
@@ -170,10 +172,40 @@ def aggregate_version(
         tensors=tensors,
         server_state=to_wire(result.state),
         sha256=tensors_sha256(tensors),
-        metrics={
-            "num_updates": float(len(ordered)),
-            "num_examples": float(examples),
-        },
+        metrics=metrics,
         privacy=privacy,
         created_at=created_at,
     )
+
+
+def _dp_release(
+    task: TrainingTask,
+    parent: ModelVersion,
+    parent_weights: Mapping[str, torch.Tensor],
+    server_state: Mapping[str, torch.Tensor],
+    ordered: Sequence[ClientUpdate],
+    strategy: Strategy,
+    dp_secret: bytes,
+) -> AggregateResult:
+    """Noise the uniform mean of the clipped deltas, then run the server step on the noised mean."""
+    assert task.privacy is not None
+    problems = dp_config_problems(task, parent_weights)
+    if problems or not isinstance(strategy, FedAvg):
+        raise ValueError("central DP refused: " + "; ".join(problems or [f"{strategy!r} has no server step"]))
+    sorted_updates(ordered, parent_weights)  # same names, shapes, dtypes; no duplicates
+    key = noise_key(
+        dp_secret,
+        task_id=task.id,
+        version=parent.version + 1,
+        parent_sha256=parent.sha256,
+        update_ids=[u.update_id for u in ordered],
+    )
+    mean_delta = dp_mean_delta(
+        parent_weights,
+        (u.weights for u in ordered),
+        clip_norm=task.privacy.clip_norm,
+        noise_multiplier=task.privacy.noise_multiplier,
+        key=key,
+    )
+    means = {name: mean_delta.pop(name).add_(t.to(torch.float64)) for name, t in parent_weights.items()}
+    return strategy.server_step(parent_weights, means, dict(server_state) or None)

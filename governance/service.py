@@ -28,6 +28,7 @@ from governance.catalog_view import CatalogView
 from governance.closing import RoundCloser, dp_secret
 from governance.deciding import Decider
 from governance.log_state import read_log_state
+from governance.policies import check_dp_config
 from governance.rounds import TaskState, initial_version, strategy_params
 from governance.service_state import ServiceState
 from governance.strategies import build_strategy
@@ -72,6 +73,7 @@ class GovernanceService:
     def run(self, stop: threading.Event) -> int:
         for task in self._configured:  # a bad task file stops the service here, not at round 1
             build_strategy(task.strategy.name, strategy_params(task))
+            check_dp_config(task)
             dp_secret(self._settings, task)
         ensure_topics(self._settings)
         group = f"meshfl-governance-{self._service_id}"

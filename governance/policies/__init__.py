@@ -5,7 +5,8 @@ The governance service is a thin loop over these::
     verdict, weights = evaluate_update(Candidate(update, decoded), ctx)   # -> GovernanceDecision
     readiness = round_ready(task.round_policy, accepted=..., opened_at=..., now=..., ...)
     budget = check_budget(task.privacy, sample_rate=1.0, releases=...)     # BudgetExceeded -> stop
-    noised = add_gaussian_noise(aggregate, global_weights, ..., seed=noise_seed(...))
+    check_dp_config(task)                                                  # at configuration time
+    mean_delta = dp_mean_delta(base, updates, ..., key=noise_key(secret, ...))  # the DP release
 
 Every policy is a frozen class with a ``name`` and a pure ``evaluate`` returning a ``Verdict`` that names
 the policy and gives a reason; ``UPDATE_POLICIES`` is the explicit, ordered registry.
@@ -27,6 +28,16 @@ from governance.policies.checks import ALL_CHECKS, UPDATE_POLICIES, evaluate_upd
 from governance.policies.data_contract import NUMERIC_LOGICAL_TYPES, DataContract, contract_problems
 from governance.policies.deltas import clip_delta, delta_l2_norm
 from governance.policies.dp_clip import DPClip
+from governance.policies.dp_config import DP_STRATEGIES, check_dp_config, dp_config_problems
+from governance.policies.dp_mechanism import (
+    MIN_SECRET_BYTES,
+    ClippedSum,
+    check_secret,
+    dp_mean_delta,
+    gaussian_stream,
+    noise_key,
+    noised_mean_delta,
+)
 from governance.policies.duplicate import Duplicate
 from governance.policies.finite_values import FiniteValues
 from governance.policies.known_domain import KnownDomain
@@ -35,9 +46,7 @@ from governance.policies.norm_bound import NormBound
 from governance.policies.privacy import (
     BUDGET_POLICY,
     BudgetExceeded,
-    add_gaussian_noise,
     check_budget,
-    noise_seed,
     noise_std,
     privacy_spent,
 )
@@ -48,11 +57,14 @@ from governance.policies.tensor_spec import TensorSpec
 __all__ = [
     "ALL_CHECKS",
     "BUDGET_POLICY",
+    "DP_STRATEGIES",
+    "MIN_SECRET_BYTES",
     "NUMERIC_LOGICAL_TYPES",
     "UPDATE_POLICIES",
     "Admission",
     "BudgetExceeded",
     "Candidate",
+    "ClippedSum",
     "DPClip",
     "DataContract",
     "Duplicate",
@@ -68,16 +80,21 @@ __all__ = [
     "UpdatePolicy",
     "Verdict",
     "accept",
-    "add_gaussian_noise",
     "buffer_ready",
     "buffer_size",
     "check_budget",
+    "check_dp_config",
+    "check_secret",
     "clip_delta",
     "contract_problems",
     "delta_l2_norm",
+    "dp_config_problems",
+    "dp_mean_delta",
     "evaluate_update",
-    "noise_seed",
+    "gaussian_stream",
+    "noise_key",
     "noise_std",
+    "noised_mean_delta",
     "privacy_spent",
     "reject",
     "round_ready",

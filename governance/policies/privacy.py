@@ -1,24 +1,20 @@
-"""Central differential privacy per domain: the Gaussian mechanism on the aggregate, and its accounting.
+"""Central differential privacy per domain: the accounting of the Gaussian mechanism, and the budget.
 
-Mechanism (DP-FedAvg, McMahan et al., 2018, "Learning Differentially Private Recurrent Language Models",
-arXiv:1710.06963): each accepted update's delta is clipped to ``clip_norm`` (``DPClip``); the aggregate
-is the **uniform** mean of the ``n`` clipped deltas; Gaussian noise of std ``noise_multiplier *
-clip_norm / n`` is added to that mean. Sensitivity: adding or removing one domain changes the *sum* of
-clipped deltas by at most ``clip_norm`` in L2, so ``N(0, (z*C)^2)`` on the sum is the Gaussian mechanism
-with noise multiplier ``z``; dividing by ``n`` is post-processing because ``n`` is public (the version
-lists its contributing updates). This is why, with privacy on, the aggregate must use uniform weights:
-with example weights ``n_k / sum n``, a domain claiming many examples carries up to the whole weight and
-the sensitivity of the mean approaches ``C`` instead of ``C / n`` (McMahan et al. bound it by capping the
-weights, ``w_k <= 1``, with a fixed denominator; meshfl implements the uniform case only).
+The mechanism is ``governance.policies.dp_mechanism`` (clip each delta to ``C``, sum, add
+``N(0, (z C)^2)`` to the sum, divide by the public ``n``); which tasks it can protect is
+``governance.policies.dp_config``. Uniform weights are required: with example weights ``n_k / sum n``, a
+domain claiming many examples carries up to the whole weight and the sensitivity of the mean approaches
+``C`` instead of ``C / n`` (McMahan et al., 2018, arXiv:1710.06963, bound it by capping the weights with a
+fixed denominator; meshfl implements the uniform case only).
 
-Adjacency: the guarantee is for adding/removing one domain's update. Which domains contributed is public
-in the log, so what it protects in practice is the *content* of a domain's update; for replace-one
-adjacency the sensitivity of the sum is ``2C``, i.e. the same guarantee as half the noise multiplier.
-
-Determinism and secrecy: the noise is drawn from a ``torch.Generator`` seeded by ``noise_seed``, so an
-audit replay reproduces the noised version bit for bit (same torch CPU generator). The seed is an
-HMAC of the task id and version under a secret held by governance and auditors: a seed derivable from
-public fields would let anyone regenerate the noise and subtract it, voiding the guarantee.
+Adjacency: **zero-out** -- two federations are neighbours when one domain's contribution is replaced by
+nothing (the zero delta; equivalently added or removed, since ``n`` and the contributing domains are
+public in every version). Which domains took part in which version is therefore *not* protected: the log
+publishes it. What the epsilon bounds is what the released versions reveal about the content of a
+domain's update (hence its data). Under **replace-one** adjacency (one domain's update swapped for any
+other) the sum moves by up to ``2C``: the same mechanism gives the guarantee of noise multiplier
+``z / 2`` (for ``z = 1``, 100 releases, delta 1e-5: epsilon 96 under zero-out, 295 under replace-one), so
+double ``noise_multiplier`` to keep the reported epsilon.
 
 Accounting: Rényi DP of the sampled Gaussian mechanism [Mironov et al., 2019, arXiv:1908.10530] with
 the RDP -> (epsilon, delta) conversion of Balle et al., 2020 (arXiv:1905.09982), both computed by Opacus
@@ -30,14 +26,11 @@ whether to answer do not qualify, so use 1.0 unless the service samples.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
+import functools
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-
-import torch
 
 from governance.policies.base import Verdict, accept, reject
 from meshfl.events import PrivacyPolicy, PrivacySpent
@@ -65,15 +58,6 @@ RDP_ORDERS: tuple[float, ...] = tuple(
 # --- mechanism ----------------------------------------------------------------------------------
 
 
-def noise_seed(task_id: str, version: int, *, secret: bytes) -> int:
-    """The generator seed for the noise of ``version``: HMAC-SHA256(secret, task_id, version), 63 bits."""
-    if not secret:
-        raise ValueError("a non-empty secret is required: a public seed lets anyone subtract the noise")
-    message = f"{task_id}\x00{version}".encode()
-    digest = hmac.new(secret, message, hashlib.sha256).digest()
-    return int.from_bytes(digest[:8], "big") & (2**63 - 1)
-
-
 def noise_std(*, clip_norm: float, noise_multiplier: float, num_updates: int) -> float:
     """Std of the Gaussian noise on the uniform mean of ``num_updates`` deltas clipped to ``clip_norm``."""
     if num_updates < 1:
@@ -81,44 +65,6 @@ def noise_std(*, clip_norm: float, noise_multiplier: float, num_updates: int) ->
     if not clip_norm > 0 or noise_multiplier < 0:
         raise ValueError(f"need clip_norm > 0 and noise_multiplier >= 0, got {clip_norm}, {noise_multiplier}")
     return noise_multiplier * clip_norm / num_updates
-
-
-def add_gaussian_noise(
-    aggregate: Mapping[str, torch.Tensor],
-    global_weights: Mapping[str, torch.Tensor],
-    *,
-    clip_norm: float,
-    noise_multiplier: float,
-    num_updates: int,
-    seed: int,
-) -> dict[str, torch.Tensor]:
-    """``aggregate + N(0, std^2)`` on every floating-point tensor, ``std = z * C / n``; inputs untouched.
-
-    ``aggregate`` holds the new weights ``global + mean(clipped deltas)`` (uniform mean), so noising it is
-    noising the mean delta; ``global_weights`` must have the same tensors (checked: a mismatch means the
-    aggregate is not of this model). Noise is drawn in sorted name order from one CPU generator seeded
-    with ``seed``, in each tensor's dtype (float16 and bfloat16 in float32, then cast back); non-float
-    tensors pass through. Same seed, same tensors, same torch: the same bits.
-    """
-    std = noise_std(clip_norm=clip_norm, noise_multiplier=noise_multiplier, num_updates=num_updates)
-    if set(aggregate) != set(global_weights):
-        missing = sorted(set(aggregate) ^ set(global_weights))
-        raise ValueError(f"aggregate and global weights differ in tensors: {missing[:5]}")
-    generator = torch.Generator(device="cpu")
-    generator.manual_seed(seed)
-    noised: dict[str, torch.Tensor] = {}
-    for name in sorted(aggregate):
-        tensor = aggregate[name]
-        if tuple(tensor.shape) != tuple(global_weights[name].shape):
-            raise ValueError(f"tensor {name!r}: aggregate shape {tuple(tensor.shape)} != global shape")
-        if not tensor.is_floating_point():
-            noised[name] = tensor
-            continue
-        dtype = tensor.dtype if tensor.dtype in (torch.float32, torch.float64) else torch.float32
-        value = torch.randn(tuple(tensor.shape), generator=generator, dtype=dtype)
-        value.mul_(std).add_(tensor.detach().to(device="cpu", dtype=dtype))
-        noised[name] = value.to(device=tensor.device, dtype=tensor.dtype)
-    return {name: noised[name] for name in aggregate}
 
 
 # --- accounting ---------------------------------------------------------------------------------
@@ -143,6 +89,13 @@ def privacy_spent(
         raise ValueError(f"noise_multiplier must be > 0, got {noise_multiplier}")
     if steps == 0:
         return PrivacySpent(epsilon=0.0, delta=delta)
+    epsilon = _epsilon(float(noise_multiplier), float(sample_rate), int(steps), float(delta), tuple(orders))
+    return PrivacySpent(epsilon=epsilon, delta=delta)
+
+
+@functools.lru_cache(maxsize=4096)
+def _epsilon(noise_multiplier: float, sample_rate: float, steps: int, delta: float, orders: tuple) -> float:
+    """Cached: the service asks the same question per version and per budget check, Opacus takes ~ms."""
     from opacus.accountants.analysis import rdp as rdp_analysis
 
     rdp = rdp_analysis.compute_rdp(
@@ -154,7 +107,7 @@ def privacy_spent(
         epsilon, best_order = rdp_analysis.get_privacy_spent(orders=list(orders), rdp=rdp, delta=delta)
     if best_order in (min(orders), max(orders)):
         log.warning("rdp_optimal_order_at_edge", order=float(best_order), epsilon=float(epsilon), steps=steps)
-    return PrivacySpent(epsilon=float(epsilon), delta=delta)
+    return float(epsilon)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from governance.strategies.accumulator import WeightedSumAccumulator
+from governance.strategies.aggregate import cast_like
 from governance.strategies.base import (
     AggregateResult,
     ClientUpdate,
@@ -29,7 +30,8 @@ class FedAvg(Strategy):
     updates arrive, and :meth:`finalize` turns it into the result. :meth:`aggregate` is the same two steps
     over a list in canonical order (see :mod:`governance.strategies.accumulator` for what each path
     guarantees bit for bit). Subclasses change the weight of an update (:meth:`update_weight`) or the
-    server step (:meth:`finalize`), never the fold.
+    server step (:meth:`server_step`), never the fold. Central DP calls :meth:`server_step` directly on
+    the *noised* mean (``governance.rounds``), so a server optimizer only ever sees what is released.
     """
 
     name = "fedavg"
@@ -50,8 +52,21 @@ class FedAvg(Strategy):
     ) -> AggregateResult:
         """Turn a filled accumulator into the next global weights (consumes the accumulator)."""
         check_weights(global_weights, accumulator.spec, what="global weights")
+        return self.server_step(global_weights, accumulator.mean_float64(), state)
+
+    def server_step(
+        self,
+        global_weights: Weights,
+        means: dict[str, torch.Tensor],
+        state: Mapping[str, torch.Tensor] | None = None,
+    ) -> AggregateResult:
+        """The next weights and state from ``means``, the float64 mean of the new weights (consumed).
+
+        FedAvg adopts the mean (rounded once to each tensor's dtype); server optimizers override this.
+        """
         check_state(state, {})
-        return AggregateResult(weights=accumulator.result(), state={})
+        weights = {name: cast_like(means.pop(name), ref.dtype) for name, ref in global_weights.items()}
+        return AggregateResult(weights=weights, state={})
 
     def aggregate(
         self,

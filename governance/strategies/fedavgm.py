@@ -10,9 +10,8 @@ from collections.abc import Mapping
 
 import torch
 
-from governance.strategies.accumulator import WeightedSumAccumulator
 from governance.strategies.aggregate import apply_server_step
-from governance.strategies.base import AggregateResult, Weights, check_state, check_weights
+from governance.strategies.base import AggregateResult, Weights, check_state
 from governance.strategies.fedavg import FedAvg
 
 MOMENTUM_PREFIX = "momentum."
@@ -37,13 +36,12 @@ class FedAvgM(FedAvg):
         self.server_learning_rate = float(server_learning_rate)
         self.server_momentum = float(server_momentum)
 
-    def finalize(
+    def server_step(
         self,
-        accumulator: WeightedSumAccumulator,
         global_weights: Weights,
+        means: dict[str, torch.Tensor],
         state: Mapping[str, torch.Tensor] | None = None,
     ) -> AggregateResult:
-        check_weights(global_weights, accumulator.spec, what="global weights")
         stateful = self.server_momentum > 0
         expected = {
             MOMENTUM_PREFIX + name: t.shape
@@ -59,5 +57,5 @@ class FedAvgM(FedAvg):
             new = torch.sub(current, torch.mul(velocity, self.server_learning_rate))
             return new, ({MOMENTUM_PREFIX + name: velocity} if stateful else {})
 
-        weights, new_state = apply_server_step(global_weights, accumulator.mean_float64(), step)
+        weights, new_state = apply_server_step(global_weights, means, step)
         return AggregateResult(weights=weights, state=new_state)

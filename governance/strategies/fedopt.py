@@ -18,9 +18,8 @@ from collections.abc import Mapping
 
 import torch
 
-from governance.strategies.accumulator import WeightedSumAccumulator
 from governance.strategies.aggregate import apply_server_step
-from governance.strategies.base import AggregateResult, Weights, check_state, check_weights
+from governance.strategies.base import AggregateResult, Weights, check_state
 from governance.strategies.fedavg import FedAvg
 
 FIRST_MOMENT_PREFIX = "m."
@@ -63,13 +62,12 @@ class FedOpt(FedAvg):
     def second_moment(self, previous: torch.Tensor, delta_squared: torch.Tensor) -> torch.Tensor:
         """``v_t`` from ``v_{t-1}`` and ``delta_t ** 2`` (new tensor; inputs untouched)."""
 
-    def finalize(
+    def server_step(
         self,
-        accumulator: WeightedSumAccumulator,
         global_weights: Weights,
+        means: dict[str, torch.Tensor],
         state: Mapping[str, torch.Tensor] | None = None,
     ) -> AggregateResult:
-        check_weights(global_weights, accumulator.spec, what="global weights")
         floating = [name for name, t in global_weights.items() if t.dtype.is_floating_point]
         expected = {
             prefix + name: global_weights[name].shape
@@ -91,5 +89,5 @@ class FedOpt(FedAvg):
             update = torch.mul(m, self.eta).div_(torch.sqrt(v).add_(self.tau))
             return current.add_(update), {FIRST_MOMENT_PREFIX + name: m, SECOND_MOMENT_PREFIX + name: v}
 
-        weights, new_state = apply_server_step(global_weights, accumulator.mean_float64(), step)
+        weights, new_state = apply_server_step(global_weights, means, step)
         return AggregateResult(weights=weights, state=new_state)

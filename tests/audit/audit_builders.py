@@ -36,6 +36,8 @@ from meshfl.tensors import from_wire, to_wire
 from meshfl.topics import Topic
 
 DOMAINS = ["alpha", "beta", "gamma"]
+SECRET = b"governance-and-auditors-only-secret-0123456789"
+"""A DP secret of the required length (32 bytes or more)."""
 FEATURES = [f"x{i}" for i in range(6)]
 
 

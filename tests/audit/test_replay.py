@@ -10,7 +10,7 @@ from meshfl.errors import ReplayError
 from meshfl.events import ModelVersion, PrivacyPolicy, UpdateChecks
 from meshfl.tensors import from_wire, tensors_sha256, to_wire
 from meshfl.topics import Topic
-from tests.audit.audit_builders import forged, make_task, memory_federation, perturbed
+from tests.audit.audit_builders import SECRET, forged, make_task, memory_federation, perturbed
 
 
 def _version_offset(memory_events: list, number: int) -> int:
@@ -152,11 +152,11 @@ def test_clipping_is_reapplied() -> None:
 
 def test_dp_versions_need_the_secret() -> None:
     task = make_task(privacy=PrivacyPolicy(clip_norm=0.5, noise_multiplier=0.3))
-    memory, fed = memory_federation(task, dp_secret=b"s3cret")
+    memory, fed = memory_federation(task, dp_secret=SECRET)
     with pytest.raises(ReplayError, match="MESHFL_DP_SECRET"):
         replay(memory.events, task.id)
-    assert replay(memory.events, task.id, dp_secret=b"s3cret").ok
-    wrong = replay(memory.events, task.id, dp_secret=b"guess")
+    assert replay(memory.events, task.id, dp_secret=SECRET).ok
+    wrong = replay(memory.events, task.id, dp_secret=b"a wrong guess, long enough to be tried")
     assert [v.reproduced for v in wrong.versions] == [True, False, False, False]
     assert fed.versions[-1].privacy is not None
 

@@ -53,7 +53,7 @@ def test_deadline_closes_the_round_without_the_straggler_and_says_so(
 def test_central_dp_reports_the_budget_and_replays_with_the_secret(
     settings: MeshflSettings, mesh_root: Path, daemons: Threads
 ) -> None:
-    secret = "governance-and-auditors-only"
+    secret = "governance-and-auditors-only-0123456789abcdef"
     dp_settings = settings.model_copy(update={"dp_secret": SecretStr(secret)})
     privacy = PrivacyPolicy(clip_norm=5.0, noise_multiplier=1.0, target_delta=1e-5)
     task = hospital_task(mesh_root, rounds=2, privacy=privacy)
@@ -71,4 +71,6 @@ def test_central_dp_reports_the_budget_and_replays_with_the_secret(
 
     logged = events_from_bus(settings, task.id)
     assert replay(logged, task.id, dp_secret=secret.encode()).ok
-    assert not replay(logged, task.id, dp_secret=b"a guess").ok  # the noise is not derivable from the log
+    assert not replay(
+        logged, task.id, dp_secret=b"a guess of the right length, 32 bytes or more"
+    ).ok  # not in the log

@@ -1,124 +1,26 @@
-"""Central DP: the Gaussian mechanism on the aggregate, the noise seed, the RDP accounting, the budget."""
+"""Central DP accounting: the noise std, the RDP accounting, the budget."""
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
-import torch
 from opacus.accountants import RDPAccountant
 from opacus.accountants.analysis import rdp as rdp_analysis
 
 from governance.policies import (
     BUDGET_POLICY,
     BudgetExceeded,
-    add_gaussian_noise,
     check_budget,
-    noise_seed,
     noise_std,
     privacy_spent,
 )
 from meshfl.events import PrivacyPolicy, PrivacySpent
 
-SECRET = b"governance-and-auditors-only"
 
-
-def _model(seed: int = 0) -> dict[str, torch.Tensor]:
-    generator = torch.Generator().manual_seed(seed)
-    return {
-        "fc.weight": torch.randn(64, 32, generator=generator),
-        "fc.bias": torch.randn(64, generator=generator),
-        "steps": torch.tensor(12),
-    }
-
-
-def _noised(seed: int, **overrides: float) -> dict[str, torch.Tensor]:
-    kwargs = {"clip_norm": 1.0, "noise_multiplier": 1.0, "num_updates": 4, **overrides}
-    return add_gaussian_noise(_model(1), _model(0), seed=seed, **kwargs)  # type: ignore[arg-type]
-
-
-# --- mechanism ----------------------------------------------------------------------------------
-
-
-def test_noise_is_bit_for_bit_reproducible_per_seed() -> None:
-    first, second = _noised(42), _noised(42)
-    assert list(first) == list(_model(1))  # the aggregate's tensor order is kept
-    for name in first:
-        assert torch.equal(first[name], second[name])
-        assert first[name].dtype == _model(1)[name].dtype
-
-
-def test_noise_differs_between_seeds_and_is_actually_added() -> None:
-    a, b = _noised(1), _noised(2)
-    assert not torch.equal(a["fc.weight"], b["fc.weight"])
-    assert not torch.equal(a["fc.weight"], _model(1)["fc.weight"])
-
-
-def test_integer_tensors_pass_through_and_inputs_are_untouched() -> None:
-    aggregate, base = _model(1), _model(0)
-    copies = {name: t.clone() for name, t in aggregate.items()}
-    noised = add_gaussian_noise(aggregate, base, clip_norm=1.0, noise_multiplier=1.0, num_updates=2, seed=5)
-    assert torch.equal(noised["steps"], aggregate["steps"])
-    assert all(torch.equal(aggregate[name], copies[name]) for name in aggregate)
-
-
-def test_noise_std_matches_the_formula_on_a_large_tensor() -> None:
-    clip_norm, multiplier, n = 0.8, 1.3, 5
-    expected = multiplier * clip_norm / n
-    assert noise_std(clip_norm=clip_norm, noise_multiplier=multiplier, num_updates=n) == pytest.approx(
-        expected
-    )
-    aggregate = {"w": torch.full((1_000_000,), 0.25, dtype=torch.float64)}
-    base = {"w": torch.zeros(1_000_000, dtype=torch.float64)}
-    noised = add_gaussian_noise(
-        aggregate, base, clip_norm=clip_norm, noise_multiplier=multiplier, num_updates=n, seed=11
-    )
-    noise = noised["w"] - aggregate["w"]
-    assert float(noise.std()) == pytest.approx(expected, rel=0.01)
-    assert abs(float(noise.mean())) < 5 * expected / math.sqrt(1_000_000)
-
-
-def test_zero_noise_multiplier_adds_nothing() -> None:
-    noised = _noised(3, noise_multiplier=0.0)
-    assert torch.equal(noised["fc.weight"], _model(1)["fc.weight"])
-
-
-def test_noise_refuses_a_mismatched_model_and_bad_arguments() -> None:
-    with pytest.raises(ValueError, match="differ in tensors"):
-        add_gaussian_noise(
-            {"a": torch.zeros(2)},
-            {"b": torch.zeros(2)},
-            clip_norm=1,
-            noise_multiplier=1,
-            num_updates=1,
-            seed=0,
-        )
-    with pytest.raises(ValueError, match="shape"):
-        add_gaussian_noise(
-            {"a": torch.zeros(2)},
-            {"a": torch.zeros(3)},
-            clip_norm=1,
-            noise_multiplier=1,
-            num_updates=1,
-            seed=0,
-        )
+def test_noise_std_is_z_c_over_n() -> None:
+    assert noise_std(clip_norm=0.8, noise_multiplier=1.3, num_updates=5) == pytest.approx(1.3 * 0.8 / 5)
     with pytest.raises(ValueError, match="num_updates"):
         noise_std(clip_norm=1.0, noise_multiplier=1.0, num_updates=0)
-
-
-def test_noise_seed_is_keyed_deterministic_and_distinct() -> None:
-    seed = noise_seed("churn-v1", 3, secret=SECRET)
-    assert seed == noise_seed("churn-v1", 3, secret=SECRET)
-    assert 0 <= seed < 2**63
-    others = {
-        noise_seed("churn-v1", 4, secret=SECRET),
-        noise_seed("churn-v2", 3, secret=SECRET),
-        noise_seed("churn-v1", 3, secret=b"another secret"),
-    }
-    assert seed not in others and len(others) == 3
-    with pytest.raises(ValueError, match="secret"):
-        noise_seed("churn-v1", 3, secret=b"")
 
 
 # --- accounting ---------------------------------------------------------------------------------
