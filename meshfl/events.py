@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, ClassVar, Self
+from typing import Annotated, Any, ClassVar, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, field_validator
 
 NAMESPACE = "io.meshfl.v1"
 
@@ -43,6 +43,27 @@ class Event(_Model):
 # --- tensors ------------------------------------------------------------------------------------
 
 
+def _as_buffer(value: object) -> bytes | memoryview:
+    """``bytes`` as they are; any other buffer as a flat, read-only byte view (no copy)."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, bytearray | memoryview):
+        view = memoryview(value)
+        if not view.c_contiguous:
+            raise ValueError("a buffer field needs C-contiguous memory")
+        return view.cast("B").toreadonly() if view.format != "B" or view.ndim != 1 else view.toreadonly()
+    raise ValueError(f"expected bytes or a buffer, got {type(value).__name__}")
+
+
+Buffer = Annotated[
+    bytes | memoryview,
+    PlainValidator(_as_buffer),
+    PlainSerializer(bytes, when_used="json"),
+]
+"""Raw bytes that may be a read-only view of memory owned elsewhere (a decoded message, a tensor being
+sent): the codec moves them without copying. Compare and hash them as bytes; ``bytes(x)`` owns a copy."""
+
+
 class TensorDType(StrEnum):
     FLOAT32 = "float32"
     FLOAT64 = "float64"
@@ -62,7 +83,7 @@ class Tensor(_Model):
     name: str
     dtype: TensorDType
     shape: list[int]
-    data: bytes
+    data: Buffer
 
 
 # --- signatures (see meshfl.identity for the canonical form) ------------------------------------
@@ -336,7 +357,7 @@ class Chunk(Event):
     count: int
     total_size: int
     sha256: str = Field(description="hex SHA-256 of the whole reassembled payload")
-    data: bytes
+    data: Buffer
 
     @field_validator("index")
     @classmethod

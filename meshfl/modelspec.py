@@ -80,6 +80,18 @@ def build_model(spec: ModelSpec, seed: int | None = None) -> nn.Module:
         return FeedForward(sizes, spec.activation, spec.dropout)
 
 
+def empty_model(spec: ModelSpec) -> nn.Module:
+    """A model for ``spec`` with uninitialised weights, for a caller that loads a state into it at once.
+
+    Built on the meta device, then given (unwritten) CPU memory: no random initialisation, which took as
+    long as the load itself on a 1M-parameter model.
+    """
+    sizes = layer_sizes(spec)
+    with torch.device("meta"):
+        model = FeedForward(sizes, spec.activation, spec.dropout)
+    return model.to_empty(device="cpu")
+
+
 def initial_state(spec: ModelSpec, seed: int) -> dict[str, torch.Tensor]:
     """The seeded initial weights as a plain state dict (version 0 of a task)."""
     model = build_model(spec, seed=seed)

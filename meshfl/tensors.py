@@ -17,9 +17,13 @@ is also the order of the UTF-8 bytes), with every integer an unsigned 64-bit lit
 It depends only on the tensors, never on the Avro encoding, so an auditor in any language recomputes it.
 
 Nothing here unpickles: bytes become tensors through ``numpy.frombuffer`` of a known dtype, never
-``torch.load``. Every byte crosses memory once per direction (``tobytes`` on the way out, one ``copy`` on
-the way in: ``np.frombuffer(...).copy()`` measured fastest of the copies tried), so the returned tensors
-are writable and never alias the message bytes.
+``torch.load``. By default every byte crosses memory once per direction (``tobytes`` on the way out, one
+``copy`` on the way in), so the results own their memory. The hot paths of the daemons pass
+``copy=False``: ``to_wire`` then hands out read-only views of the tensors (the codec copies them once,
+into the message) and ``from_wire`` returns tensors that view the wire bytes (the decoded message), which
+readers use as they are and writers copy first (``load_state_dict`` copies into the model, the
+aggregators fold into their own buffers). Such views must never be written in place: torch has no
+read-only tensors, and the memory belongs to an immutable message.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import struct
 import sys
+import warnings
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -103,10 +108,14 @@ def _wire_arrays(
         yield name, wire, list(tensor.shape), array
 
 
-def to_wire(state: Mapping[str, torch.Tensor]) -> list[Tensor]:
-    """A state dict as wire tensors, sorted by name; the bytes are a copy, the input is untouched."""
+def to_wire(state: Mapping[str, torch.Tensor], *, copy: bool = True) -> list[Tensor]:
+    """A state dict as wire tensors, sorted by name; the input is untouched.
+
+    With ``copy=False`` the data are read-only views of the tensors' memory (or of a contiguous copy of
+    a strided tensor): encode them before the state changes.
+    """
     return [
-        Tensor(name=name, dtype=wire, shape=shape, data=array.tobytes())
+        Tensor(name=name, dtype=wire, shape=shape, data=array.tobytes() if copy else memoryview(array))
         for name, wire, shape, array in _wire_arrays(state)
     ]
 
@@ -142,9 +151,12 @@ def from_wire(
     *,
     limits: WireLimits = DEFAULT_LIMITS,
     max_elements: int | None = None,
+    copy: bool = True,
 ) -> dict[str, torch.Tensor]:
-    """Wire tensors back to a state dict of fresh, writable CPU tensors (validated first, all or nothing).
+    """Wire tensors back to a state dict of CPU tensors (validated first, all or nothing).
 
+    ``copy=True``: fresh, writable tensors. ``copy=False``: tensors viewing the wire bytes, to be read
+    only (see the module docstring); on a big-endian host they are copies anyway.
     ``max_elements`` is the size of the model the tensors are meant for (``meshfl.limits.spec_elements``):
     a state holding more is refused before anything is allocated.
     """
@@ -155,16 +167,27 @@ def from_wire(
     for tensor, kind in zip(tensors, kinds, strict=True):
         raw = np.frombuffer(tensor.data, dtype=kind.carrier)
         # astype to the native order both copies and byte-swaps on big-endian hosts; copy() is a memcpy.
-        owned = raw.astype(kind.carrier.newbyteorder("=")) if _BIG_ENDIAN_HOST else raw.copy()
+        if _BIG_ENDIAN_HOST:
+            array = raw.astype(kind.carrier.newbyteorder("="))
+        else:
+            array = raw.copy() if copy else raw
         if kind.torch_dtype is torch.bool:
-            if owned.size and int(owned.max()) > 1:
+            if array.size and int(array.max()) > 1:
                 raise TensorCodecError(f"tensor {tensor.name!r}: bool bytes must be 0 or 1")
-            owned = owned.view(np.bool_)
-        result = torch.from_numpy(owned)
+            array = array.view(np.bool_)
+        result = _as_torch(array)
         if kind.torch_dtype is torch.bfloat16:
             result = result.view(torch.bfloat16)
         state[tensor.name] = result.reshape(tensor.shape)
     return state
+
+
+def _as_torch(array: np.ndarray) -> torch.Tensor:
+    if array.flags.writeable:
+        return torch.from_numpy(array)
+    with warnings.catch_warnings():  # a read-only view by design (from_wire(copy=False))
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(array)
 
 
 def _hash_tensor(

@@ -1,7 +1,9 @@
 """The Avro binary body of a message: event -> bytes after a frame header, and back with schema resolution.
 
 Both framings (single-object and Schema Registry) share this: they differ only in the header that names
-the writer schema. Every fastavro or pydantic failure is translated into a ``CodecError`` here.
+the writer schema. Every fastavro or pydantic failure is translated into a ``CodecError`` here. Large
+``bytes`` values (tensor data) bypass fastavro (``meshfl.codec._bulk``): copied once on encode, viewed
+in the message on decode.
 """
 
 from __future__ import annotations
@@ -13,6 +15,16 @@ from fastavro import schemaless_reader, schemaless_writer
 from fastavro.read import SchemaResolutionError
 from pydantic import ValidationError
 
+from meshfl.codec._bulk import (
+    MESSAGE_MIN,
+    BodyWalker,
+    extract_bulk,
+    new_nonce,
+    restore_bulk,
+    skeleton_of,
+    splice,
+    to_plain,
+)
 from meshfl.codec._schemas import StoredSchema
 from meshfl.errors import CodecError
 from meshfl.events import EVENTS_BY_AVRO_NAME, Event
@@ -33,15 +45,27 @@ _AVRO_ERRORS = (
 
 
 def encode_body(header: bytes, schema: StoredSchema, event: Event) -> bytes:
-    """``header`` then the event's Avro binary body; the body is copied once, into the returned bytes."""
+    """``header`` then the event's Avro binary body; every byte is copied once, into the returned bytes."""
     if schema.full_name != event.AVRO_NAME:
         raise CodecError(f"a {type(event).__name__} cannot be written with schema {schema.full_name}")
+    datum = event.to_avro()
+    nonce, buffers = new_nonce(), []
+    skeleton = extract_bulk(datum, nonce, buffers)
+    if buffers:
+        pieces = splice(_write(schema, event, skeleton), nonce, buffers)
+        if pieces is not None:
+            return b"".join((header, *pieces))
+        skeleton = to_plain(datum)  # a sentinel was not where fastavro writes it: the plain way
+    return b"".join((header, _write(schema, event, skeleton)))
+
+
+def _write(schema: StoredSchema, event: Event, datum: Any) -> bytes:
     sink = _Sink()
     try:
-        schemaless_writer(sink, schema.parsed, event.to_avro())
+        schemaless_writer(sink, schema.parsed, datum)
     except _AVRO_ERRORS as exc:
         raise CodecError(f"cannot encode {type(event).__name__} with {schema.full_name}: {exc}") from exc
-    return b"".join((header, *sink.parts))
+    return b"".join(sink.parts)
 
 
 class _Sink:
@@ -58,22 +82,63 @@ class _Sink:
 
 
 def decode_body(data: bytes | memoryview, offset: int, writer: StoredSchema, reader: StoredSchema) -> Event:
-    """Read the body at ``offset`` written by ``writer``, resolved to ``reader``; all input must be used."""
-    source = data if isinstance(data, bytes) else bytes(data)
+    """Read the body at ``offset`` written by ``writer``, resolved to ``reader``; all input must be used.
+
+    Large ``bytes`` values of a large message come back as read-only views of ``data`` (which they keep
+    alive) when no schema resolution is needed; everything else as fastavro reads it.
+    """
+    source = data if isinstance(data, bytes) else memoryview(data).toreadonly()
+    if len(source) >= MESSAGE_MIN and reader.fingerprint == writer.fingerprint:
+        datum = _read_by_reference(source, offset, writer)
+        if datum is not None:
+            return to_event(reader.full_name, datum)
+    if not isinstance(source, bytes):
+        source = bytes(source)
+    return to_event(reader.full_name, _read(source, offset, writer, reader))
+
+
+def _read(source: bytes, offset: int, writer: StoredSchema, reader: StoredSchema | None) -> Any:
     buffer = io.BytesIO(source)  # shares the bytes object: no copy until a write, and we only read
     buffer.seek(offset)
-    resolve_to = None if reader.fingerprint == writer.fingerprint else reader.parsed
+    resolve_to = None if reader is None or reader.fingerprint == writer.fingerprint else reader.parsed
     try:
         datum: Any = schemaless_reader(buffer, writer.parsed, resolve_to)
     except _AVRO_ERRORS as exc:
-        raise CodecError(
-            f"corrupt {writer.full_name} body (writer {writer.fingerprint_hex}, version {writer.version}): "
-            f"{type(exc).__name__}: {exc}"
-        ) from exc
+        raise _corrupt(writer, f"{type(exc).__name__}: {exc}") from exc
     trailing = len(source) - buffer.tell()
     if trailing:
         raise CodecError(f"{trailing} trailing bytes after a {writer.full_name} body")
-    return to_event(reader.full_name, datum)
+    return datum
+
+
+def _read_by_reference(source: bytes | memoryview, offset: int, writer: StoredSchema) -> Any | None:
+    """The datum with its large ``bytes`` values as views of ``source``; ``None`` if there are none."""
+    walker = BodyWalker(source, offset, writer.parsed.get("__named_schemas", {}))
+    try:
+        walker.walk(writer.parsed)
+    except RecursionError as exc:
+        raise _corrupt(writer, "nested too deeply") from exc
+    except CodecError as exc:
+        raise _corrupt(writer, str(exc)) from exc
+    trailing = len(source) - walker.pos
+    if trailing:
+        raise CodecError(f"{trailing} trailing bytes after a {writer.full_name} body")
+    if not walker.spans:
+        return None
+    nonce = new_nonce()
+    datum = _read(skeleton_of(source, offset, walker.spans, nonce), 0, writer, None)
+    whole = memoryview(source)
+    views = [whole[start:end] for _, start, end in walker.spans]
+    used: list[int] = []
+    datum = restore_bulk(datum, nonce, views, used)
+    if sorted(used) != list(range(len(views))):
+        return None  # cannot happen without resolution; the plain path decides
+    return datum
+
+
+def _corrupt(writer: StoredSchema, detail: str) -> CodecError:
+    where = f"writer {writer.fingerprint_hex}, version {writer.version}"
+    return CodecError(f"corrupt {writer.full_name} body ({where}): {detail}")
 
 
 def to_event(full_name: str, datum: Any) -> Event:

@@ -259,7 +259,7 @@ class DomainAgent:
             data_products=data.refs,
             num_examples=result.num_examples,
             metrics={**result.metrics, "train_seconds": time.perf_counter() - started},
-            tensors=to_wire(result.state),
+            tensors=to_wire(result.state, copy=False),  # a state of its own, encoded below
             created_at=utcnow(),
         )
         progress = AgentProgress(
@@ -302,7 +302,10 @@ class DomainAgent:
         a stop request ends training within one minibatch and publishes nothing.
         """
         try:
-            start = from_wire(version.tensors, max_elements=spec_elements(expected_shapes(task.model)))
+            # read only: training loads a copy into its model
+            start = from_wire(
+                version.tensors, max_elements=spec_elements(expected_shapes(task.model)), copy=False
+            )
             return train_local(
                 task,
                 start,

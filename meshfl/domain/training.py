@@ -28,7 +28,7 @@ from torch import nn
 
 from meshfl.errors import ConfigError, DataContractError, TrainingStopped
 from meshfl.events import ModelSpec, TrainingTask
-from meshfl.modelspec import build_model, initial_state
+from meshfl.modelspec import empty_model, initial_state
 
 SGD_MOMENTUM = 0.9
 EVAL_BATCH = 4096
@@ -74,7 +74,7 @@ def _check_xy(spec: ModelSpec, x: torch.Tensor, y: torch.Tensor, what: str) -> N
 
 def _load(spec: ModelSpec, state: Mapping[str, torch.Tensor]) -> nn.Module:
     """A model holding a copy of ``state`` (``load_state_dict`` copies, the mapping is untouched)."""
-    model = build_model(spec)
+    model = empty_model(spec)
     try:
         model.load_state_dict(dict(state), strict=True)
     except RuntimeError as exc:

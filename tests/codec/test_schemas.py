@@ -85,6 +85,8 @@ def _assert_type(annotation: Any, avro_type: Any, named: dict[str, dict[str, Any
         assert avro_type["type"] == "enum", where
         assert avro_type["name"] == f"{NAMESPACE}.{annotation.__name__}", where
         assert avro_type["symbols"] == [member.value for member in annotation], where
+    elif annotation == bytes | memoryview:  # events.Buffer: raw bytes, possibly a view
+        assert avro_type == "bytes", where
     else:
         simple = {str: "string", int: "long", float: "double", bool: "boolean", bytes: "bytes"}
         if annotation.__name__ == "datetime":
