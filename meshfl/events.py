@@ -409,4 +409,9 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     KeyEvent,
     Chunk,
 )
+
+# The split-learning events live beside their kin in meshfl.vertical; that module needs the classes above.
+from meshfl.vertical.events import SPLIT_EVENT_TYPES  # noqa: E402
+
+EVENT_TYPES = (*EVENT_TYPES, *SPLIT_EVENT_TYPES)
 EVENTS_BY_AVRO_NAME: dict[str, type[Event]] = {cls.AVRO_NAME: cls for cls in EVENT_TYPES}

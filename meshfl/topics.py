@@ -25,6 +25,13 @@ class Topic(StrEnum):
     AGENT_PROGRESS = "agent-progress"  # last round each agent published per task (compacted)
     DEAD_LETTERS = "dead-letters"  # undecodable messages with the reason in headers (kept forever)
     KEYS = "keys"  # governance-signed domain key registrations and revocations (compacted, domain/key_id)
+    SPLIT_ALIGNMENT = "split-alignment"  # private set intersection ciphertexts of vertical tasks (forever)
+    SPLIT_CONTROL = (
+        "split-control"  # vertical tasks: governance's commands and the parties' reports (forever)
+    )
+    SPLIT_ACTIVATIONS = "split-activations"  # cut-layer activations per batch (kept forever: audit replays)
+    SPLIT_GRADIENTS = "split-gradients"  # gradients per batch back to the parties (kept forever)
+    SPLIT_VERSIONS = "split-versions"  # split-model versions, one per epoch (kept forever)
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,11 @@ _CONFIGS: dict[Topic, dict[str, str]] = {
     Topic.AGENT_PROGRESS: _COMPACTED,
     Topic.DEAD_LETTERS: _FOREVER,
     Topic.KEYS: _COMPACTED,
+    Topic.SPLIT_ALIGNMENT: _FOREVER,
+    Topic.SPLIT_CONTROL: _FOREVER,
+    Topic.SPLIT_ACTIVATIONS: _FOREVER,
+    Topic.SPLIT_GRADIENTS: _FOREVER,
+    Topic.SPLIT_VERSIONS: _FOREVER,
 }
 
 

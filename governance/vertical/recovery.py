@@ -1,0 +1,60 @@
+"""What governance needs to resume a split task, read from the log (the log is the state).
+
+The latest version says which epoch is complete and holds the top's tensors; the latest ``align``
+command and the ``aligned`` reports of its session give the rows (and, with labels at governance, the
+shared labels); a ``start`` without a version or an ``abort`` after it is an attempt left open by a
+crash, to be abandoned with a decision and retried under a higher attempt number.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from governance.vertical.coordinator import Recovered
+from meshfl.bus import read_all
+from meshfl.events import Event
+from meshfl.settings import MeshflSettings
+from meshfl.topics import Topic
+from meshfl.vertical.events import SplitCommand, SplitEpoch, SplitModelVersion, SplitReport, SplitReportKind
+
+
+def recover(task_id: str, control: Iterable[Event], versions: Iterable[Event]) -> Recovered:
+    """Fold a task's control events and versions (each in log order) into its recovered state."""
+    state = Recovered()
+    for event in versions:
+        newer = isinstance(event, SplitModelVersion) and event.task_id == task_id
+        if newer and (state.latest is None or event.version > state.latest.version):
+            state.latest = event
+    aligned: dict[str, dict[str, SplitReport]] = {}
+    started: tuple[int, int] | None = None
+    closed: set[tuple[int, int]] = set()
+    for event in control:
+        if isinstance(event, SplitEpoch) and event.task_id == task_id:
+            if event.command == SplitCommand.ALIGN:
+                state.session = event.session
+            elif event.command == SplitCommand.START:
+                state.attempts[event.epoch] = max(state.attempts.get(event.epoch, 0), event.attempt)
+                started = (event.epoch, event.attempt)
+            elif event.command == SplitCommand.ABORT:
+                closed.add((event.epoch, event.attempt))
+            elif event.command == SplitCommand.COMPLETE:
+                state.complete = True
+        elif (
+            isinstance(event, SplitReport)
+            and event.task_id == task_id
+            and event.kind == SplitReportKind.ALIGNED
+        ):
+            aligned.setdefault(event.session, {}).setdefault(event.party, event)
+    if state.session is not None:
+        state.aligned = aligned.get(state.session, {})
+    done_epoch = 0 if state.latest is None else state.latest.epoch
+    if started is not None and started not in closed and started[0] > done_epoch:
+        state.open_attempt = started
+    return state
+
+
+def read_recovered(settings: MeshflSettings, task_ids: Iterable[str]) -> dict[str, Recovered]:
+    """``recover`` every task from one snapshot of the control and version topics."""
+    control = [env.event for env in read_all(settings, Topic.SPLIT_CONTROL)]
+    versions = [env.event for env in read_all(settings, Topic.SPLIT_VERSIONS)]
+    return {task_id: recover(task_id, control, versions) for task_id in task_ids}

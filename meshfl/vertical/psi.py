@@ -1,0 +1,80 @@
+"""Private set intersection for entity alignment: thin wrappers over openmined-psi (ECDH-PSI).
+
+The protocol of openmined-psi (github.com/OpenMined/PSI, after Meadows 1986 / Huberman et al. 1999,
+with the elliptic-curve commutative encryption of its C++ core): the client sends its elements raised
+to its secret key; the server raises those to its own key and sends them back together with its own
+elements under its key (the *setup*); the client learns which of its elements are in the server's set,
+and nothing else about the server's other elements. The server learns only the client's set size.
+Every message is a serialized protobuf of curve points: no element and no hash of one is ever sent.
+
+Elements are entity ids as UTF-8 strings. A client object keeps its secret key in memory only, so an
+alignment interrupted by a restart is redone in a new session rather than resumed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import private_set_intersection.python as psi
+
+from meshfl.errors import MeshflError
+
+_REVEAL_INTERSECTION = True  # the client learns the intersection itself, not only its size
+
+
+class AlignmentError(MeshflError):
+    """A private-set-intersection message could not be used."""
+
+
+@dataclass
+class PsiClient:
+    """One side's elements and its secret key for one session; ``request`` goes to the other side."""
+
+    elements: list[str]
+    request: bytes
+    _client: psi.client
+
+    def intersection(self, setup: bytes, response: bytes) -> list[int]:
+        """Indices (into ``elements``, sorted) of the elements the server also holds."""
+        try:
+            server_setup = psi.ServerSetup()
+            server_setup.ParseFromString(setup)
+            parsed = psi.Response()
+            parsed.ParseFromString(response)
+            indices = self._client.GetIntersection(server_setup, parsed)
+        except Exception as exc:  # the C++ core and protobuf raise RuntimeError or DecodeError alike
+            raise AlignmentError(f"unusable PSI reply: {exc}") from exc
+        if any(not 0 <= index < len(self.elements) for index in indices):
+            raise AlignmentError("PSI reply names elements out of range")
+        return sorted(set(indices))
+
+
+def new_client(elements: Sequence[str]) -> PsiClient:
+    """A fresh key and the request carrying ``elements`` under it."""
+    values = [str(value) for value in elements]
+    client = psi.client.CreateWithNewKey(_REVEAL_INTERSECTION)
+    request = client.CreateRequest(values).SerializeToString()
+    return PsiClient(elements=values, request=request, _client=client)
+
+
+def reply(elements: Sequence[str], request: bytes, *, max_client_elements: int) -> tuple[bytes, bytes]:
+    """The server's (setup, response) to a request, with a fresh key; the server learns only the size."""
+    try:
+        parsed = psi.Request()
+        parsed.ParseFromString(request)
+    except Exception as exc:
+        raise AlignmentError(f"unusable PSI request: {exc}") from exc
+    if len(parsed.encrypted_elements) > max_client_elements:
+        raise AlignmentError(
+            f"PSI request of {len(parsed.encrypted_elements)} elements, above the bound {max_client_elements}"
+        )
+    values = [str(value) for value in elements]
+    try:
+        server = psi.server.CreateWithNewKey(_REVEAL_INTERSECTION)
+        # fpr is irrelevant for the RAW structure: the setup holds every encrypted element exactly.
+        setup = server.CreateSetupMessage(1e-9, len(parsed.encrypted_elements), values, psi.DataStructure.RAW)
+        response = server.ProcessRequest(parsed)
+    except Exception as exc:
+        raise AlignmentError(f"cannot answer the PSI request: {exc}") from exc
+    return setup.SerializeToString(), response.SerializeToString()
