@@ -85,6 +85,7 @@ class SplitTask(Event):
     batch_timeout_seconds: float = 30.0
     test_fraction: float = 0.2
     created_at: datetime = Field(default_factory=utcnow)
+    signature: Signature | None = Field(None, description=SIGNATURE_DOC)
 
 
 # --- alignment ----------------------------------------------------------------------------------
@@ -110,6 +111,7 @@ class SplitAlignment(Event):
     setup: bytes
     payload: bytes
     created_at: datetime = Field(default_factory=utcnow)
+    signature: Signature | None = Field(None, description=SIGNATURE_DOC)
 
 
 # --- control ------------------------------------------------------------------------------------
@@ -138,6 +140,7 @@ class SplitEpoch(Event):
     test_rows: int = 0
     reason: str = ""
     created_at: datetime = Field(default_factory=utcnow)
+    signature: Signature | None = Field(None, description=SIGNATURE_DOC)
 
 
 class SplitReportKind(StrEnum):
