@@ -208,7 +208,7 @@ class UpdateChecks(_Model):
 
 
 class PrivacyPolicy(_Model):
-    """Central DP: clip each update's delta to clip_norm, add N(0, (noise_multiplier*clip)^2)."""
+    """Central DP: clip each delta to clip_norm, add N(0, (noise_multiplier*clip)^2) to the sum, / n."""
 
     clip_norm: float
     noise_multiplier: float

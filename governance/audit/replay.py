@@ -23,6 +23,7 @@ import torch
 from governance.audit.log import LoggedEvent, TaskLog
 from governance.audit.result import Finding, ProgressCallback, ReplayResult, Severity, VersionCheck
 from governance.audit.transforms import reapply_transforms
+from governance.policies import check_secret, dp_config_problems, privacy_spent
 from governance.rounds import aggregate_version, initial_version
 from governance.strategies import ClientUpdate
 from meshfl.errors import ReplayError, TensorCodecError
@@ -188,6 +189,8 @@ class _Replayer:
                     )
                 )
             recomputed, basis = self._recompute(published, parent, recomputed_parent, problems)
+        if self.task.privacy is not None and number > 0:
+            problems.extend(self.check_budget(published))
         reproduced = recomputed is not None and _same_bytes(recomputed, published)
         if recomputed is not None and reproduced:
             for name in (
@@ -225,6 +228,31 @@ class _Replayer:
             problems=problems,
         )
         return check, recomputed
+
+    def check_budget(self, published: ModelVersion) -> list[str]:
+        """Under DP: the version states its epsilon, and the accountant's epsilon is within max_epsilon."""
+        privacy = self.task.privacy
+        assert privacy is not None
+        where = {"version": published.version}
+        problems: list[str] = []
+        spent = privacy_spent(privacy.noise_multiplier, 1.0, published.version, privacy.target_delta)
+        if published.privacy is None:
+            problems.append(
+                self.find(
+                    "error", "privacy", f"version {published.version} states no epsilon under DP", **where
+                )
+            )
+        if privacy.max_epsilon is not None and spent.epsilon > privacy.max_epsilon:
+            problems.append(
+                self.find(
+                    "error",
+                    "budget_exceeded",
+                    f"version {published.version} brings epsilon to {spent.epsilon:.4g} at delta "
+                    f"{privacy.target_delta:g}, above the task's max_epsilon {privacy.max_epsilon:g}",
+                    **where,
+                )
+            )
+        return problems
 
     def _recompute(
         self,
@@ -357,8 +385,15 @@ def replay(
     index = TaskLog.of(events, task_id)
     if index.task.privacy is not None and not dp_secret:
         raise ReplayError(f"task {task_id!r} uses differential privacy: its noise needs MESHFL_DP_SECRET")
+    if index.task.privacy is not None:
+        try:
+            check_secret(dp_secret)
+        except ValueError as exc:
+            raise ReplayError(f"task {task_id!r}: MESHFL_DP_SECRET is too short: {exc}") from exc
     replayer = _Replayer(index, dp_secret)
     replayer.check_log()
+    for problem in dp_config_problems(index.task):
+        replayer.find("error", "privacy_config", f"central DP cannot protect this task: {problem}")
     numbers = [n for n in index.versions if n >= from_version and (to_version is None or n <= to_version)]
     if not numbers:
         raise ReplayError(f"task {task_id!r} has no published version in {from_version}..{to_version}")

@@ -4,6 +4,9 @@ Sections: the replay verdict per version (when a replay result is given), the li
 version, metrics per version as plots (the version's own metrics and the mean of the metrics the
 domains reported with their updates), the rejected updates with the policy and reason, and the
 differential-privacy budget spent per version when the task uses central DP.
+
+Under central DP the report shows only what the mechanism covers: the versions' own metrics, never the
+metrics or example counts the domains reported with their updates (they are outside the noise).
 """
 
 from __future__ import annotations
@@ -61,18 +64,32 @@ def update_metrics_by_version(index: TaskLog) -> dict[str, dict[int, float]]:
     return {name: {v: sum(xs) / len(xs) for v, xs in per.items()} for name, per in sorted(sums.items())}
 
 
-def metrics_plot(index: TaskLog) -> str:
-    """Version metrics and mean domain-reported metrics against the version number, one panel each."""
-    series: dict[str, dict[int, float]] = {
-        f"domains' {k}": v for k, v in update_metrics_by_version(index).items()
-    }
+def metric_series(index: TaskLog) -> dict[str, dict[int, float]]:
+    """Per plotted series, per version: the versions' own metrics and, without DP, the domains' means.
+
+    Under central DP the domains' own metrics are left out: they are not noised.
+    """
+    series: dict[str, dict[int, float]] = (
+        {}
+        if index.task.privacy is not None
+        else {f"domains' {k}": v for k, v in update_metrics_by_version(index).items()}
+    )
     for number in index.versions:
         version = index.version(number)
         for name, value in (version.metrics if version else {}).items():
             series.setdefault(name, {})[number] = value
-    series = {k: v for k, v in series.items() if v}
+    return {k: v for k, v in series.items() if v}
+
+
+def metrics_plot(index: TaskLog) -> str:
+    """The :func:`metric_series` against the version number, one panel each."""
+    series = metric_series(index)
+    private = index.task.privacy is not None
+    note = (
+        "<p>Central DP: the domains' own metrics are not shown (they are not noised).</p>" if private else ""
+    )
     if not series:
-        return "<p>No metrics were recorded.</p>"
+        return note + "<p>No metrics were recorded.</p>"
     columns = min(3, len(series))
     rows = (len(series) + columns - 1) // columns
     figure, axes = plt.subplots(rows, columns, figsize=(4.5 * columns, 3 * rows), squeeze=False)
@@ -84,7 +101,7 @@ def metrics_plot(index: TaskLog) -> str:
         axis.grid(alpha=0.3)
     for axis in list(axes.flat)[len(series) :]:
         axis.set_visible(False)
-    return _png(figure)
+    return note + _png(figure)
 
 
 def privacy_section(index: TaskLog) -> str:
@@ -140,12 +157,14 @@ def replay_section(result: ReplayResult | None) -> str:
     )
 
 
-def lineage_section(tree: Lineage) -> str:
+def lineage_section(tree: Lineage, *, private: bool = False) -> str:
+    """The chain of versions and their updates; example counts only without DP (they are not noised)."""
     parts = []
     for node in tree.chain:
         updates = "".join(
             f"<li>{_e(u.domain)}: update <code>{_e(u.update_id)}</code> (round {u.round}, "
-            f"{u.num_examples} examples, offset {_e(u.offset)}) trained on "
+            + ("" if private else f"{u.num_examples} examples, ")
+            + f"offset {_e(u.offset)}) trained on "
             + (", ".join(f"{_e(p.id)} v{_e(p.version)}" for p in u.data_products) or "no declared product")
             + "</li>"
             for u in node.updates
@@ -180,7 +199,7 @@ def render_report(index: TaskLog, result: ReplayResult | None = None) -> str:
     task = index.task
     sections = [
         ("Replay", replay_section(result)),
-        ("Lineage of the latest version", lineage_section(lineage(index))),
+        ("Lineage of the latest version", lineage_section(lineage(index), private=task.privacy is not None)),
         ("Metrics per version", metrics_plot(index)),
         ("Rejected updates", rejections_section(index)),
         ("Differential privacy", privacy_section(index)),

@@ -4,7 +4,9 @@ Bounding the update norm is the standard cheap defence against model replacement
 updates [Sun et al., 2019, "Can You Really Backdoor Federated Learning?", arXiv:1911.07963]. With
 ``norm_action == "reject"`` an oversized update is refused; with ``"clip"`` its delta is scaled down to
 the bound (direction kept) and the clipped weights are what gets aggregated. Any other action is
-refused: a misconfigured defence fails closed.
+refused: a misconfigured defence fails closed. Under central DP the verdict is published outside the
+noise, so it never names the norm nor says whether the update was clipped, and ``"reject"`` is refused
+(``governance.policies.dp_config``; here every update is rejected, whatever its norm, should one slip by).
 """
 
 from __future__ import annotations
@@ -32,6 +34,20 @@ class NormBound:
         if not bound > 0:
             return reject(self.name, f"max_l2_norm must be > 0, got {bound}")
         norm = delta_l2_norm(candidate.weights, ctx.global_weights)
+        if ctx.task.privacy is not None:
+            if checks.norm_action != "clip":
+                return reject(self.name, "norm_action must be 'clip' under central DP")
+            factor = min(1.0, bound / norm) if norm > 0 else 1.0
+            weights = (
+                dict(candidate.weights)
+                if factor == 1.0
+                else scale_delta(candidate.weights, ctx.global_weights, factor)
+            )
+            return accept(
+                self.name,
+                f"delta clipped to L2 norm <= {bound:.6g} (not published under DP)",
+                weights=weights,
+            )
         if norm <= bound:
             return accept(self.name, f"L2 norm of the delta {norm:.6g} within bound {bound:.6g}")
         if checks.norm_action == "reject":

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from governance.audit import TaskLog, lineage, replay, write_report
+from governance.audit.report import metric_series, render_report, update_metrics_by_version
 from meshfl.events import PrivacyPolicy
 from tests.audit.audit_builders import DOMAINS, SECRET, make_task, memory_federation
 
@@ -52,3 +53,18 @@ def test_report_is_self_contained(tmp_path: Path) -> None:
     assert all(base64.b64decode(image).startswith(b"\x89PNG") for image in images)
     assert f"{fed.versions[-1].privacy.epsilon:.4g}" in text
     assert "http://" not in text and "https://" not in text
+
+
+def test_report_under_dp_shows_only_what_the_noise_covers() -> None:
+    private = make_task(privacy=PrivacyPolicy(clip_norm=0.5, noise_multiplier=1.1))
+    memory, _ = memory_federation(private, dp_secret=SECRET)
+    index = TaskLog.of(memory.events, private.id)
+    assert "train_loss" in update_metrics_by_version(index)  # the domains did report their metrics ...
+    assert set(metric_series(index)) == {"num_updates"}  # ... not shown
+    text = render_report(index)
+    assert "not noised" in text and " examples, " not in text
+    public, _ = memory_federation(make_task())
+    public_index = TaskLog.of(public.events, "audit-task")
+    assert "domains' train_loss" in metric_series(public_index)
+    plain = render_report(public_index)
+    assert " examples, " in plain and "not noised" not in plain

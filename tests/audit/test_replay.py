@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from governance.audit import TaskLog, reapply_transforms, replay
-from governance.policies import delta_l2_norm
+from governance.audit import LoggedEvent, TaskLog, reapply_transforms, replay
+from governance.policies import delta_l2_norm, privacy_spent
 from meshfl.errors import ReplayError
-from meshfl.events import ModelVersion, PrivacyPolicy, UpdateChecks
+from meshfl.events import ModelVersion, PrivacyPolicy, StrategySpec, UpdateChecks
 from meshfl.tensors import from_wire, tensors_sha256, to_wire
 from meshfl.topics import Topic
 from tests.audit.audit_builders import SECRET, forged, make_task, memory_federation, perturbed
@@ -170,3 +170,35 @@ def test_task_log_index() -> None:
     assert found is not None and not problems
     assert found.event == fed.updates[0][0]
     assert index.products[("alpha.table", "2.1.0")].domain == "alpha"
+
+
+def test_replay_flags_versions_beyond_the_epsilon_budget() -> None:
+    """A governance that ignored its budget: every version reproduces, yet the replay is not ok."""
+    privacy = PrivacyPolicy(clip_norm=0.5, noise_multiplier=1.1)
+    second, third = (privacy_spent(1.1, 1.0, k, privacy.target_delta).epsilon for k in (2, 3))
+    task = make_task(privacy=privacy.model_copy(update={"max_epsilon": (second + third) / 2}))
+    memory, _ = memory_federation(task, dp_secret=SECRET)
+    result = replay(memory.events, task.id, dp_secret=SECRET)
+    assert all(v.reproduced for v in result.versions)
+    assert not result.ok
+    flagged = [f for f in result.findings if f.kind == "budget_exceeded"]
+    assert [f.version for f in flagged] == [3]
+    assert f"epsilon to {third:.4g}" in flagged[0].message
+    within = make_task(privacy=privacy.model_copy(update={"max_epsilon": third * 1.01}))
+    memory, _ = memory_federation(within, dp_secret=SECRET)
+    assert replay(memory.events, within.id, dp_secret=SECRET).ok
+
+
+def test_replay_refuses_a_short_secret_and_flags_an_uncalibrated_dp_task() -> None:
+    task = make_task(privacy=PrivacyPolicy(clip_norm=0.5, noise_multiplier=1.1))
+    memory, _ = memory_federation(task, dp_secret=SECRET)
+    with pytest.raises(ReplayError, match="too short"):
+        replay(memory.events, task.id, dp_secret=b"s3cret")
+    median = task.model_copy(update={"strategy": StrategySpec(name="fedmedian")})
+    events = [
+        LoggedEvent(e.topic, e.partition, e.offset, e.timestamp_ms, median) if e.topic == Topic.TASKS else e
+        for e in memory.events
+    ]
+    result = replay(events, task.id, dp_secret=SECRET)
+    assert not result.ok
+    assert any(f.kind == "privacy_config" and "fedmedian" in f.message for f in result.findings)

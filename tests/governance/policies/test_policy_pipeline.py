@@ -84,10 +84,30 @@ def test_norm_clip_then_dp_clip_feed_the_aggregate_and_are_reported() -> None:
     original = {name: t.clone() for name, t in candidate.weights.items()}
     verdict, weights = evaluate_update(candidate, ctx)
     assert verdict.accepted
-    assert "norm_bound: L2 norm of the delta clipped from 3 to 2" in verdict.reason
-    assert "dp_clip: delta norm clipped from 2 to 0.5" in verdict.reason
+    assert "norm_bound: delta clipped to L2 norm <= 2 (not published under DP)" in verdict.reason
+    assert "dp_clip: delta clipped to L2 norm <= 0.5 (norms are not published under DP)" in verdict.reason
     assert delta_l2_norm(weights, ctx.global_weights) == pytest.approx(0.5, abs=1e-6)
     assert all(torch.equal(candidate.weights[n], original[n]) for n in original)
+
+
+def test_under_dp_the_decision_says_the_same_for_every_update() -> None:
+    """A pre-clip norm, or whether an update was clipped at all, is a fact about a domain's data that a
+    decision would publish outside the noise: under DP every accepted update gets the same reason."""
+    task = make_task(
+        update_checks=UpdateChecks(max_l2_norm=2.0, norm_action="clip"),
+        privacy=PrivacyPolicy(clip_norm=0.5, noise_multiplier=1.0),
+    )
+    ctx = make_ctx(task)
+    reasons = {evaluate_update(make_candidate(ctx, delta=d), ctx)[0].reason for d in (1e-4, 0.1, 1.0, 30.0)}
+    assert len(reasons) == 1
+    assert not any(char.isdigit() for char in reasons.pop().split("(")[-1])
+    rejecting = make_task(
+        update_checks=UpdateChecks(max_l2_norm=2.0, norm_action="reject"),
+        privacy=PrivacyPolicy(clip_norm=0.5, noise_multiplier=1.0),
+    )
+    ctx = make_ctx(rejecting)
+    verdicts = {evaluate_update(make_candidate(ctx, delta=d), ctx)[0] for d in (1e-4, 30.0)}
+    assert verdicts == {Verdict(False, "norm_bound", "norm_action must be 'clip' under central DP")}
 
 
 def test_a_custom_policy_list_is_honoured() -> None:

@@ -206,22 +206,24 @@ def test_dp_clip_is_a_no_op_without_privacy() -> None:
     assert verdict.reason == "no privacy policy"
 
 
-def test_dp_clip_clips_to_clip_norm_and_states_both_norms() -> None:
+def test_dp_clip_clips_to_clip_norm_and_publishes_no_norm() -> None:
     ctx = _dp_ctx(0.3)
     candidate = make_candidate(ctx, delta=0.5)
     verdict = DPClip().evaluate(candidate, ctx)
     assert verdict.accepted
     assert verdict.policy == "dp_clip"
-    assert "clipped from 1.5 to 0.3" in verdict.reason
+    assert verdict.reason == "delta clipped to L2 norm <= 0.3 (norms are not published under DP)"
     assert verdict.weights is not None
     assert delta_l2_norm(verdict.weights, ctx.global_weights) == pytest.approx(0.3, abs=1e-6)
 
 
 def test_dp_clip_leaves_a_small_update_unchanged() -> None:
     ctx = _dp_ctx(10.0)
-    verdict = DPClip().evaluate(make_candidate(ctx, delta=0.5), ctx)
-    assert verdict.accepted and verdict.weights is None
-    assert "delta norm 1.5 within clip_norm 10, unchanged" in verdict.reason
+    candidate = make_candidate(ctx, delta=0.5)
+    verdict = DPClip().evaluate(candidate, ctx)
+    assert verdict.accepted and verdict.weights is not None
+    assert all(verdict.weights[n] is candidate.weights[n] for n in candidate.weights)  # no copy
+    assert verdict.reason == "delta clipped to L2 norm <= 10 (norms are not published under DP)"
 
 
 def test_dp_clip_rejects_a_non_positive_clip_norm() -> None:
