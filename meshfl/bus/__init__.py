@@ -9,7 +9,7 @@ creates the topics, ``read_all`` takes a snapshot of one.
 
 from __future__ import annotations
 
-from meshfl.bus._admin import ensure_topics
+from meshfl.bus._admin import committed_ranges, ensure_topics
 from meshfl.bus._chunking import split_payload
 from meshfl.bus._consumer import EventConsumer
 from meshfl.bus._dead_letter import (
@@ -37,6 +37,7 @@ __all__ = [
     "EventProducer",
     "Reassembled",
     "Reassembler",
+    "committed_ranges",
     "ensure_topics",
     "read_all",
     "split_payload",

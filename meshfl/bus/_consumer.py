@@ -205,8 +205,10 @@ class EventConsumer:
         """Store pending dead letters: before any commit that moves past them."""
         self._dead_letters.flush()
 
-    def _progress(self) -> dict[PartitionKey, int]:
-        """Next offset to read per partition, as far as this consumer knows (for ``read_all``)."""
+    def progress(self) -> dict[PartitionKey, int]:
+        """Next offset to read per partition, as far as this consumer knows (past transaction markers
+        once the partition's end was reached): compare with ``committed_ranges`` to know a snapshot
+        is complete."""
         return dict(self._next)
 
     # --- one record -----------------------------------------------------------------------------

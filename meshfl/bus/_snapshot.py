@@ -47,13 +47,13 @@ def read_all(
     yielded = 0
     with EventConsumer(settings, [topic], codec=codec, dead_letters=dead_letters) as consumer:
         last_progress = time.monotonic()
-        seen = consumer._progress()
+        seen = consumer.progress()
         while True:
             envelope = consumer.poll(0.2)
             if envelope is not None and envelope.offset < ends.get((envelope.topic, envelope.partition), 0):
                 yielded += 1
                 yield envelope
-            progress = consumer._progress()
+            progress = consumer.progress()
             if all(progress.get(key, 0) >= end for key, end in ends.items()):
                 log.debug("snapshot read", topic=name, events=yielded)
                 return
