@@ -64,6 +64,16 @@ def topic_name(settings: MeshflSettings, topic: Topic) -> str:
     return f"{settings.topic_prefix}{topic.value}"
 
 
+def client_name(settings: MeshflSettings, name: str) -> str:
+    """A consumer group, transactional or client id of this federation: ``topic_prefix + name``.
+
+    Prefixed like the topics, so that two federations sharing a broker (a demo run beside a test, two
+    teams) never fence each other's transactions or join each other's groups, and so that one
+    prefixed ACL covers a federation's ids.
+    """
+    return f"{settings.topic_prefix}{name}"
+
+
 def topic_specs(settings: MeshflSettings) -> list[TopicSpec]:
     """The full set of topics with their configs; ``min.insync.replicas`` follows the replication."""
     min_isr = {"min.insync.replicas": str(min(2, settings.replication_factor))}

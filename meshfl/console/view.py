@@ -27,8 +27,10 @@ from meshfl.events import (
     TrainingTask,
 )
 
-PLOTTED_METRICS: tuple[str, ...] = ("accuracy", "loss")
-"""Metrics averaged over a version's contributing updates (weighted by examples) and plotted."""
+PLOTTED_METRICS: dict[str, str] = {"accuracy": "holdout_accuracy", "loss": "holdout_loss"}
+"""Shown name -> the update metric averaged over a version's contributing updates (weighted by their
+examples): each domain scores its trained local model on its own holdout rows."""
+_MAX_ORPHANS = 10_000
 
 
 def _iso(stamp: datetime) -> str:
@@ -58,6 +60,9 @@ class ConsoleView:
         self._tasks: dict[str, _TaskView] = {}
         self._rejections: deque[dict[str, Any]] = deque(maxlen=max_decisions)
         self._acceptances: deque[dict[str, Any]] = deque(maxlen=max_decisions)
+        # events of a task whose TrainingTask was not read yet (topics interleave in any order)
+        self._orphans: dict[str, list[Event]] = {}
+        self._orphan_count = 0
         self.events_seen = 0
 
     # --- folding ----------------------------------------------------------------------------
@@ -70,13 +75,29 @@ class ConsoleView:
         elif isinstance(event, DataProductDescriptor):
             self._descriptor(event)
         elif isinstance(event, TrainingTask):
-            self._tasks.setdefault(event.id, _TaskView(task=event))
+            if event.id not in self._tasks:
+                self._tasks[event.id] = _TaskView(task=event)
+                for waiting in self._orphans.pop(event.id, []):
+                    self._orphan_count -= 1
+                    self.apply(waiting)
+                    self.events_seen -= 1
+        elif isinstance(event, ModelUpdate | GovernanceDecision | ModelVersion) and not self._known(event):
+            return
         elif isinstance(event, ModelUpdate):
             self._update(event)
         elif isinstance(event, GovernanceDecision):
             self._decision(event)
         elif isinstance(event, ModelVersion):
             self._version(event)
+
+    def _known(self, event: ModelUpdate | GovernanceDecision | ModelVersion) -> bool:
+        """Whether the event's task is known; if not, keep it (bounded) for when the task arrives."""
+        if event.task_id in self._tasks:
+            return True
+        if self._orphan_count < _MAX_ORPHANS:
+            self._orphans.setdefault(event.task_id, []).append(event)
+            self._orphan_count += 1
+        return False
 
     def record_replay(self, task_id: str, verdicts: dict[int, dict[str, Any]]) -> None:
         """Attach replay verdicts (version -> {reproduced, problems}) computed off the fold."""
@@ -112,8 +133,8 @@ class ConsoleView:
         }
 
     def _update(self, update: ModelUpdate) -> None:
-        view = self._tasks.get(update.task_id)
-        if view is not None and update.update_id not in view.updates:
+        view = self._tasks[update.task_id]
+        if update.update_id not in view.updates:
             view.updates[update.update_id] = (
                 update.domain,
                 update.round,
@@ -132,19 +153,17 @@ class ConsoleView:
             "reason": decision.reason,
             "at": _iso(decision.created_at),
         }
-        view = self._tasks.get(decision.task_id)
+        view = self._tasks[decision.task_id]
         if decision.outcome == DecisionOutcome.REJECTED:
             self._rejections.append(row)
-            if view is not None:
-                view.rejected += 1
+            view.rejected += 1
         else:
             self._acceptances.append(row)
-            if view is not None:
-                view.accepted += 1
+            view.accepted += 1
 
     def _version(self, version: ModelVersion) -> None:
-        view = self._tasks.get(version.task_id)
-        if view is None or version.version in view.versions:
+        view = self._tasks[version.task_id]
+        if version.version in view.versions:
             return
         row: dict[str, Any] = {
             "version": version.version,
@@ -163,12 +182,12 @@ class ConsoleView:
     @staticmethod
     def _mean_metrics(view: _TaskView, update_ids: list[str]) -> dict[str, float | None]:
         means: dict[str, float | None] = {}
-        for name in PLOTTED_METRICS:
+        for name, metric in PLOTTED_METRICS.items():
             total, weight = 0.0, 0
             for update_id in update_ids:
                 known = view.updates.get(update_id)
-                if known is not None and name in known[3]:
-                    total += known[3][name] * known[2]
+                if known is not None and metric in known[3]:
+                    total += known[3][metric] * known[2]
                     weight += known[2]
             means[name] = total / weight if weight else None
         return means
@@ -209,7 +228,9 @@ class ConsoleView:
             "latest_round": latest["round"] if latest else 0,
             "complete": bool(latest and latest["round"] >= task.rounds),
             "domains_in": in_round,
-            "stragglers": [d for d in expected if d not in in_round] if latest else [],
+            "stragglers": [d for d in expected if d not in in_round]
+            if latest and latest["round"] < task.rounds
+            else [],
             "accepted": view.accepted,
             "rejected": view.rejected,
             "privacy": None

@@ -37,7 +37,7 @@ from meshfl.logs import get_logger
 from meshfl.modelspec import expected_shapes
 from meshfl.settings import MeshflSettings
 from meshfl.tensors import from_wire, to_wire
-from meshfl.topics import Topic
+from meshfl.topics import Topic, client_name
 
 log = get_logger("meshfl.domain")
 
@@ -102,8 +102,8 @@ class DomainAgent:
         ensure_topics(self._settings)
         producer = EventProducer(
             self._settings,
-            transactional_id=f"meshfl-agent-{self._domain}",
-            client_id=f"meshfl-agent-{self._domain}",
+            transactional_id=client_name(self._settings, f"agent-{self._domain}"),
+            client_id=client_name(self._settings, f"agent-{self._domain}"),
         )
         beat_stop = threading.Event()
         beats = threading.Thread(target=self._heartbeats, args=(beat_stop,), name="heartbeats", daemon=True)
@@ -115,7 +115,7 @@ class DomainAgent:
             consumer = EventConsumer(
                 self._settings,
                 [Topic.TASKS, Topic.MODEL_VERSIONS],
-                client_id=f"meshfl-agent-{self._domain}-subscriber",
+                client_id=client_name(self._settings, f"agent-{self._domain}-subscriber"),
             )
             self._status = AgentStatus.IDLE
             log.info(
@@ -189,7 +189,9 @@ class DomainAgent:
         self._view.tasks[task.id] = task
 
     def _heartbeats(self, stop: threading.Event) -> None:
-        producer = EventProducer(self._settings, client_id=f"meshfl-agent-{self._domain}-heartbeat")
+        producer = EventProducer(
+            self._settings, client_id=client_name(self._settings, f"agent-{self._domain}-heartbeat")
+        )
         try:
             while not stop.is_set():
                 beat = DomainHeartbeat(

@@ -22,6 +22,7 @@ def test_export_list() -> None:
             "EventProducer",
             "Reassembled",
             "Reassembler",
+            "committed_ranges",
             "ensure_topics",
             "read_all",
             "split_payload",

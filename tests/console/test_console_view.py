@@ -43,7 +43,7 @@ def _update(uid: str, domain: str, rnd: int, n: int, acc: float, loss: float) ->
         base_version=rnd - 1,
         domain=domain,
         num_examples=n,
-        metrics={"accuracy": acc, "loss": loss},
+        metrics={"holdout_accuracy": acc, "holdout_loss": loss},
         tensors=[],
     )
 
@@ -145,6 +145,17 @@ def test_replay_verdicts_and_a_second_copy_of_a_version() -> None:
         {**task["versions"][0], "updates": [], "replay": {"reproduced": True, "problems": []}}
     ]
     view.record_replay("nope", {0: {"reproduced": False, "problems": []}})  # unknown task: ignored
+
+
+def test_events_read_before_their_task_are_kept_for_it() -> None:
+    view = ConsoleView()
+    view.apply(_version(0, [], []))
+    view.apply(_decision("ux", "evil", DecisionOutcome.REJECTED, "known_domain", "no"))
+    assert view.snapshot()["tasks"] == []
+    view.apply(_task())
+    (task,) = view.snapshot()["tasks"]
+    assert [v["version"] for v in task["versions"]] == [0]
+    assert task["rejected"] == 1 and view.events_seen == 3
 
 
 def test_decisions_are_bounded() -> None:
