@@ -41,7 +41,6 @@ from meshfl.vertical.events import (
     SplitTask,
 )
 from meshfl.vertical.metrics import classification_metrics
-from meshfl.vertical.signing import Signer, sign_event
 
 log = get_logger("meshfl.governance.vertical")
 
@@ -81,11 +80,10 @@ class _Attempt:
 class SplitCoordinator:
     """One split task at governance."""
 
-    def __init__(self, task: SplitTask, recovered: Recovered, *, signer: Signer | None = None) -> None:
+    def __init__(self, task: SplitTask, recovered: Recovered) -> None:
         self.task = task
         self.domains = [d.domain for d in task.domains]
         self.owner = task.labels.domain if task.labels.at == SplitLabelsAt.DOMAIN else None
-        self.signer = signer
         self.recovered = recovered
         self.session: str | None = None
         self.aligned: dict[str, SplitReport] = {}
@@ -192,7 +190,7 @@ class SplitCoordinator:
             base_parts={} if base is None else {p.party: p.sha256 for p in base.parts},
             **fields,  # type: ignore[arg-type]
         )
-        return Topic.SPLIT_CONTROL, sign_event(event, self.signer)
+        return Topic.SPLIT_CONTROL, event
 
     def _decide(self, epoch: int, attempt: int, missing: Sequence[str], reason: str) -> list[Outgoing]:
         subject = f"{self.task.id}/epoch-{epoch}/attempt-{attempt}"
@@ -220,10 +218,11 @@ class SplitCoordinator:
         if report.party not in self.domains or report.session != self.session:
             return []
         if report.kind == SplitReportKind.READY:
-            if report.party not in current.ready:
-                current.ready.add(report.party)
-                self._last_progress = now
-            return []
+            if report.party in current.ready:
+                return []
+            current.ready.add(report.party)
+            self._last_progress = now
+            return self._advance(now)  # activations may have come in before the last ready
         if report.kind == SplitReportKind.DONE and report.sha256 and report.party not in current.done:
             current.done[report.party] = report
             self._last_progress = now
@@ -298,7 +297,7 @@ class SplitCoordinator:
                 recipient=domain,
                 tensor=to_wire({"gradient": grad})[0],
             )
-            out.append((Topic.SPLIT_GRADIENTS, sign_event(event, self.signer)))
+            out.append((Topic.SPLIT_GRADIENTS, event))
         return out
 
     def _inputs(self, received: dict[str, torch.Tensor]) -> list[torch.Tensor]:
@@ -358,7 +357,7 @@ class SplitCoordinator:
             recipient=self.owner,
             tensor=to_wire({"top_output": output})[0],
         )
-        return Topic.SPLIT_ACTIVATIONS, sign_event(event, self.signer)
+        return Topic.SPLIT_ACTIVATIONS, event
 
     def _publish(self, now: float) -> list[Outgoing]:
         current, top = self.current, self.top
@@ -399,7 +398,6 @@ class SplitCoordinator:
             ],
             metrics=metrics,
         )
-        version = sign_event(version, self.signer)
         log.info("split version published", task=self.task.id, version=version.version, metrics=metrics)
         self.latest = version
         self.current = None

@@ -41,3 +41,21 @@ def run(
         return agent.run(stop)
 
     run_daemon(f"domain:{domain.name}", _run)
+
+
+@app.command("split")
+def split(
+    domain: Annotated[Path, typer.Option("--domain", "-d", help="The domain's folder (with domain.toml).")],
+    threads: Annotated[int, typer.Option(help="torch intra-op threads.")] = 1,
+    bootstrap: BootstrapOption = None,
+    topic_prefix: PrefixOption = None,
+) -> None:
+    """Run the domain's side of every vertical (split-learning) task naming it, until SIGTERM/SIGINT."""
+    from meshfl.vertical.agent import SplitAgent
+
+    settings = settings_from(bootstrap, topic_prefix)
+
+    def _run(stop: threading.Event) -> int:
+        return SplitAgent(settings, domain, threads=threads).run(stop)
+
+    run_daemon(f"split:{domain.name}", _run)

@@ -26,17 +26,17 @@ def run(
     bootstrap: BootstrapOption = None,
     topic_prefix: PrefixOption = None,
 ) -> None:
-    """Consume model updates, decide on each, aggregate rounds and publish global model versions."""
-    from governance.service import GovernanceService
-    from meshfl.domain.tasks import load_task_file
+    """Consume model updates, decide on each, aggregate rounds and publish global model versions; coordinate
+    vertical (split-learning) tasks beside them."""
+    from governance.vertical.both import run_governance
+    from meshfl.domain.tasks import load_any_task_file
 
     settings = settings_from(bootstrap, topic_prefix)
 
     def _run(stop: threading.Event) -> int:
-        loaded = [load_task_file(path) for path in tasks]
-        service = GovernanceService(
-            settings, loaded, service_id=service_id, exit_when_complete=exit_when_complete
+        loaded = [load_any_task_file(path) for path in tasks]
+        return run_governance(
+            settings, loaded, stop, service_id=service_id, exit_when_complete=exit_when_complete
         )
-        return service.run(stop)
 
     run_daemon("governance", _run)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import tomllib
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -17,6 +18,7 @@ from meshfl.errors import ConfigError
 from meshfl.events import TrainingTask
 from meshfl.limits import DEFAULT_TASK_LIMITS, TaskLimits
 from meshfl.modelspec import layer_sizes, num_parameters
+from meshfl.vertical.events import SplitTask
 
 
 def check_task_bounds(task: TrainingTask, limits: TaskLimits = DEFAULT_TASK_LIMITS) -> None:
@@ -71,10 +73,11 @@ def check_task(task: TrainingTask, limits: TaskLimits = DEFAULT_TASK_LIMITS) -> 
         raise ConfigError("batch_size, local_epochs and learning_rate must be positive")
 
 
-def load_task_file(path: Path | str) -> TrainingTask:
-    """Parse and check a task file (TOML, or JSON for generated tasks: ``TrainingTask.model_dump_json``);
-    raises ``ConfigError`` naming the file and the field."""
-    path = Path(path)
+TASK_KINDS = ("horizontal", "vertical")
+"""``kind`` in a task file: horizontal (the default, a ``TrainingTask``) or vertical (a ``SplitTask``)."""
+
+
+def _read_task_data(path: Path) -> dict[str, Any]:
     try:
         if path.suffix == ".json":
             data = json.loads(path.read_text())
@@ -85,13 +88,54 @@ def load_task_file(path: Path | str) -> TrainingTask:
         raise ConfigError(f"{path}: no such task file") from exc
     except (tomllib.TOMLDecodeError, json.JSONDecodeError, OSError) as exc:
         raise ConfigError(f"{path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a task file holds one table")
+    return data
+
+
+def _validation_message(path: Path, exc: ValidationError) -> str:
+    fields = "; ".join(
+        f"{'.'.join(str(p) for p in error['loc']) or '<root>'}: {error['msg']}" for error in exc.errors()
+    )
+    return f"{path}: {fields}"
+
+
+def load_any_task_file(path: Path | str) -> TrainingTask | SplitTask:
+    """A task file of either kind (``kind = "vertical"`` for split learning), parsed and checked."""
+    path = Path(path)
+    data = _read_task_data(path)
+    kind = data.pop("kind", "horizontal")
+    if kind not in TASK_KINDS:
+        raise ConfigError(f"{path}: kind {kind!r} is not one of {', '.join(TASK_KINDS)}")
+    if kind == "horizontal":
+        return _horizontal(path, data)
+    from meshfl.vertical.spec import check_split_task
+
+    try:
+        split = SplitTask.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_validation_message(path, exc)) from exc
+    try:
+        check_split_task(split)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    return split
+
+
+def load_task_file(path: Path | str) -> TrainingTask:
+    """Parse and check a task file (TOML, or JSON for generated tasks: ``TrainingTask.model_dump_json``);
+    raises ``ConfigError`` naming the file and the field."""
+    task = load_any_task_file(path)
+    if not isinstance(task, TrainingTask):
+        raise ConfigError(f"{path}: a vertical task, where a horizontal one is expected")
+    return task
+
+
+def _horizontal(path: Path, data: dict[str, Any]) -> TrainingTask:
     try:
         task = TrainingTask.model_validate(data)
     except ValidationError as exc:
-        fields = "; ".join(
-            f"{'.'.join(str(p) for p in error['loc']) or '<root>'}: {error['msg']}" for error in exc.errors()
-        )
-        raise ConfigError(f"{path}: {fields}") from exc
+        raise ConfigError(_validation_message(path, exc)) from exc
     try:
         check_task(task)
     except ConfigError as exc:

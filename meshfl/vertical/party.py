@@ -37,7 +37,6 @@ from meshfl.vertical.events import (
 )
 from meshfl.vertical.local import CheckpointStore, LocalColumns, domain_spec
 from meshfl.vertical.metrics import classification_metrics
-from meshfl.vertical.signing import Signer, sign_event
 from meshfl.vertical.spec import build_network, make_optimizer, part_seed, top_output_width
 from meshfl.vertical.stash import StashedNetwork, StashError
 
@@ -71,8 +70,6 @@ class SplitParty:
         columns: LocalColumns,
         alignment: Alignment,
         checkpoints: CheckpointStore,
-        *,
-        signer: Signer | None = None,
     ) -> None:
         self.task = task
         self.domain = domain
@@ -80,7 +77,6 @@ class SplitParty:
         self.columns = columns
         self.alignment = alignment
         self.checkpoints = checkpoints
-        self.signer = signer
         self.owns_head = task.labels.domain == domain and task.labels.at == SplitLabelsAt.DOMAIN
         if self.owns_head and columns.y is None:
             raise ConfigError(f"{domain} owns the labels of {task.id} but read none")
@@ -181,7 +177,7 @@ class SplitParty:
             sender=self.domain,
             tensor=to_wire({"activations": tensor})[0],
         )
-        return sign_event(event, self.signer)
+        return event
 
     def pump(self) -> list[Outgoing]:
         """Send what the window allows: training batches, then (all stepped) the held-out ones, then done."""
@@ -250,7 +246,7 @@ class SplitParty:
             data_products=self.columns.data_products,
             **fields,  # type: ignore[arg-type]
         )
-        return sign_event(report, self.signer)
+        return report
 
     def _mine(self, epoch: int, attempt: int) -> _Attempt | None:
         current = self._current
@@ -310,7 +306,7 @@ class SplitParty:
                 recipient=GOVERNANCE,
                 tensor=to_wire({"gradient": h.grad.detach().contiguous()})[0],
             )
-            return [(Topic.SPLIT_GRADIENTS, sign_event(gradient, self.signer)), *self.pump()]
+            return [(Topic.SPLIT_GRADIENTS, gradient), *self.pump()]
         if message.phase == SplitPhase.EVAL and 0 <= message.batch < len(current.evals):
             if message.batch in current.head_eval or h.shape[0] != len(current.evals[message.batch]):
                 return []

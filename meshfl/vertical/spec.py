@@ -34,18 +34,24 @@ from meshfl.errors import ConfigError
 from meshfl.vertical.events import SplitLabelsAt, SplitLayer, SplitTask
 
 LAYER_KINDS = ("linear", "relu", "batchnorm", "dropout")
+MAX_DOMAINS = 64
+MAX_LAYERS = 64
+MAX_WIDTH = 1 << 16
+MAX_COLUMNS = 1 << 14
 OPTIMIZERS = ("adam", "sgd")
 
 
 def output_width(layers: Sequence[SplitLayer], in_features: int) -> int:
     """Width after the layers; raises ``ConfigError`` on an unknown or ill-formed layer."""
+    if len(layers) > MAX_LAYERS:
+        raise ConfigError(f"{len(layers)} layers, above the bound {MAX_LAYERS}")
     width = in_features
     for index, layer in enumerate(layers):
         if layer.kind not in LAYER_KINDS:
             raise ConfigError(f"layer {index}: unknown kind {layer.kind!r}; known: {', '.join(LAYER_KINDS)}")
         if layer.kind == "linear":
-            if layer.out_features is None or layer.out_features < 1:
-                raise ConfigError(f"layer {index}: a linear layer needs out_features >= 1")
+            if layer.out_features is None or not 1 <= layer.out_features <= MAX_WIDTH:
+                raise ConfigError(f"layer {index}: a linear layer needs 1 <= out_features <= {MAX_WIDTH}")
             width = layer.out_features
         elif layer.kind == "dropout" and (layer.p is None or not 0.0 <= layer.p < 1.0):
             raise ConfigError(f"layer {index}: a dropout layer needs 0 <= p < 1")
@@ -93,9 +99,13 @@ def top_output_width(task: SplitTask) -> int:
 def check_split_task(task: SplitTask) -> None:
     """Raise ``ConfigError`` if the split task cannot be trained as written."""
     names = [domain.domain for domain in task.domains]
-    if len(names) < 1 or len(set(names)) != len(names):
-        raise ConfigError("domains: at least one, each named once")
+    if not 1 <= len(names) <= MAX_DOMAINS or len(set(names)) != len(names):
+        raise ConfigError(f"domains: 1 to {MAX_DOMAINS}, each named once")
+    if task.epochs > 100_000 or task.batch_size > 1 << 20 or task.max_in_flight > 1024:
+        raise ConfigError("epochs <= 100000, batch_size <= 2**20 and max_in_flight <= 1024 are required")
     for domain in task.domains:
+        if len(domain.columns) > MAX_COLUMNS:
+            raise ConfigError(f"domain {domain.domain}: more than {MAX_COLUMNS} columns")
         if not domain.columns or len(set(domain.columns)) != len(domain.columns):
             raise ConfigError(f"domain {domain.domain}: columns must be non-empty and distinct")
         if domain.key in domain.columns:

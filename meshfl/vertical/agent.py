@@ -1,0 +1,147 @@
+"""The domain's split-learning daemon: moves the events of every split task that names this domain.
+
+It reads the tasks, control and alignment topics from the beginning (the log is the state), acting only
+once it has caught up, and the activations and gradients topics from where they ended when it started
+(what came before belongs to attempts that are over). Every event it writes is keyed by the task id, so
+a task's events keep their order on one partition. One thread: consume, step, produce.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+from meshfl.bus import Envelope, EventConsumer, EventProducer, ensure_topics
+from meshfl.domain.config import load_domain
+from meshfl.errors import MeshflError
+from meshfl.events import Event
+from meshfl.identity import Signer
+from meshfl.logs import get_logger
+from meshfl.settings import MeshflSettings
+from meshfl.topics import Topic
+from meshfl.vertical.events import (
+    GOVERNANCE,
+    SplitActivations,
+    SplitAlignment,
+    SplitEpoch,
+    SplitGradients,
+    SplitTask,
+)
+from meshfl.vertical.runtime import Outgoing, TaskRuntime
+from meshfl.vertical.spec import check_split_task
+
+log = get_logger("meshfl.vertical.agent")
+
+_CATCH_UP_TIMEOUT_S = 120.0
+
+
+class SplitAgent:
+    """Runs this domain's part of every split task on the bus until stopped."""
+
+    def __init__(
+        self,
+        settings: MeshflSettings,
+        domain_dir: Path,
+        *,
+        signer: Signer | None = None,
+        threads: int = 1,
+        poll_timeout: float = 0.05,
+    ) -> None:
+        self._settings = settings
+        self._config = load_domain(domain_dir)
+        self._signer = signer
+        self._threads = threads
+        self._poll_timeout = poll_timeout
+        self._tasks: dict[str, TaskRuntime] = {}
+        self._max_elements = max(1, settings.max_payload_bytes // 32)
+
+    @property
+    def domain(self) -> str:
+        return self._config.name
+
+    def run(self, stop: threading.Event) -> int:
+        torch.set_num_threads(self._threads)
+        ensure_topics(self._settings)
+        client = f"meshfl-split-{self.domain}"
+        with (
+            EventConsumer(
+                self._settings,
+                [Topic.SPLIT_GRADIENTS, Topic.SPLIT_ACTIVATIONS],
+                from_beginning=False,
+                client_id=f"{client}-data",
+            ) as data,
+            EventConsumer(
+                self._settings, [Topic.TASKS, Topic.SPLIT_CONTROL, Topic.SPLIT_ALIGNMENT], client_id=client
+            ) as control,
+            EventProducer(self._settings, signer=self._signer, client_id=client) as producer,
+        ):
+            self._catch_up(control, stop)
+            for runtime in self._tasks.values():
+                self._send(producer, runtime.resume())
+            log.info("split agent running", domain=self.domain, tasks=sorted(self._tasks))
+            while not stop.is_set():
+                env = data.poll(self._poll_timeout)
+                while env is not None:
+                    self._send(producer, self._on_data(env.event))
+                    env = data.poll(0)
+                env = control.poll(0)
+                while env is not None:
+                    self._send(producer, self._on_control(env.event, live=True))
+                    env = control.poll(0)
+        return 0
+
+    def _catch_up(self, control: EventConsumer, stop: threading.Event) -> None:
+        deadline = time.monotonic() + _CATCH_UP_TIMEOUT_S
+        while not stop.is_set() and not control.at_end():
+            env: Envelope | None = control.poll(0.2)
+            if env is not None:
+                self._on_control(env.event, live=False)
+            if time.monotonic() > deadline:
+                raise MeshflError("the split control topics did not come to an end within the timeout")
+
+    def _send(self, producer: EventProducer, outgoing: list[Outgoing]) -> None:
+        for topic, event in outgoing:
+            producer.produce(topic, event, key=getattr(event, "task_id", None))
+
+    def _on_control(self, event: Event, *, live: bool) -> list[Outgoing]:
+        if isinstance(event, SplitTask):
+            return self._on_task(event)
+        runtime = self._tasks.get(getattr(event, "task_id", ""))
+        if runtime is None:
+            return []
+        if not live:
+            runtime.record(event)
+            return []
+        try:
+            if isinstance(event, SplitEpoch):
+                return runtime.on_command(event)
+            if isinstance(event, SplitAlignment):
+                return runtime.on_alignment(event)
+        except MeshflError as exc:
+            log.error("split command failed", task=runtime.task.id, domain=self.domain, error=str(exc))
+        return []
+
+    def _on_task(self, task: SplitTask) -> list[Outgoing]:
+        if all(spec.domain != self.domain for spec in task.domains) or task.id in self._tasks:
+            return []
+        try:
+            check_split_task(task)
+        except MeshflError as exc:
+            log.warning("split task refused", task=task.id, domain=self.domain, reason=str(exc))
+            return []
+        self._tasks[task.id] = TaskRuntime(self._config, task, max_elements=self._max_elements)
+        log.info("split task joined", task=task.id, domain=self.domain)
+        return []
+
+    def _on_data(self, event: Event) -> list[Outgoing]:
+        runtime = self._tasks.get(getattr(event, "task_id", ""))
+        if runtime is None or getattr(event, "recipient", None) != self.domain:
+            return []
+        if isinstance(event, SplitGradients):
+            return runtime.on_gradient(event)
+        if isinstance(event, SplitActivations) and event.sender == GOVERNANCE:
+            return runtime.on_top_output(event)
+        return []
