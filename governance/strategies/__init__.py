@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import typing
@@ -68,8 +69,9 @@ STRATEGIES: dict[str, type[Strategy]] = {
 }
 
 
+@functools.cache
 def strategy_params(cls: type[Strategy]) -> dict[str, object]:
-    """The keyword parameters of a strategy's constructor and their types."""
+    """The keyword parameters of a strategy's constructor and their types (cached: read per version)."""
     hints = typing.get_type_hints(cls.__init__)
     return {
         name: hints.get(name, object)

@@ -6,16 +6,20 @@ from __future__ import annotations
 import hashlib
 import hmac
 import math
+import threading
 from dataclasses import replace
 
 import pytest
 import torch
+from pydantic import SecretStr
 
 from governance.policies import DP_STRATEGIES, check_dp_config, dp_config_problems, dp_mean_delta, noise_key
 from governance.rounds import aggregate_version, initial_version
+from governance.service import GovernanceService
 from governance.strategies import STRATEGIES, ClientUpdate, build_strategy
 from meshfl.errors import ConfigError
 from meshfl.events import FederationMode, PrivacyPolicy, StrategySpec, UpdateChecks
+from meshfl.settings import MeshflSettings
 from meshfl.tensors import from_wire
 from tests.audit.audit_builders import SECRET, make_task, perturbed
 
@@ -228,3 +232,13 @@ def test_a_model_with_integer_tensors_is_refused() -> None:
     counted = [replace(u, weights={**u.weights, "bn.num_batches_tracked": torch.tensor(4)}) for u in updates]
     with pytest.raises(ValueError, match="integer tensors"):
         _release(task, parent, with_counter, counted)
+
+
+def test_governance_refuses_an_uncalibrated_dp_task_or_a_short_secret_at_start() -> None:
+    long_secret = MeshflSettings(dp_secret=SecretStr(SECRET.decode()))
+    median = make_task(privacy=PRIVACY, strategy=StrategySpec(name="fedmedian"))
+    with pytest.raises(ConfigError, match="fedmedian"):
+        GovernanceService(long_secret, [median]).run(threading.Event())
+    short = MeshflSettings(dp_secret=SecretStr("s3cret"))
+    with pytest.raises(ConfigError, match="too short"):
+        GovernanceService(short, [make_task(privacy=PRIVACY)]).run(threading.Event())
