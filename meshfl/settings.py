@@ -43,7 +43,12 @@ class MeshflSettings(BaseSettings):
         default_factory=dict, description="Extra librdkafka settings passed to every client."
     )
     topic_prefix: str = Field("meshfl.", description="Prefix of every meshfl topic name.")
-    replication_factor: int = Field(1, ge=1, description="Replication factor of the topics meshfl creates.")
+    replication_factor: int = Field(
+        -1,
+        ge=-1,
+        description="Replication factor of the topics meshfl creates; -1 takes the broker's "
+        "default.replication.factor (and its min.insync.replicas), right on one node and on three.",
+    )
     partitions: int = Field(1, ge=1, description="Partitions of the topics meshfl creates.")
     schema_registry_url: str | None = Field(
         None, description="Confluent Schema Registry URL; when set, messages use the registry wire format."
@@ -72,6 +77,13 @@ class MeshflSettings(BaseSettings):
     )
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "INFO"
+
+    @field_validator("replication_factor")
+    @classmethod
+    def _broker_default_or_positive(cls, value: int) -> int:
+        if value == 0:
+            raise ValueError("replication_factor must be -1 (the broker's default) or at least 1")
+        return value
 
     @field_validator("bootstrap_servers")
     @classmethod

@@ -60,6 +60,24 @@ _CONFIGS: dict[Topic, dict[str, str]] = {
 }
 
 
+# Consumer groups and transactional ids: ACLs (``meshfl.access``) grant them by these exact names.
+READER_GROUP_PREFIX = "meshfl-reader-"
+"""Throw-away group of an ``assign()``-only reader (librdkafka needs a ``group.id``); never committed."""
+GOVERNANCE_ID_PREFIX = "meshfl-governance-"
+"""Governance's consumer group and ``transactional.id`` are this plus its service id."""
+AGENT_ID_PREFIX = "meshfl-agent-"
+"""A domain agent's ``transactional.id`` is this plus the domain name."""
+
+
+def governance_id(service_id: str) -> str:
+    """The consumer group and ``transactional.id`` of governance service ``service_id``."""
+    return f"{GOVERNANCE_ID_PREFIX}{service_id}"
+
+
+def agent_transactional_id(domain: str) -> str:
+    return f"{AGENT_ID_PREFIX}{domain}"
+
+
 def topic_name(settings: MeshflSettings, topic: Topic) -> str:
     return f"{settings.topic_prefix}{topic.value}"
 
@@ -75,8 +93,13 @@ def client_name(settings: MeshflSettings, name: str) -> str:
 
 
 def topic_specs(settings: MeshflSettings) -> list[TopicSpec]:
-    """The full set of topics with their configs; ``min.insync.replicas`` follows the replication."""
-    min_isr = {"min.insync.replicas": str(min(2, settings.replication_factor))}
+    """The full set of topics with their configs.
+
+    With replication factor -1 (the default) the broker decides both the replication and
+    ``min.insync.replicas`` from its own defaults; an explicit factor sets min ISR to ``min(2, rf)``.
+    """
+    rf = settings.replication_factor
+    min_isr = {} if rf == -1 else {"min.insync.replicas": str(min(2, rf))}
     return [
         TopicSpec(
             name=topic_name(settings, topic),

@@ -61,6 +61,35 @@ def ensure_topics(settings: MeshflSettings, *, timeout: float = 30.0) -> None:
     for spec in missing:
         for partition in range(spec.partitions):
             _list_offset(admin, TopicPartition(spec.name, partition), OffsetSpec.latest(), deadline)
+    warn_single_replicas(admin, sorted(wanted), timeout=max(1.0, deadline - time.monotonic()))
+
+
+def warn_single_replicas(admin: AdminClient, names: list[str], *, timeout: float = 10.0) -> list[str]:
+    """Log a warning for each topic with one replica on a cluster of several brokers; return them.
+
+    One replica there means losing one broker loses that topic's log (the audit trail with it): a
+    topic created before the broker's default replication applied, or with an explicit factor 1.
+    """
+    try:
+        metadata = admin.list_topics(timeout=timeout)
+    except KafkaException as exc:
+        raise bus_error("listing topics", exc) from exc
+    if len(metadata.brokers) < 2:
+        return []
+    single = sorted(
+        name
+        for name in names
+        if (meta := metadata.topics.get(name)) is not None
+        and meta.error is None
+        and any(len(p.replicas) < 2 for p in meta.partitions.values())
+    )
+    if single:
+        log.warning(
+            "topics with a single replica on a multi-broker cluster: losing one broker loses them",
+            brokers=len(metadata.brokers),
+            topics=single,
+        )
+    return single
 
 
 def _topics_with_leaders(admin: AdminClient, timeout: float) -> set[str]:
