@@ -38,7 +38,7 @@ from meshfl.events import TrainingTask
 from meshfl.logs import get_logger
 from meshfl.settings import MeshflSettings
 from meshfl.tensors import from_wire
-from meshfl.topics import Topic, client_name, topic_name
+from meshfl.topics import Topic, governance_id, topic_name
 
 log = get_logger("meshfl.governance")
 
@@ -76,7 +76,7 @@ class GovernanceService:
             check_dp_config(task)
             dp_secret(self._settings, task)
         ensure_topics(self._settings)
-        group = client_name(self._settings, f"governance-{self._service_id}")
+        group = governance_id(self._settings, self._service_id)
         producer = EventProducer(self._settings, transactional_id=group, client_id=f"{group}-producer")
         catalog = EventConsumer(self._settings, [Topic.CATALOG], client_id=f"{group}-catalog")
         self._catalog.attach(catalog)

@@ -63,23 +63,23 @@ _CONFIGS: dict[Topic, dict[str, str]] = {
 # Consumer groups and transactional ids: ACLs (``meshfl.access``) grant them by these exact names.
 READER_GROUP_PREFIX = "meshfl-reader-"
 """Throw-away group of an ``assign()``-only reader (librdkafka needs a ``group.id``); never committed."""
-GOVERNANCE_ID_PREFIX = "meshfl-governance-"
-"""Governance's consumer group and ``transactional.id`` are this plus its service id."""
-AGENT_ID_PREFIX = "meshfl-agent-"
-"""A domain agent's ``transactional.id`` is this plus the domain name."""
-
-
-def governance_id(service_id: str) -> str:
-    """The consumer group and ``transactional.id`` of governance service ``service_id``."""
-    return f"{GOVERNANCE_ID_PREFIX}{service_id}"
-
-
-def agent_transactional_id(domain: str) -> str:
-    return f"{AGENT_ID_PREFIX}{domain}"
+GOVERNANCE_ID = "governance-"
+"""Governance's consumer group and ``transactional.id``: ``client_name`` of this plus its service id."""
+AGENT_ID = "agent-"
+"""A domain agent's ``transactional.id``: ``client_name`` of this plus the domain name."""
 
 
 def topic_name(settings: MeshflSettings, topic: Topic) -> str:
     return f"{settings.topic_prefix}{topic.value}"
+
+
+def governance_id(settings: MeshflSettings, service_id: str) -> str:
+    """The consumer group and ``transactional.id`` of governance service ``service_id``."""
+    return client_name(settings, f"{GOVERNANCE_ID}{service_id}")
+
+
+def agent_transactional_id(settings: MeshflSettings, domain: str) -> str:
+    return client_name(settings, f"{AGENT_ID}{domain}")
 
 
 def client_name(settings: MeshflSettings, name: str) -> str:

@@ -7,6 +7,8 @@
 meshfl cache, formats KRaft storage once, runs each node as a detached ``java`` process, and waits
 until the cluster answers a metadata request. ``brokers=3`` gives a three-node cluster with a
 three-voter controller quorum, so replication and broker loss can be tested on one machine.
+``security=SecurityMode.SCRAM`` (or ``SCRAM_TLS``) configures Kafka's own SASL SCRAM-SHA-512, TLS
+and ``StandardAuthorizer``; ``client_config()`` gives the launcher's admin settings.
 """
 
 from __future__ import annotations
@@ -16,12 +18,16 @@ from meshfl.broker._config import new_kafka_uuid
 from meshfl.broker._docker import docker_available
 from meshfl.broker._maven import find_java, kafka_version, resolve_kafka_jars
 from meshfl.broker._process import free_port_block, wait_for_broker
+from meshfl.broker._security import ADMIN_USER, BrokerSecurity, SecurityMode
 
 __all__ = [
+    "ADMIN_USER",
     "DEFAULT_PORT",
+    "BrokerSecurity",
     "BrokerStatus",
     "LocalBroker",
     "NodeStatus",
+    "SecurityMode",
     "docker_available",
     "find_java",
     "free_port_block",

@@ -13,7 +13,7 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -28,6 +28,8 @@ from meshfl.broker._config import (
 from meshfl.broker._maven import find_java, kafka_version, resolve_kafka_jars, storage_tool_class
 from meshfl.broker._process import (
     await_exit,
+    describe_exit,
+    exit_code,
     log_tail,
     pid_alive,
     port_answers,
@@ -39,6 +41,7 @@ from meshfl.broker._process import (
     terminate,
     wait_for_broker,
 )
+from meshfl.broker._security import BrokerSecurity, SecurityMode, load_or_create, write_private
 from meshfl.errors import BrokerError
 from meshfl.logs import get_logger
 from meshfl.settings import MeshflSettings
@@ -46,6 +49,8 @@ from meshfl.settings import MeshflSettings
 log = get_logger(__name__)
 
 DEFAULT_PORT = 9092
+_RELAUNCHES = 2
+"""Launches of a node that exits during start-up, after the first one, before the start fails."""
 
 
 class NodeStatus(BaseModel):
@@ -65,6 +70,7 @@ class BrokerStatus(BaseModel):
     kafka_version: str | None
     cluster_id: str | None
     nodes: list[NodeStatus]
+    security: SecurityMode = SecurityMode.NONE
 
     @property
     def running(self) -> bool:
@@ -88,6 +94,7 @@ class LocalBroker:
         brokers: int | None = None,
         host: str = "127.0.0.1",
         heap: str = "512m",
+        security: SecurityMode | None = None,
     ) -> None:
         if brokers is not None and not 1 <= brokers <= MAX_BROKERS:
             raise BrokerError(f"brokers must be between 1 and {MAX_BROKERS}, got {brokers}")
@@ -100,6 +107,7 @@ class LocalBroker:
         self.heap = heap
         self._port = port
         self._brokers = brokers
+        self._security = security
 
     # ---- layout -------------------------------------------------------------------------------
 
@@ -120,15 +128,36 @@ class LocalBroker:
                 host=self.host,
                 port=self._port or DEFAULT_PORT,
                 brokers=self._brokers or 1,
+                security=self._security or SecurityMode.NONE,
             )
-        wanted = (self._port or layout.port, self._brokers or layout.brokers)
-        if wanted != (layout.port, layout.brokers):
+        wanted = (
+            self._port or layout.port,
+            self._brokers or layout.brokers,
+            self._security or layout.security,
+        )
+        if wanted != (layout.port, layout.brokers, layout.security):
             raise BrokerError(
-                f"{self.data_dir} holds a cluster of {layout.brokers} broker(s) on port {layout.port}, "
-                f"not {wanted[1]} on port {wanted[0]}: start it as it was, use another --data-dir, or "
-                "delete it first (`meshfl broker stop --purge`)"
+                f"{self.data_dir} holds a cluster of {layout.brokers} broker(s) on port {layout.port} "
+                f"with security {layout.security}, not {wanted[1]} on port {wanted[0]} with security "
+                f"{wanted[2]}: start it as it was, use another --data-dir, or delete it first "
+                "(`meshfl broker stop --purge`)"
             )
         return layout
+
+    def security(self) -> BrokerSecurity | None:
+        """The admin credential and CA of a secured cluster (None for a plain one or none yet)."""
+        layout = self.layout()
+        if layout is None or layout.security == SecurityMode.NONE:
+            return None
+        return load_or_create(self.data_dir, layout.security, layout.host)
+
+    def client_config(self) -> dict[str, Any]:
+        """librdkafka settings of an admin client of this cluster: bootstrap plus SASL/TLS if secured."""
+        layout = self.layout()
+        if layout is None:
+            raise BrokerError(f"no local cluster in {self.data_dir}; `meshfl broker start` makes one")
+        security = self.security()
+        return {"bootstrap.servers": layout.bootstrap, **(security.client_config() if security else {})}
 
     def _node_dir(self, node: NodeSpec) -> Path:
         return self.data_dir / f"node-{node.node_id}"
@@ -147,22 +176,26 @@ class LocalBroker:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with self._locked():
             layout = self._planned_layout()
+            security = load_or_create(self.data_dir, layout.security, layout.host)
             stopped = [node for node in layout.nodes if self._node_pid(node) is None]
+            java, libs = "java", Path()
             if stopped:
                 self._check_ports(layout, stopped)
                 libs = resolve_kafka_jars(self.cache_dir)
                 java = str(find_java())
                 (self.data_dir / LAYOUT_FILE).write_text(layout.model_dump_json(indent=2) + "\n")
                 for node in stopped:
-                    self._prepare(layout, node, java, libs)
+                    self._prepare(layout, node, java, libs, security)
                 for node in stopped:
                     self._launch(node, java, libs)
+            relaunches = {node.node_id: 0 for node in stopped}
             try:
                 wait_for_broker(
                     layout.bootstrap,
                     timeout=timeout,
                     brokers=layout.brokers,
-                    check=lambda: self._died(layout),
+                    check=lambda: self._died(layout, relaunches, java, libs),
+                    config=security.client_config() if security is not None else None,
                 )
             except BrokerError as exc:
                 for node in stopped:
@@ -229,6 +262,7 @@ class LocalBroker:
             kafka_version=layout.kafka_version,
             cluster_id=layout.cluster_id,
             nodes=nodes,
+            security=layout.security,
         )
 
     def is_running(self) -> bool:
@@ -267,13 +301,15 @@ class LocalBroker:
             str(libs / "*"),
         ]
 
-    def _prepare(self, layout: ClusterLayout, node: NodeSpec, java: str, libs: Path) -> None:
+    def _prepare(
+        self, layout: ClusterLayout, node: NodeSpec, java: str, libs: Path, security: BrokerSecurity | None
+    ) -> None:
         """Write the node's config files (every start) and format its storage (once)."""
         home = self._node_dir(node)
         data = home / "data"
         data.mkdir(parents=True, exist_ok=True)
         props = home / "server.properties"
-        props.write_text(server_properties(layout, node, data))
+        write_private(props, server_properties(layout, node, data, security))  # may hold the admin secret
         (home / "log4j2.properties").write_text(log4j2_properties(home / "server.log"))
         if (data / "meta.properties").is_file():
             return
@@ -287,9 +323,10 @@ class LocalBroker:
             layout.initial_controllers,
             "--config",
             str(props),
+            *(security.format_arguments() if security is not None else []),
         ]
-        output = run_tool(command)
-        log.info("formatted kafka storage", node=node.node_id, output=output)
+        output = run_tool(command, secret=security.admin_password if security is not None else None)
+        log.info("formatted kafka storage", node=node.node_id, output=output, security=layout.security.value)
 
     def _launch(self, node: NodeSpec, java: str, libs: Path) -> None:
         home = self._node_dir(node)
@@ -310,18 +347,45 @@ class LocalBroker:
             log.info("kafka node stopped", node=node.node_id, pid=pid, killed=kill)
         pid_file.unlink(missing_ok=True)
 
-    def _died(self, layout: ClusterLayout) -> str | None:
+    def _died(self, layout: ClusterLayout, relaunches: dict[int, int], java: str, libs: Path) -> str | None:
+        """A reason to give up when a node exited; a node this start launched is relaunched first.
+
+        A node of a cluster can lose a start-up race on a loaded machine (its port taken a moment
+        after the check, the quorum not reachable in time): a second launch with the same identity
+        then succeeds, so only a node that keeps dying fails the start, with how it ended.
+        """
         for node in layout.nodes:
-            if self._node_pid(node) is None:
-                return f"kafka node {node.node_id} ({node.address}) exited during start-up"
+            if self._node_pid(node) is not None:
+                continue
+            pid = read_pid(self._node_dir(node) / "kafka.pid")
+            ended = describe_exit(exit_code(pid) if pid is not None else None)
+            tries = relaunches.get(node.node_id)
+            busy = [port for port in (node.port, node.controller_port) if port_in_use(node.host, port)]
+            if tries is None or tries >= _RELAUNCHES or busy:
+                held = f"; port(s) {busy} held by another program" if busy else ""
+                return (
+                    f"kafka node {node.node_id} ({node.address}) exited during start-up ({ended}{held}"
+                    f"{f', after {tries} relaunch(es)' if tries else ''})"
+                )
+            relaunches[node.node_id] = tries + 1
+            log.warning(
+                "kafka node exited during start-up; relaunching it",
+                node=node.node_id,
+                ended=ended,
+                attempt=tries + 1,
+                log_tail=log_tail(self._node_dir(node) / "stdout.log", 5),
+            )
+            self._launch(node, java, libs)
         return None
 
     def _log_tails(self, layout: ClusterLayout) -> str:
         parts = []
         for node in layout.nodes:
             home = self._node_dir(node)
+            pid = read_pid(home / "kafka.pid")
+            running = self._node_pid(node) is not None
+            state = f"running, pid {pid}" if running else describe_exit(exit_code(pid) if pid else None)
+            parts.append(f"=== node {node.node_id} ({node.address}): {state}")
             for name in ("stdout.log", "server.log"):
-                parts.append(
-                    f"--- node {node.node_id} {home / name} (last lines) ---\n{log_tail(home / name)}"
-                )
+                parts.append(f"--- {home / name} (last lines) ---\n{log_tail(home / name)}")
         return "\n".join(parts)

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from meshfl.broker._security import BrokerSecurity, SecurityMode
+
 LAYOUT_FILE = "cluster.json"
 MAX_BROKERS = 5
 _RESERVED_UUIDS = {"AAAAAAAAAAAAAAAAAAAAAA", "AAAAAAAAAAAAAAAAAAAAAQ"}
@@ -59,9 +61,18 @@ class ClusterLayout(BaseModel):
     port: int = Field(ge=1, le=65533)
     brokers: int = Field(ge=1, le=MAX_BROKERS)
     directory_ids: list[str]
+    security: SecurityMode = SecurityMode.NONE
 
     @classmethod
-    def new(cls, *, kafka_version: str, host: str, port: int, brokers: int) -> ClusterLayout:
+    def new(
+        cls,
+        *,
+        kafka_version: str,
+        host: str,
+        port: int,
+        brokers: int,
+        security: SecurityMode = SecurityMode.NONE,
+    ) -> ClusterLayout:
         return cls(
             cluster_id=new_kafka_uuid(),
             kafka_version=kafka_version,
@@ -69,6 +80,7 @@ class ClusterLayout(BaseModel):
             port=port,
             brokers=brokers,
             directory_ids=[new_kafka_uuid() for _ in range(brokers)],
+            security=security,
         )
 
     @property
@@ -109,20 +121,26 @@ class ClusterLayout(BaseModel):
         return max(1, self.replication_factor - 1)
 
 
-def server_properties(layout: ClusterLayout, node: NodeSpec, log_dir: Path) -> str:
-    """The ``server.properties`` of one node."""
+def server_properties(
+    layout: ClusterLayout, node: NodeSpec, log_dir: Path, security: BrokerSecurity | None = None
+) -> str:
+    """The ``server.properties`` of one node; with ``security``, SASL (and TLS) plus the authorizer."""
     rf = layout.replication_factor
     isr = layout.min_insync_replicas
     quorum = ",".join(n.controller_address for n in layout.nodes)
+    if security is None:
+        client, protocols = "PLAINTEXT", "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
+    else:
+        client, protocols = "CLIENT", f"CONTROLLER:SASL_PLAINTEXT,CLIENT:{security.protocol}"
     settings: dict[str, str | int] = {
         "process.roles": "broker,controller",
         "node.id": node.node_id,
         "controller.quorum.bootstrap.servers": quorum,
-        "listeners": f"PLAINTEXT://{node.address},CONTROLLER://{node.controller_address}",
-        "advertised.listeners": f"PLAINTEXT://{node.address},CONTROLLER://{node.controller_address}",
+        "listeners": f"{client}://{node.address},CONTROLLER://{node.controller_address}",
+        "advertised.listeners": f"{client}://{node.address},CONTROLLER://{node.controller_address}",
         "controller.listener.names": "CONTROLLER",
-        "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "inter.broker.listener.name": client,
+        "listener.security.protocol.map": protocols,
         "log.dirs": log_dir.as_posix(),
         "num.partitions": 1,
         "default.replication.factor": rf,
@@ -144,6 +162,8 @@ def server_properties(layout: ClusterLayout, node: NodeSpec, log_dir: Path) -> s
         "broker.heartbeat.interval.ms": 1000,
         "broker.session.timeout.ms": 6000,
     }
+    if security is not None:
+        settings.update(security.server_settings())
     lines = ["# Written by meshfl.broker; edits are overwritten at the next start."]
     lines += [f"{key}={value}" for key, value in settings.items()]
     return "\n".join(lines) + "\n"
@@ -171,6 +191,11 @@ def log4j2_properties(log_file: Path) -> str:
             "rootLogger.appenderRef.file.ref = FILE",
             "logger.raft.name = kafka.server.KafkaRaftServer",
             "logger.raft.level = INFO",
+            # A few lines per start, so a node that never comes up shows how far it got.
+            "logger.broker.name = kafka.server.BrokerServer",
+            "logger.broker.level = INFO",
+            "logger.controller.name = kafka.server.ControllerServer",
+            "logger.controller.level = INFO",
             "",
         ]
     )

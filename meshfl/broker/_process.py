@@ -16,9 +16,11 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
+from pydantic import SecretStr
 
 from meshfl.errors import BrokerError
 from meshfl.logs import get_logger
@@ -28,6 +30,8 @@ log = get_logger(__name__)
 # Popen objects of brokers this process started, kept so they are reaped (no zombies) and not
 # reported as "still running" when garbage collected.
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+# Exit codes of those children once reaped, so a failed start can say how a node ended.
+_EXIT_CODES: dict[int, int] = {}
 
 _quiet = logging.getLogger("meshfl.broker.probe")
 _quiet.addHandler(logging.NullHandler())
@@ -45,6 +49,7 @@ def pid_alive(pid: int, marker: str | None = None) -> bool:
     """Whether ``pid`` runs (not a zombie) and, when ``marker`` is given, has it in its command line."""
     child = _CHILDREN.get(pid)
     if child is not None and child.poll() is not None:
+        _EXIT_CODES[pid] = child.returncode
         del _CHILDREN[pid]
         return False
     try:
@@ -62,6 +67,26 @@ def pid_alive(pid: int, marker: str | None = None) -> bool:
     except (FileNotFoundError, ProcessLookupError, IndexError):
         return False
     return state != "Z" and (marker is None or marker in cmdline)
+
+
+def exit_code(pid: int) -> int | None:
+    """The exit code of a child this process started and saw exit (negative: killed by that signal)."""
+    child = _CHILDREN.get(pid)
+    if child is not None and child.poll() is not None:
+        _EXIT_CODES[pid] = child.returncode
+        del _CHILDREN[pid]
+    return _EXIT_CODES.get(pid)
+
+
+def describe_exit(code: int | None) -> str:
+    if code is None:
+        return "exit code unknown (not started by this process)"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
 
 
 def port_in_use(host: str, port: int) -> bool:
@@ -148,15 +173,23 @@ def _wait_dead(pid: int, marker: str, timeout: float) -> bool:
     return not pid_alive(pid, marker)
 
 
-def run_tool(command: list[str], *, timeout: float = 120.0) -> str:
-    """Run a short-lived Kafka tool (storage format), turning a failure into a BrokerError."""
+def run_tool(command: list[str], *, timeout: float = 120.0, secret: SecretStr | None = None) -> str:
+    """Run a short-lived Kafka tool (storage format), turning a failure into a BrokerError.
+
+    ``secret`` (a password on the command line) is masked in what is reported.
+    """
+
+    def masked(text: str) -> str:
+        return text.replace(secret.get_secret_value(), "******") if secret is not None else text
+
+    shown = masked(" ".join(command[-8:]))
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise BrokerError(f"{' '.join(command[-6:])} failed: {exc}") from exc
-    output = (done.stdout + done.stderr).strip()
+        raise BrokerError(f"{shown} failed: {masked(str(exc))}") from exc
+    output = masked((done.stdout + done.stderr).strip())
     if done.returncode != 0:
-        raise BrokerError(f"{' '.join(command[-6:])} failed with exit {done.returncode}:\n{output}")
+        raise BrokerError(f"{shown} failed with exit {done.returncode}:\n{output}")
     return output
 
 
@@ -165,6 +198,8 @@ def log_tail(path: Path, lines: int = 25) -> str:
         text = path.read_text(errors="replace")
     except FileNotFoundError:
         return f"({path} does not exist)"
+    if not text.strip():
+        return f"({path} is empty: the process wrote nothing before it ended)"
     return "\n".join(text.strip().splitlines()[-lines:])
 
 
@@ -174,10 +209,12 @@ def wait_for_broker(
     timeout: float = 60.0,
     brokers: int = 1,
     check: Callable[[], str | None] | None = None,
+    config: dict[str, Any] | None = None,
 ) -> None:
     """Block until ``bootstrap`` answers a metadata request listing at least ``brokers`` brokers.
 
-    ``check`` is called on every turn and returns a reason to give up (say, the process died), or None.
+    ``check`` is called on every turn and returns a reason to give up (say, the process died), or None;
+    ``config`` adds librdkafka settings (SASL/TLS credentials of a secured cluster).
     """
     addresses = [_split(address) for address in bootstrap.split(",")]
     deadline = time.monotonic() + timeout
@@ -188,7 +225,7 @@ def wait_for_broker(
         if reason is not None:
             raise BrokerError(reason)
         if admin is None and any(port_answers(host, port) for host, port in addresses):
-            admin = AdminClient({"bootstrap.servers": bootstrap, "logger": _quiet})
+            admin = AdminClient({**(config or {}), "bootstrap.servers": bootstrap, "logger": _quiet})
         if admin is not None:
             remaining = max(0.5, min(2.0, deadline - time.monotonic()))
             try:

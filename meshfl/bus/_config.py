@@ -15,6 +15,7 @@ from confluent_kafka import KafkaError, KafkaException
 
 from meshfl.errors import BusError
 from meshfl.settings import MeshflSettings
+from meshfl.topics import READER_GROUP_PREFIX
 
 if TYPE_CHECKING:
     from meshfl.codec import EventCodec
@@ -80,7 +81,7 @@ def consumer_config(
     config.update(settings.client_config())
     config.update(
         {
-            "group.id": group_id if group_id is not None else f"meshfl-reader-{uuid.uuid4().hex}",
+            "group.id": group_id if group_id is not None else f"{READER_GROUP_PREFIX}{uuid.uuid4().hex}",
             "isolation.level": "read_committed",
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,

@@ -87,7 +87,12 @@ class EventConsumer:
                     self._names, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke
                 )
         except KafkaException as exc:
-            raise bus_error(f"starting a consumer of {', '.join(self._names)}", exc) from exc
+            action = f"starting a consumer of {', '.join(self._names)}"
+            if hasattr(self, "_consumer"):
+                self._consumer.poll(0)  # serves error_cb: a refused login explains a metadata timeout
+            if self._fatal is not None:
+                raise BusError(f"{action} failed: {self._fatal.name()} ({self._fatal.str()})") from exc
+            raise bus_error(action, exc) from exc
 
     # --- consuming ------------------------------------------------------------------------------
 

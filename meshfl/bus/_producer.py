@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Self
 from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from meshfl.bus._chunking import chunk_overhead, chunk_size_for, iter_chunks
-from meshfl.bus._config import bus_error, producer_config, resolve_codec
+from meshfl.bus._config import bus_error, is_fatal, producer_config, resolve_codec
 from meshfl.bus._envelope import CHUNK_HEADER, SENDER_HEADER, headers_to_list
 from meshfl.errors import BusError
 from meshfl.events import Event
@@ -61,7 +61,9 @@ class EventProducer:
         self._failures: list[str] = []
         self._failure_count = 0
         self._partitions: dict[str, int] = {}
+        self._fatal: KafkaError | None = None
         config = producer_config(settings, transactional_id=transactional_id, client_id=client_id)
+        config["error_cb"] = self._on_client_error
         try:
             self._producer = Producer(config)
         except KafkaException as exc:
@@ -117,9 +119,14 @@ class EventProducer:
 
     def flush(self, timeout: float = 60.0) -> None:
         """Wait for every queued event; raise ``BusError`` if any delivery failed or timed out."""
-        remaining = self._producer.flush(timeout)
+        deadline = time.monotonic() + timeout
+        remaining = self._producer.flush(min(1.0, timeout))
+        # In steps, so that a refused login (no delivery report comes for it) ends the wait at once.
+        while remaining and self._fatal is None and time.monotonic() < deadline:
+            remaining = self._producer.flush(min(1.0, max(0.0, deadline - time.monotonic())))
         if remaining:
-            raise BusError(f"{remaining} messages not delivered within {timeout} s")
+            why = f": {self._fatal.name()} ({self._fatal.str()})" if self._fatal is not None else ""
+            raise BusError(f"{remaining} messages not delivered within {timeout} s{why}")
         self._raise_failures()
 
     def begin_transaction(self) -> None:
@@ -183,6 +190,9 @@ class EventProducer:
             else:
                 self.flush()
         finally:
+            if self._fatal is not None:  # nothing queued can be delivered: do not wait out its timeout
+                self._producer.purge()
+                self._producer.flush(0)
             self._producer.close()
 
     def __enter__(self) -> Self:
@@ -244,6 +254,14 @@ class EventProducer:
                     log.warning("transaction commit will be retried", error=error.str())
                     continue
                 raise
+
+    def _on_client_error(self, error: KafkaError) -> None:
+        """Client-level errors (no delivery report): authentication refused, brokers down..."""
+        if is_fatal(error):
+            self._fatal = error
+            log.error("fatal client error", error=error.name(), detail=error.str())
+        else:
+            log.warning("client error", error=error.name(), detail=error.str())
 
     def _delivered(self, err: KafkaError | None, message: Message) -> None:
         if err is not None:

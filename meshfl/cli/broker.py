@@ -1,7 +1,9 @@
 """``meshfl broker``: run a real Apache Kafka cluster locally from Maven jars, no Docker needed.
 
 ``start`` prints the bootstrap servers as its last stdout line (``bootstrap: 127.0.0.1:9092``) so
-scripts can take it with ``tail -1``. Exit codes: 0 done, 1 the broker could not be started or
+scripts can take it with ``tail -1``. ``start --security scram|scram-tls`` runs Kafka with SASL
+SCRAM-SHA-512 (and TLS) and its StandardAuthorizer; ``provision`` then creates a federation's
+principals and ACLs (see ``meshfl.access``). Exit codes: 0 done, 1 the broker could not be started or
 stopped (the reason on stderr), 2 bad settings.
 """
 
@@ -12,9 +14,9 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from meshfl.broker import LocalBroker
-from meshfl.cli._common import settings_from
-from meshfl.errors import BrokerError
+from meshfl.broker import LocalBroker, SecurityMode
+from meshfl.cli._common import BootstrapOption, PrefixOption, settings_from
+from meshfl.errors import BrokerError, MeshflError
 
 app = typer.Typer(
     help="A local Apache Kafka broker (KRaft, from Maven jars; no Docker).", no_args_is_help=True
@@ -27,11 +29,17 @@ DataDirOption = Annotated[
 
 
 def _broker(
-    data_dir: Path | None, port: int | None = None, brokers: int | None = None, heap: str = "512m"
+    data_dir: Path | None,
+    port: int | None = None,
+    brokers: int | None = None,
+    heap: str = "512m",
+    security: SecurityMode | None = None,
 ) -> LocalBroker:
     settings = settings_from()
     try:
-        return LocalBroker(settings, data_dir=data_dir, port=port, brokers=brokers, heap=heap)
+        return LocalBroker(
+            settings, data_dir=data_dir, port=port, brokers=brokers, heap=heap, security=security
+        )
     except BrokerError as exc:
         _fail(exc)
 
@@ -59,16 +67,87 @@ def start(
     data_dir: DataDirOption = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the cluster to answer.")] = 90.0,
     heap: Annotated[str, typer.Option(help="Java heap of each node (-Xmx).")] = "512m",
+    security: Annotated[
+        SecurityMode | None,
+        typer.Option(
+            "--security",
+            help="none, scram (SASL SCRAM-SHA-512 + ACLs) or scram-tls (and TLS with a generated CA); "
+            "fixed when the data dir is first formatted (default: what it holds, else none).",
+        ),
+    ] = None,
 ) -> None:
     """Start the broker (or cluster); harmless when it already runs. The last line is the bootstrap."""
-    broker = _broker(data_dir, port, brokers, heap)
+    broker = _broker(data_dir, port, brokers, heap, security)
     try:
         bootstrap = broker.start(timeout=timeout)
     except BrokerError as exc:
         _fail(exc)
     status = broker.status()
     typer.echo(f"kafka {status.kafka_version}: {len(status.nodes)} node(s), data in {status.data_dir}")
+    if status.security != SecurityMode.NONE:
+        typer.echo(
+            f"security {status.security}: admin client settings (MESHFL_KAFKA) in "
+            f"{status.data_dir / 'security' / 'admin.json'}; `meshfl broker provision` adds principals"
+        )
     typer.echo(f"bootstrap: {bootstrap}")
+
+
+@app.command("provision")
+def provision_command(
+    domains_root: Annotated[
+        Path | None, typer.Option("--domains", help="Folder of domains: one principal each (domain.toml).")
+    ] = None,
+    domain: Annotated[
+        list[str] | None, typer.Option("--domain", help="A domain name to provision (repeatable).")
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Where the credentials files go (default: <broker data dir>/security/principals)."),
+    ] = None,
+    governance: Annotated[bool, typer.Option(help="Provision the governance principal.")] = True,
+    auditor: Annotated[bool, typer.Option(help="Provision the read-only auditor.")] = True,
+    data_dir: DataDirOption = None,
+    bootstrap: BootstrapOption = None,
+    topic_prefix: PrefixOption = None,
+) -> None:
+    """Create the SCRAM principals of a federation and their ACLs on a secured cluster.
+
+    One principal a domain, one for governance, a read-only auditor; each gets a credentials file
+    (librdkafka settings, mode 0600) for MESHFL_KAFKA. The admin is the local secured broker's, or
+    whoever MESHFL_KAFKA names when it carries sasl.username (any secured Kafka cluster).
+    """
+    from meshfl.access import connected, federation, provision
+    from meshfl.domain.config import discover_domains, load_domain
+
+    settings = settings_from(bootstrap, topic_prefix)
+    names = list(domain or [])
+    try:
+        if domains_root is not None:
+            names += [load_domain(path).name for path in discover_domains(domains_root)]
+        if "sasl.username" in settings.kafka:
+            admin, default_out = settings, settings.data_dir / "principals"
+        else:
+            local = _broker(data_dir)
+            if local.security() is None:
+                raise BrokerError(
+                    f"the local broker in {local.data_dir} is not secured: start one with "
+                    "`meshfl broker start --security scram` (another --data-dir and --port), or give "
+                    "an admin's SASL settings in MESHFL_KAFKA"
+                )
+            admin = connected(settings, local.client_config())
+            default_out = local.data_dir / "security" / "principals"
+        done = provision(admin, federation(admin, names, with_governance=governance, with_auditor=auditor),
+                         out or default_out)  # fmt: skip
+    except (MeshflError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    for item in done:
+        typer.echo(
+            f"{item.role.value:<10} {item.principal}: {item.acls} ACLs, credentials {item.credentials_file}"
+        )
+    typer.echo(
+        f'run a client as one: MESHFL_KAFKA="$(cat {(out or default_out) / "<principal>.json"})" meshfl ...'
+    )
 
 
 @app.command("stop")
@@ -116,6 +195,7 @@ def status(
         typer.echo("no cluster formatted here yet; `meshfl broker start` makes one")
         return
     typer.echo(f"kafka: {current.kafka_version}, cluster id {current.cluster_id}")
+    typer.echo(f"security: {current.security}")
     for node in current.nodes:
         state = f"running, pid {node.pid}" if node.running else "stopped"
         typer.echo(f"node {node.node_id}: {node.address} (controller {node.controller_address}) {state}")

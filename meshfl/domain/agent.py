@@ -37,7 +37,7 @@ from meshfl.logs import get_logger
 from meshfl.modelspec import expected_shapes
 from meshfl.settings import MeshflSettings
 from meshfl.tensors import from_wire, to_wire
-from meshfl.topics import Topic, client_name
+from meshfl.topics import Topic, agent_transactional_id, client_name
 
 log = get_logger("meshfl.domain")
 
@@ -102,7 +102,7 @@ class DomainAgent:
         ensure_topics(self._settings)
         producer = EventProducer(
             self._settings,
-            transactional_id=client_name(self._settings, f"agent-{self._domain}"),
+            transactional_id=agent_transactional_id(self._settings, self._domain),
             client_id=client_name(self._settings, f"agent-{self._domain}"),
         )
         beat_stop = threading.Event()

@@ -21,10 +21,13 @@ def _props(text: str) -> dict[str, str]:
 def test_public_surface() -> None:
     assert sorted(meshfl.broker.__all__) == sorted(
         [
+            "ADMIN_USER",
             "DEFAULT_PORT",
+            "BrokerSecurity",
             "BrokerStatus",
             "LocalBroker",
             "NodeStatus",
+            "SecurityMode",
             "docker_available",
             "find_java",
             "free_port_block",
