@@ -9,6 +9,7 @@ from meshfl.settings import MeshflSettings
 from meshfl.topics import Topic, agent_transactional_id, governance_id
 
 SETTINGS = MeshflSettings(topic_prefix="p.")
+SPLIT_EXCHANGE = {"p.split-alignment", "p.split-control", "p.split-activations", "p.split-gradients"}
 
 
 def _ops(grants: tuple[Grant, ...], resource: str, operation: str) -> set[str]:
@@ -26,7 +27,7 @@ def test_a_domain_writes_only_its_topics_and_reads_governance_output() -> None:
     assert alpha.name == "domain-alpha" and alpha.role == Role.DOMAIN
     writes = _ops(alpha.grants, "topic", "WRITE")
     assert writes == {
-        "p.model-updates", "p.catalog", "p.heartbeats", "p.agent-progress", "p.dead-letters"
+        "p.model-updates", "p.catalog", "p.heartbeats", "p.agent-progress", "p.dead-letters", *SPLIT_EXCHANGE
     }  # fmt: skip
     reads = _ops(alpha.grants, "topic", "READ")
     assert {"p.tasks", "p.model-versions", "p.decisions", "p.keys"} <= reads
@@ -41,16 +42,17 @@ def test_a_domain_writes_only_its_topics_and_reads_governance_output() -> None:
 def test_governance_owns_its_ids_and_writes_what_it_decides() -> None:
     gov = governance(SETTINGS)
     assert _ops(gov.grants, "topic", "WRITE") == {
-        "p.tasks", "p.model-versions", "p.decisions", "p.keys", "p.dead-letters"
+        "p.tasks", "p.model-versions", "p.decisions", "p.keys", "p.dead-letters", "p.split-versions",
+        *SPLIT_EXCHANGE,
     }  # fmt: skip
     assert _ops(gov.grants, "topic", "READ") == {f"p.{name}" for name in TOPIC_ACCESS}
     prefixed = {
         (g.resource, g.operation)
         for g in gov.grants
-        if g.pattern == "prefixed" and g.name == "meshfl-governance-"
+        if g.pattern == "prefixed" and g.name == "p.governance-"
     }
     assert {("transactional_id", "WRITE"), ("group", "READ")} <= prefixed
-    assert governance_id("governance").startswith("meshfl-governance-")
+    assert governance_id(SETTINGS, "governance").startswith("p.governance-")
 
 
 def test_nobody_but_governance_touches_governance_ids_and_the_auditor_writes_nothing() -> None:
