@@ -47,9 +47,7 @@ def test_governance_owns_its_ids_and_writes_what_it_decides() -> None:
     }  # fmt: skip
     assert _ops(gov.grants, "topic", "READ") == {f"p.{name}" for name in TOPIC_ACCESS}
     prefixed = {
-        (g.resource, g.operation)
-        for g in gov.grants
-        if g.pattern == "prefixed" and g.name == "p.governance-"
+        (g.resource, g.operation) for g in gov.grants if g.pattern == "prefixed" and g.name == "p.governance-"
     }
     assert {("transactional_id", "WRITE"), ("group", "READ")} <= prefixed
     assert governance_id(SETTINGS, "governance").startswith("p.governance-")
