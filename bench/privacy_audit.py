@@ -6,7 +6,7 @@ version, fresh noise key per release); a threshold test on what the strongest ad
 version gives a Clopper-Pearson lower bound on epsilon (95%), in the manner of Jagielski et al. 2020 and
 Nasr et al. 2021 (``governance.audit.dp_audit``). The same audit then runs against mechanisms with one
 defect of issue 10 put back. The bound of a correct mechanism stays below the accountant's epsilon;
-the broken ones rise far above it (up to ``log(trials / 2 / 3.7)``, the most this many releases can
+the broken ones rise far above it (up to about ``log(trials / 2 / 4.4)``, the most this many releases can
 show). The accountant's epsilon is the baseline of the same run.
 
     .venv/bin/python bench/privacy_audit.py [--trials 2000] [--z 1 2 4] [--json out/privacy-audit.json]
