@@ -7,7 +7,6 @@ The public surface for library users (data scientists, auditors, tooling); daemo
 from __future__ import annotations
 
 from importlib import import_module
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 from meshfl.errors import (
@@ -22,20 +21,26 @@ from meshfl.errors import (
     TensorCodecError,
     UnknownSchemaError,
 )
-from meshfl.settings import MeshflSettings, load_settings
 
 if TYPE_CHECKING:
+    from meshfl.settings import MeshflSettings, load_settings
     from meshfl.subscribe import subscribe
 
-try:
-    __version__ = version("meshfl")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0+unknown"
-
-_LAZY = {"subscribe": "meshfl.subscribe"}
+_LAZY = {
+    "subscribe": "meshfl.subscribe",
+    "MeshflSettings": "meshfl.settings",
+    "load_settings": "meshfl.settings",
+}
 
 
 def __getattr__(name: str) -> Any:
+    if name == "__version__":  # importlib.metadata is slow to load; only asked for now and then
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version("meshfl")
+        except PackageNotFoundError:  # running from a source tree that is not installed
+            return "0+unknown"
     if name in _LAZY:
         return getattr(import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'meshfl' has no attribute {name!r}")

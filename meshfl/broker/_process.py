@@ -18,8 +18,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient
 from pydantic import SecretStr
 
 from meshfl.errors import BrokerError
@@ -216,6 +214,9 @@ def wait_for_broker(
     ``check`` is called on every turn and returns a reason to give up (say, the process died), or None;
     ``config`` adds librdkafka settings (SASL/TLS credentials of a secured cluster).
     """
+    from confluent_kafka import KafkaException  # librdkafka loads when waiting, not for `status`
+    from confluent_kafka.admin import AdminClient
+
     addresses = [_split(address) for address in bootstrap.split(",")]
     deadline = time.monotonic() + timeout
     admin: AdminClient | None = None

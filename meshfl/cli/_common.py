@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from meshfl.errors import ConfigError
-from meshfl.logs import configure_logging
-from meshfl.settings import MeshflSettings, load_settings
+
+if TYPE_CHECKING:
+    from meshfl.settings import MeshflSettings
 
 BootstrapOption = Annotated[
     str | None,
@@ -20,7 +21,13 @@ PrefixOption = Annotated[str | None, typer.Option("--topic-prefix", help="Prefix
 
 
 def settings_from(bootstrap: str | None = None, topic_prefix: str | None = None) -> MeshflSettings:
-    """Load settings and configure logging; a bad config ends the command with a clear message."""
+    """Load settings and configure logging; a bad config ends the command with a clear message.
+
+    Imported here, not at the top: ``meshfl --help`` needs neither (see ``bench/startup.py``).
+    """
+    from meshfl.logs import configure_logging
+    from meshfl.settings import load_settings
+
     try:
         settings = load_settings(bootstrap_servers=bootstrap, topic_prefix=topic_prefix)
     except ConfigError as exc:

@@ -5,13 +5,18 @@ from __future__ import annotations
 import signal
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import typer
 
 from meshfl.errors import BusError, ConfigError, MeshflError
-from meshfl.logs import get_logger
 
-log = get_logger("meshfl.daemon")
+
+def _log() -> Any:
+    from meshfl.logs import get_logger  # structlog loads when a daemon runs, not for --help
+
+    return get_logger("meshfl.daemon")
+
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -24,7 +29,7 @@ def run_daemon(name: str, run: Callable[[threading.Event], int]) -> None:
     stop = threading.Event()
 
     def _on_signal(signum: int, _frame: object) -> None:
-        log.info("stop requested", daemon=name, signal=signal.Signals(signum).name)
+        _log().info("stop requested", daemon=name, signal=signal.Signals(signum).name)
         stop.set()
 
     signal.signal(signal.SIGTERM, _on_signal)
@@ -32,12 +37,12 @@ def run_daemon(name: str, run: Callable[[threading.Event], int]) -> None:
     try:
         code = run(stop)
     except ConfigError as exc:
-        log.error("configuration error", daemon=name, error=str(exc))
+        _log().error("configuration error", daemon=name, error=str(exc))
         raise typer.Exit(EXIT_CONFIG) from exc
     except BusError as exc:
-        log.error("Kafka error", daemon=name, error=str(exc))
+        _log().error("Kafka error", daemon=name, error=str(exc))
         raise typer.Exit(EXIT_BUS) from exc
     except MeshflError as exc:
-        log.error("stopped on error", daemon=name, error=str(exc))
+        _log().error("stopped on error", daemon=name, error=str(exc))
         raise typer.Exit(EXIT_FAILURE) from exc
     raise typer.Exit(code)

@@ -8,29 +8,20 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
-from rich.progress import Progress
 from rich.table import Table
-from rich.tree import Tree
 
-from governance.audit import (
-    Lineage,
-    LoggedEvent,
-    ReplayResult,
-    TaskLog,
-    events_from_bus,
-    events_from_file,
-    export_task,
-    lineage,
-    replay,
-    write_report,
-)
 from meshfl.cli._common import BootstrapOption, PrefixOption, settings_from
 from meshfl.errors import MeshflError
-from meshfl.settings import MeshflSettings
+
+if TYPE_CHECKING:  # governance.audit needs torch: imported by the commands that run, not by --help
+    from rich.tree import Tree
+
+    from governance.audit import Lineage, LoggedEvent, ReplayResult
+    from meshfl.settings import MeshflSettings
 
 app = typer.Typer(
     help="Audit a federation from the log: replay, lineage, report, export.", no_args_is_help=True
@@ -51,11 +42,15 @@ def _fail(exc: MeshflError) -> NoReturn:
 
 
 def _events(settings: MeshflSettings, task: str, file: Path | None) -> list[LoggedEvent]:
+    from governance.audit import events_from_bus, events_from_file
+
     return events_from_file(file) if file is not None else events_from_bus(settings, task)
 
 
 def _first_version_since(events: list[LoggedEvent], task: str, since: datetime) -> int:
     """The first version published at or after ``since`` (broker time), to start a replay there."""
+    from governance.audit import TaskLog
+
     index = TaskLog.of(events, task)
     stamps = {n: copies[0].timestamp_ms for n, copies in index.versions.items()}
     cutoff = since.timestamp() * 1000
@@ -96,6 +91,10 @@ def replay_command(
     topic_prefix: PrefixOption = None,
 ) -> None:
     """Recompute every version from the accepted updates and compare each SHA-256 with the published one."""
+    from rich.progress import Progress
+
+    from governance.audit import replay
+
     settings = settings_from(bootstrap, topic_prefix)
     secret = settings.dp_key()
     try:
@@ -130,6 +129,8 @@ def replay_command(
 
 
 def _tree(tree: Lineage) -> Tree:
+    from rich.tree import Tree
+
     root = Tree(f"[bold]{tree.task_id}[/bold] v{tree.version}: domains {', '.join(tree.domains) or '-'}")
     for node in tree.chain:
         parent = "task seed" if node.parent_version is None else f"parent v{node.parent_version}"
@@ -162,6 +163,8 @@ def lineage_command(
     topic_prefix: PrefixOption = None,
 ) -> None:
     """The tree from a version back to the first: parents, updates, domains, data products, exclusions."""
+    from governance.audit import TaskLog, lineage
+
     settings = settings_from(bootstrap, topic_prefix)
     try:
         tree = lineage(TaskLog.of(_events(settings, task, file), task), version)
@@ -182,6 +185,8 @@ def report_command(
     topic_prefix: PrefixOption = None,
 ) -> None:
     """A self-contained HTML report: replay verdict, lineage, metrics plots, rejections, DP budget."""
+    from governance.audit import TaskLog, replay, write_report
+
     settings = settings_from(bootstrap, topic_prefix)
     secret = settings.dp_key()
     try:
@@ -202,6 +207,8 @@ def export_command(
     topic_prefix: PrefixOption = None,
 ) -> None:
     """Write the task's events (tasks, updates, decisions, versions, catalog) to an Avro container file."""
+    from governance.audit import export_task
+
     settings = settings_from(bootstrap, topic_prefix)
     try:
         count = export_task(settings, task, out)

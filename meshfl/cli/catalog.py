@@ -6,18 +6,18 @@ Exit codes: 0 done, 1 the bus failed, 2 bad settings.
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from meshfl.bus import read_all
 from meshfl.cli._common import BootstrapOption, PrefixOption, settings_from
 from meshfl.errors import MeshflError
-from meshfl.events import DataProductDescriptor
-from meshfl.settings import MeshflSettings
-from meshfl.topics import Topic
+
+if TYPE_CHECKING:
+    from meshfl.events import DataProductDescriptor
+    from meshfl.settings import MeshflSettings
 
 app = typer.Typer(help="The data-product catalog on the bus.", no_args_is_help=True)
 
@@ -29,6 +29,10 @@ def _group() -> None:
 
 def catalog_products(settings: MeshflSettings, *, domain: str | None = None) -> list[DataProductDescriptor]:
     """The latest descriptor of each product (the catalog topic is compacted by product id)."""
+    from meshfl.bus import read_all
+    from meshfl.events import DataProductDescriptor
+    from meshfl.topics import Topic
+
     latest: dict[str, DataProductDescriptor] = {}
     for envelope in read_all(settings, Topic.CATALOG):
         product = envelope.event

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
 from rich.console import Console
 from rich.live import Live
@@ -14,8 +15,6 @@ from rich.table import Table
 
 from meshfl.cli._common import BootstrapOption, settings_from
 from meshfl.errors import MeshflError
-from meshfl.events import FederationMode
-from meshfl.logs import configure_logging
 
 console = Console(stderr=False)
 
@@ -38,7 +37,10 @@ def demo(
         "domains"
     ),
     rounds: Annotated[int | None, typer.Option(help="Override the task's number of rounds.")] = None,
-    mode: Annotated[FederationMode | None, typer.Option(help="sync (rounds) or async (FedBuff).")] = None,
+    mode: Annotated[
+        str | None,
+        typer.Option(click_type=click.Choice(["sync", "async"]), help="sync (rounds) or async (FedBuff)."),
+    ] = None,
     slow_domain: Annotated[
         str | None, typer.Option(help="Make one domain a straggler (3 s per round).")
     ] = None,
@@ -56,6 +58,8 @@ def demo(
     """Start a local broker if none is given, the governance service and one agent per domain, run the
     federation with live progress, train the centralized baseline, and print the comparison."""
     from meshfl.demo import RoundRecord, plan_demo, plot_summary, run_demo
+    from meshfl.events import FederationMode
+    from meshfl.logs import configure_logging
 
     prefix = topic_prefix or f"meshfl.demo-{time.strftime('%Y%m%d-%H%M%S')}."
     settings = settings_from(bootstrap, prefix)
@@ -78,7 +82,11 @@ def demo(
     )
     try:
         plan = plan_demo(
-            domains_root=domains_root, task_file=task_file, out_dir=out, rounds=rounds, mode=mode
+            domains_root=domains_root,
+            task_file=task_file,
+            out_dir=out,
+            rounds=rounds,
+            mode=None if mode is None else FederationMode(mode),
         )
         plan.slow_domain = slow_domain
         rows: list[list[str]] = []

@@ -12,13 +12,17 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from meshfl.domain.config import load_domain
 from meshfl.errors import ConfigError, DataContractError, MeshflError
-from meshfl.logs import configure_logging
 
 app = typer.Typer(
     help="The example domains: materialize their data, show their data products.", no_args_is_help=True
 )
+
+
+def configure_logging(log_format: str, level: str) -> None:
+    from meshfl.logs import configure_logging as configure  # structlog loads when a command runs
+
+    configure(log_format, level)
 
 
 def _fail(exc: MeshflError) -> NoReturn:
@@ -57,6 +61,8 @@ def show(domain_dir: Annotated[Path, typer.Argument(help="A domain folder (with 
     """Print the descriptors a domain publishes: products, contracts and measured quality."""
     configure_logging("auto", "WARNING")
     try:
+        from meshfl.domain.config import load_domain  # pyarrow loads only for this command
+
         config = load_domain(domain_dir)
         descriptors = config.descriptors()
     except (ConfigError, DataContractError) as exc:

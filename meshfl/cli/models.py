@@ -7,16 +7,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from governance.registry import ModelRegistry
 from meshfl.cli._common import BootstrapOption, PrefixOption, settings_from
 from meshfl.errors import MeshflError
-from meshfl.events import ModelVersion
+
+if TYPE_CHECKING:
+    from governance.registry import ModelRegistry
+    from meshfl.events import ModelVersion
+    from meshfl.settings import MeshflSettings
 
 app = typer.Typer(
     help="Model versions: list them, pull one as safetensors, watch new ones land.", no_args_is_help=True
@@ -24,6 +27,13 @@ app = typer.Typer(
 console = Console()
 
 TaskOption = Annotated[str, typer.Option("--task", "-t", help="Task id.")]
+
+
+def _registry(settings: MeshflSettings) -> ModelRegistry:
+    """The registry, imported when a command runs (it needs torch; ``--help`` does not)."""
+    from governance.registry import ModelRegistry
+
+    return ModelRegistry(settings)
 
 
 def _fail(exc: MeshflError) -> NoReturn:
@@ -58,7 +68,7 @@ def list_versions(
     """Every published version of a task."""
     settings = settings_from(bootstrap, topic_prefix)
     try:
-        versions = ModelRegistry(settings).versions(task)
+        versions = _registry(settings).versions(task)
     except MeshflError as exc:
         _fail(exc)
     if as_json:
@@ -83,7 +93,7 @@ def pull(
     """Write one version's weights as safetensors, with task, version, sha256 and parent in its metadata."""
     settings = settings_from(bootstrap, topic_prefix)
     try:
-        found = ModelRegistry(settings).pull(task, version, out)
+        found = _registry(settings).pull(task, version, out)
     except MeshflError as exc:
         _fail(exc)
     console.print(f"version {found.version} of {task} ({found.sha256[:12]}) written to {out}")
@@ -103,7 +113,7 @@ def watch(
     """Print each version of a task as it lands (past versions first); Ctrl-C to stop."""
     settings = settings_from(bootstrap, topic_prefix)
     try:
-        for version in ModelRegistry(settings).watch(task, from_version=from_version, timeout=timeout):
+        for version in _registry(settings).watch(task, from_version=from_version, timeout=timeout):
             if as_json:
                 typer.echo(json.dumps(_summary(version)))
             else:
