@@ -153,7 +153,8 @@ class ClippedSum:
 
     Streams: one update at a time, memory O(model) (the sum, plus one tensor's float64 delta). The norm
     is over all tensors as one vector, computed in float64, so each clipped delta has norm ``<= C`` up to
-    float64 rounding (relative 1e-15), whatever was done to the update before.
+    float64 rounding (relative 1e-15), whatever was done to the update before. Only element-wise IEEE
+    operations and fixed-order sums are used, so the result has the same bits on every CPU.
     """
 
     def __init__(self, base: Mapping[str, torch.Tensor], *, clip_norm: float) -> None:
@@ -170,8 +171,9 @@ class ClippedSum:
         if set(weights) != set(self._names):
             differ = sorted(set(weights) ^ set(self._names))[:5]
             raise ValueError(f"update tensors differ from the base: {differ}")
+        # numpy's pairwise float64 sum has one order on every CPU (torch's reduction order follows its SIMD)
         squares = [
-            float(torch.sum(torch.square(_float64_delta(weights, self._base, n)))) for n in self._names
+            float(np.sum(np.square(_float64_delta(weights, self._base, n).numpy()))) for n in self._names
         ]
         norm = math.sqrt(math.fsum(squares))
         if not math.isfinite(norm):
