@@ -3,6 +3,12 @@
 A decision's id is derived from the update message's coordinate (partition, offset), so a decision
 redone after an aborted transaction has the same id. A re-read update that already has a decision is
 not decided again: if it was accepted and no published version consumed it, it goes back into its round.
+
+Nothing one update carries can stop the daemon: ``judge`` is the one place that evaluates an update,
+and whatever the decoding or a policy raises (meshfl's own errors, or torch, numpy and pydantic errors
+from deep inside a policy) becomes a rejection with the policy ``evaluation_error`` and the error as
+its reason. Only the I/O around it (producing the decision, reading the catalog) may raise, and those
+are broker failures, which stop the transaction, not the message.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from governance.service_state import ServiceState
 from meshfl.bus import Envelope, EventProducer
 from meshfl.errors import TensorCodecError
 from meshfl.events import DecisionOutcome, GovernanceDecision, ModelUpdate, utcnow
+from meshfl.limits import spec_elements
 from meshfl.logs import get_logger
 from meshfl.tensors import from_wire
 from meshfl.topics import Topic
@@ -26,6 +33,9 @@ DECISION_NS = uuid.UUID("6f1c1d4e-3b51-4d38-9a59-2f0c3c1f8e11")
 """Namespace of the uuid5 decision ids (stable across restarts and replays)."""
 
 _CATALOG_POLICIES = frozenset({"known_domain", "data_contract", "admission"})
+EVALUATION_ERROR = "evaluation_error"
+"""Policy of the rejection of an update whose evaluation raised: the reason names the error."""
+_MAX_REASON = 2000
 
 
 class Decider:
@@ -51,7 +61,7 @@ class Decider:
             ):
                 self._restore(update, env, state)
             return
-        verdict, weights = self._evaluate(update, state)
+        verdict, weights = self.judge(update, state)
         if (
             not verdict.accepted
             and verdict.policy in _CATALOG_POLICIES
@@ -59,7 +69,7 @@ class Decider:
         ):
             # The domain may have registered a moment ago: read the catalog to its end and look again.
             self._catalog.drain()
-            verdict, weights = self._evaluate(update, state)
+            verdict, weights = self.judge(update, state)
         if verdict.accepted and state is not None:
             state.pending.append(pending_update(update, env, weights))
         self._decide(producer, update, env, verdict)
@@ -67,7 +77,14 @@ class Decider:
     def _restore(self, update: ModelUpdate, env: Envelope, state: TaskState) -> None:
         """Put an update accepted before a restart back into its round, with the same transformation
         (clipping) its checks applied then: the policies are pure, so evaluating again reproduces it."""
-        verdict, weights = self._evaluate(update, state, restoring=True)
+        verdict, weights = self.judge(update, state, restoring=True)
+        if verdict.policy in (EVALUATION_ERROR, "tensor_layout"):
+            log.error(
+                "accepted update cannot be evaluated on restore; left out",
+                update=update.update_id,
+                reason=verdict.reason,
+            )
+            return
         if not verdict.accepted:
             log.warning(
                 "accepted update fails its checks on restore; using it as recorded",
@@ -79,6 +96,17 @@ class Decider:
         state.pending.append(pending_update(update, env, weights))
         log.info("accepted update restored into its round", update=update.update_id)
 
+    def judge(
+        self, update: ModelUpdate, state: TaskState | None, *, restoring: bool = False
+    ) -> tuple[Verdict, dict]:
+        """Evaluate one update, guarded: a verdict always comes out, never an exception."""
+        try:
+            return self._evaluate(update, state, restoring=restoring)
+        except Exception as exc:  # whatever one message makes a policy raise is that message's fault
+            reason = f"{type(exc).__name__}: {exc}"[:_MAX_REASON]
+            log.error("update evaluation failed; rejected", update=update.update_id, error=reason)
+            return Verdict(False, EVALUATION_ERROR, reason), {}
+
     def _evaluate(
         self, update: ModelUpdate, state: TaskState | None, *, restoring: bool = False
     ) -> tuple[Verdict, dict]:
@@ -89,8 +117,11 @@ class Decider:
             if not budget.accepted:
                 return Verdict(False, budget.policy, budget.reason), {}
             return Verdict(False, "task_complete", f"task finished after round {state.latest.round}"), {}
+        expected = state.expected()
         try:
-            weights = from_wire(update.tensors)
+            # Bounded by the model before anything is allocated: an update of a 10-parameter model
+            # cannot make governance allocate gigabytes (or overflow torch) before its spec is checked.
+            weights = from_wire(update.tensors, max_elements=spec_elements(expected))
         except TensorCodecError as exc:
             return Verdict(False, "tensor_layout", str(exc)), {}
         decided = self._state.log.decided_ids
@@ -99,7 +130,7 @@ class Decider:
             open_round=state.open_round,
             latest_version=state.latest.version,
             global_weights=state.latest_weights,
-            expected=state.expected(),
+            expected=expected,
             catalog=self._catalog.snapshot(),
             # No copy of the (ever-growing) decided set per update, except to restore one update.
             decided_update_ids=(decided - {update.update_id} if restoring else decided),
@@ -118,7 +149,7 @@ class Decider:
             round=update.round,
             outcome=outcome,
             policy=verdict.policy,
-            reason=verdict.reason,
+            reason=verdict.reason[:_MAX_REASON],
             source_partition=env.partition,
             source_offset=env.offset,
             created_at=utcnow(),

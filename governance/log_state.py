@@ -7,15 +7,20 @@ have a decision.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from governance.log_checks import effective_task, version_problem
 from meshfl.bus import read_all
 from meshfl.events import DecisionOutcome, GovernanceDecision, ModelVersion, TrainingTask
+from meshfl.logs import get_logger
 from meshfl.settings import MeshflSettings
 from meshfl.topics import Topic
 
 WITHDRAWN = "buffer_staleness"
 """Policy of the decision that withdraws an accepted update from the async buffer: it is settled."""
+
+log = get_logger("meshfl.governance")
 
 
 @dataclass
@@ -25,17 +30,39 @@ class LogState:
     aggregated: set[str] = field(default_factory=set)  # update ids consumed by a version or withdrawn
     decided_ids: set[str] = field(default_factory=set)
     decided_at: dict[tuple[int, int], DecisionOutcome] = field(default_factory=dict)  # (partition, offset)
+    ignored_versions: int = 0  # versions skipped because they do not fit their task's model
 
 
-def read_log_state(settings: MeshflSettings) -> LogState:
-    """Snapshot-read tasks, versions and decisions (read_committed: aborted work is invisible)."""
+def read_log_state(
+    settings: MeshflSettings, configured: Mapping[str, TrainingTask] | None = None
+) -> LogState:
+    """Snapshot-read tasks, versions and decisions (read_committed: aborted work is invisible).
+
+    A version that does not fit its task's model (``governance.log_checks.version_problem``, judged
+    against the task that runs: ``configured`` merged with the bus) never becomes a latest version.
+    """
     state = LogState()
     for env in read_all(settings, Topic.TASKS):
         if isinstance(env.event, TrainingTask):
             state.tasks.setdefault(env.event.id, env.event)
+    running = {
+        task_id: effective_task(task, state.tasks.get(task_id))
+        for task_id, task in (configured or {}).items()
+    }
     for env in read_all(settings, Topic.MODEL_VERSIONS):
         if isinstance(env.event, ModelVersion):
             version = env.event
+            problem = version_problem(version, running.get(version.task_id))
+            if problem is not None:
+                state.ignored_versions += 1
+                log.error(
+                    "version does not fit its task; ignored",
+                    task=version.task_id,
+                    version=version.version,
+                    offset=env.offset,
+                    problem=problem[:500],
+                )
+                continue
             state.aggregated.update(version.contributing_updates)
             current = state.latest.get(version.task_id)
             if current is None or version.version > current.version:

@@ -21,12 +21,14 @@ The parts: ``catalog_view`` (which domains serve a task), ``deciding`` (one upda
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from governance.catalog_view import CatalogView
 from governance.closing import RoundCloser, dp_secret
 from governance.deciding import Decider
+from governance.log_checks import decode_version, effective_task
 from governance.log_state import read_log_state
 from governance.policies import check_dp_config
 from governance.rounds import TaskState, initial_version, strategy_params
@@ -34,16 +36,16 @@ from governance.service_state import ServiceState
 from governance.strategies import build_strategy
 from meshfl.bus import Envelope, EventConsumer, EventProducer, ensure_topics
 from meshfl.errors import BusError
-from meshfl.events import TrainingTask
+from meshfl.events import ModelUpdate, TrainingTask
 from meshfl.logs import get_logger
 from meshfl.settings import MeshflSettings
-from meshfl.tensors import from_wire
 from meshfl.topics import Topic, governance_id, topic_name
 
 log = get_logger("meshfl.governance")
 
 _MAX_BATCH = 64
 _BATCH_LINGER_S = 0.02
+_PUBLISHED_VISIBLE_S = 30.0
 
 
 class GovernanceService:
@@ -86,7 +88,11 @@ class GovernanceService:
             self._rebuild()
             self._publish_missing_tasks(producer)
             updates = EventConsumer(
-                self._settings, [Topic.UPDATES], group_id=group, client_id=f"{group}-updates"
+                self._settings,
+                [Topic.UPDATES],
+                group_id=group,
+                client_id=f"{group}-updates",
+                accept=(ModelUpdate,),
             )
             log.info("governance started", tasks=sorted(self._state.tasks), group=group)
             while not stop.is_set():
@@ -138,42 +144,45 @@ class GovernanceService:
     # --- state from the log --------------------------------------------------------------------
 
     def _rebuild(self) -> None:
-        log_state = read_log_state(self._settings)
+        configured = {task.id: task for task in self._configured}
+        log_state = read_log_state(self._settings, configured)
         self._state.log = log_state
         self._state.tasks.clear()
         for task in self._configured:
-            on_bus = log_state.tasks.get(task.id)
-            if on_bus is not None and on_bus.model_dump(exclude={"created_at"}) != task.model_dump(
-                exclude={"created_at"}
-            ):
-                log.warning("task file differs from the task on the bus; the bus wins", task=task.id)
-            effective = on_bus or task
+            effective = effective_task(task, log_state.tasks.get(task.id))
             latest = log_state.latest.get(task.id)
             if latest is None:
                 continue
+            decoded = decode_version(latest, effective)
+            if isinstance(decoded, str):
+                log.error("latest version cannot be decoded; task not run", task=task.id, error=decoded)
+                continue
             self._state.tasks[task.id] = TaskState(
-                task=effective,
-                latest=latest,
-                latest_weights=from_wire(latest.tensors),
-                server_state=from_wire(latest.server_state),
+                task=effective, latest=latest, latest_weights=decoded[0], server_state=decoded[1]
             )
         log.info(
             "state rebuilt from the log",
             versions={k: v.version for k, v in log_state.latest.items()},
             decisions=len(log_state.decided_ids),
+            ignored_versions=log_state.ignored_versions,
         )
 
     def _publish_missing_tasks(self, producer: EventProducer) -> None:
-        missing = [t for t in self._configured if t.id not in self._state.tasks]
+        missing = [t for t in self._configured if t.id not in self._state.log.latest]
         if not missing:
             return
         producer.begin_transaction()
         for task in missing:
             if task.id not in self._state.log.tasks:
                 producer.produce(Topic.TASKS, task, key=task.id)
-            producer.produce(
-                Topic.MODEL_VERSIONS, initial_version(self._state.log.tasks.get(task.id, task)), key=task.id
-            )
+            effective = effective_task(task, self._state.log.tasks.get(task.id))
+            producer.produce(Topic.MODEL_VERSIONS, initial_version(effective), key=task.id)
         producer.commit_transaction()
         log.info("tasks published", tasks=[t.id for t in missing])
+        # The commit returns before the transaction markers move the last stable offset, so a snapshot
+        # read at once may miss the versions just published: read again until they are there.
+        deadline = time.monotonic() + _PUBLISHED_VISIBLE_S
         self._rebuild()
+        while any(t.id not in self._state.log.latest for t in missing) and time.monotonic() < deadline:
+            time.sleep(0.2)
+            self._rebuild()

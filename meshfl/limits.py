@@ -104,6 +104,11 @@ def element_count(shape: Sequence[int], limits: WireLimits = DEFAULT_LIMITS, *, 
     Each dimension must be a non-negative int; the product of the non-zero dimensions must stay within
     ``limits.max_elements`` (itself within int64), checked step by step so that it never overflows.
     """
+    return _counts(shape, limits, name)[0]
+
+
+def _counts(shape: Sequence[int], limits: WireLimits, name: str) -> tuple[int, int]:
+    """(elements, product of the non-zero dimensions) of a checked shape."""
     if len(shape) > limits.max_ndim:
         raise TensorCodecError(f"tensor {name!r}: {len(shape)} dimensions > {limits.max_ndim}")
     nonzero = 1
@@ -121,15 +126,24 @@ def element_count(shape: Sequence[int], limits: WireLimits = DEFAULT_LIMITS, *, 
                 f"tensor {name!r}: shape {_short(shape)} holds more than {limits.max_elements} elements"
             )
         nonzero *= size
-    return 0 if has_zero else nonzero
+    return (0 if has_zero else nonzero), nonzero
 
 
 def check_tensor_header(name: str, shape: Sequence[int], limits: WireLimits = DEFAULT_LIMITS) -> int:
     """Check a tensor's name and shape; returns its element count (``TensorCodecError`` if out of bounds)."""
+    return _header_counts(name, shape, limits)[0]
+
+
+def _header_counts(name: str, shape: Sequence[int], limits: WireLimits) -> tuple[int, int]:
     if not isinstance(name, str) or len(name) > limits.max_name_length:
         shown = name[:40] if isinstance(name, str) else name
         raise TensorCodecError(f"tensor name {shown!r}... longer than {limits.max_name_length} characters")
-    return element_count(shape, limits, name=name)
+    if not name.isascii():
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise TensorCodecError(f"tensor name {name[:40]!r} is not valid UTF-8: {exc.reason}") from exc
+    return _counts(shape, limits, name)
 
 
 def check_wire_tensors(
@@ -140,15 +154,17 @@ def check_wire_tensors(
 ) -> None:
     """Check the tensors of one event by (name, shape); ``max_total_elements`` is the task's model size.
 
-    A model of N scalars has no business receiving a tensor, or a set of tensors, of more than N: so an
-    update of a 10-parameter model cannot make governance allocate gigabytes before its spec is checked.
+    A model of N scalars has no business receiving a tensor, or a set of tensors, of more than N (nor a
+    tensor whose non-zero dimensions multiply past N, even if a zero makes it empty): so an update of a
+    10-parameter model cannot make governance allocate gigabytes before its spec is checked.
     """
     if len(headers) > limits.max_tensors:
         raise TensorCodecError(f"{len(headers)} tensors > {limits.max_tensors}")
     total = 0
     for name, shape in headers:
-        total += check_tensor_header(name, shape, limits)
-        if max_total_elements is not None and total > max_total_elements:
+        elements, nonzero = _header_counts(name, shape, limits)
+        total += elements
+        if max_total_elements is not None and max(total, nonzero) > max_total_elements:
             raise TensorCodecError(
                 f"tensors hold more than the model's {max_total_elements} elements (at {name[:80]!r})"
             )

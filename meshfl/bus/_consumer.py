@@ -23,6 +23,7 @@ from meshfl.bus._dead_letter import (
     MESSAGE_ID_HEADER,
     REASON_EMPTY,
     REASON_UNDECODABLE,
+    REASON_UNEXPECTED,
     REASON_UNKNOWN_SCHEMA,
     DeadLetter,
     DeadLetterWriter,
@@ -59,8 +60,10 @@ class EventConsumer:
         client_id: str | None = None,
         dead_letters: bool = True,
         chunk_timeout: float = 600.0,
+        accept: tuple[type[Event], ...] | None = None,
     ) -> None:
         self._settings = settings
+        self._accept = accept  # other event types are dead-lettered, never handed out
         self._codec = resolve_codec(settings, codec)
         self._names = [topic_name(settings, topic) for topic in topics]
         self._group_id = group_id
@@ -288,6 +291,10 @@ class EventConsumer:
             if event is None:
                 return None
             first_offset = done.first_offset
+        if self._accept is not None and not isinstance(event, self._accept):
+            letter = f"a {type(event).__name__} does not belong on {topic}"
+            self._dead_letters.send(DeadLetter.of(message, REASON_UNEXPECTED, letter))
+            return None
         headers = headers_to_dict(message.headers())
         headers.pop(CHUNK_HEADER, None)
         return Envelope(

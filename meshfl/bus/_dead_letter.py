@@ -33,6 +33,7 @@ GROUP_HEADER = "meshfl-dlq-group"
 REASON_EMPTY = "empty-value"
 REASON_UNKNOWN_SCHEMA = "unknown-schema"
 REASON_UNDECODABLE = "undecodable"
+REASON_UNEXPECTED = "unexpected-event"
 
 _MAX_ERROR_TEXT = 1000
 

@@ -243,7 +243,7 @@ class Reassembler:
                 last_offset=offset,
             )
 
-        if chunk.count < 1 or chunk.index >= chunk.count:
+        if chunk.count < 1 or not 0 <= chunk.index < chunk.count:
             raise fail(REASON_CORRUPT, f"index {chunk.index} outside a set of {chunk.count}")
         if chunk.total_size < 0 or chunk.count > max(1, chunk.total_size):
             raise fail(REASON_CORRUPT, f"{chunk.count} chunks cannot hold {chunk.total_size} bytes")
@@ -283,7 +283,7 @@ class Reassembler:
             pending.sha256,
         ):
             self._reject(key, REASON_CORRUPT, f"chunk {chunk.index} disagrees on count, size or sha256")
-        if chunk.index >= pending.count:
+        if not 0 <= chunk.index < pending.count:
             self._reject(key, REASON_CORRUPT, f"index {chunk.index} outside a set of {pending.count}")
 
     def _complete(self, key: SetKey, pending: _PendingSet) -> Reassembled:
