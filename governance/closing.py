@@ -21,6 +21,7 @@ from meshfl.bus import EventProducer
 from meshfl.errors import ConfigError
 from meshfl.events import TrainingTask, utcnow
 from meshfl.logs import get_logger
+from meshfl.metrics import METRICS
 from meshfl.settings import MeshflSettings
 from meshfl.topics import Topic
 
@@ -114,15 +115,16 @@ class RoundCloser:
             for item in chosen
         ]
         try:
-            version = aggregate_version(
-                state.task,
-                state.latest,
-                state.latest_weights,
-                state.server_state,
-                updates,
-                created_at=utcnow(),
-                dp_secret=dp_secret(self._settings, state.task),
-            )
+            with METRICS.aggregate_seconds.labels(state.task.id).time():
+                version = aggregate_version(
+                    state.task,
+                    state.latest,
+                    state.latest_weights,
+                    state.server_state,
+                    updates,
+                    created_at=utcnow(),
+                    dp_secret=dp_secret(self._settings, state.task),
+                )
         except ValueError as exc:
             # e.g. Bulyan with fewer than 4f+3 updates: wait for more rather than publish a weak version.
             state.failed_with = len(state.pending)

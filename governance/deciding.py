@@ -24,6 +24,7 @@ from meshfl.errors import TensorCodecError
 from meshfl.events import DecisionOutcome, GovernanceDecision, ModelUpdate, utcnow
 from meshfl.limits import spec_elements
 from meshfl.logs import get_logger
+from meshfl.metrics import METRICS
 from meshfl.tensors import from_wire
 from meshfl.topics import Topic
 
@@ -136,7 +137,8 @@ class Decider:
             decided_update_ids=(decided - {update.update_id} if restoring else decided),
             accepted_domains_this_round=frozenset(state.accepted_domains()),
         )
-        verdict, final = evaluate_update(Candidate(update=update, weights=weights), context)
+        with METRICS.check_seconds.labels(state.task.id).time():
+            verdict, final = evaluate_update(Candidate(update=update, weights=weights), context)
         return verdict, dict(final)
 
     def _decide(self, producer: EventProducer, update: ModelUpdate, env: Envelope, verdict: Verdict) -> None:

@@ -32,12 +32,14 @@ from governance.log_checks import decode_version, effective_task
 from governance.log_state import read_log_state
 from governance.policies import check_dp_config
 from governance.rounds import TaskState, initial_version, strategy_params
+from governance.service_metrics import count_committed
 from governance.service_state import ServiceState
 from governance.strategies import build_strategy
 from meshfl.bus import Envelope, EventConsumer, EventProducer, ensure_topics
 from meshfl.errors import BusError
 from meshfl.events import ModelUpdate, TrainingTask
 from meshfl.logs import get_logger
+from meshfl.metrics import Health
 from meshfl.settings import MeshflSettings
 from meshfl.topics import Topic, governance_id, topic_name
 
@@ -59,8 +61,10 @@ class GovernanceService:
         service_id: str = "governance",
         poll_timeout: float = 0.2,
         exit_when_complete: bool = False,
+        health: Health | None = None,
     ) -> None:
         self._settings = settings
+        self._health = health or Health()
         self._configured = list(tasks)
         self._service_id = service_id
         self._poll_timeout = poll_timeout
@@ -79,7 +83,12 @@ class GovernanceService:
             dp_secret(self._settings, task)
         ensure_topics(self._settings)
         group = governance_id(self._settings, self._service_id)
-        producer = EventProducer(self._settings, transactional_id=group, client_id=f"{group}-producer")
+        producer = EventProducer(
+            self._settings,
+            transactional_id=group,
+            client_id=f"{group}-producer",
+            on_committed=count_committed,
+        )
         catalog = EventConsumer(self._settings, [Topic.CATALOG], client_id=f"{group}-catalog")
         self._catalog.attach(catalog)
         updates: EventConsumer | None = None
@@ -94,6 +103,7 @@ class GovernanceService:
                 client_id=f"{group}-updates",
                 accept=(ModelUpdate,),
             )
+            self._health.set_ready()
             log.info("governance started", tasks=sorted(self._state.tasks), group=group)
             while not stop.is_set():
                 self._catalog.take()

@@ -75,6 +75,11 @@ class MeshflSettings(BaseSettings):
     signature_window_seconds: float = Field(
         900.0, gt=0, description="Largest gap between an event's signing time and its Kafka record time."
     )
+    statistics_interval_ms: int = Field(
+        0,
+        ge=0,
+        description="librdkafka statistics for the metrics endpoint (0 = off; --metrics-port sets it).",
+    )
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "INFO"
 

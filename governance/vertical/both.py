@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from meshfl.events import TrainingTask
 from meshfl.identity import Signer
 from meshfl.logs import get_logger
+from meshfl.metrics import Health
 from meshfl.settings import MeshflSettings
 from meshfl.vertical.events import SplitTask
 
@@ -24,8 +25,11 @@ def run_governance(
     service_id: str = "governance",
     exit_when_complete: bool = False,
     signer: Signer | None = None,
+    health: Health | None = None,
 ) -> int:
-    """Run the services the tasks need until ``stop`` (or, with ``exit_when_complete``, all are done)."""
+    """Run the services the tasks need until ``stop`` (or, with ``exit_when_complete``, all are done).
+
+    ``health`` turns ready when the horizontal service has rebuilt its state (at once without one)."""
     from governance.service import GovernanceService
     from governance.vertical.service import SplitGovernance
 
@@ -35,9 +39,15 @@ def run_governance(
     if horizontal or not vertical:
         runs.append(
             GovernanceService(
-                settings, horizontal, service_id=service_id, exit_when_complete=exit_when_complete
+                settings,
+                horizontal,
+                service_id=service_id,
+                exit_when_complete=exit_when_complete,
+                health=health,
             ).run
         )
+    elif health is not None:
+        health.set_ready()
     if vertical:
         runs.append(
             SplitGovernance(settings, vertical, signer=signer, exit_when_complete=exit_when_complete).run

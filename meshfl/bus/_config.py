@@ -67,7 +67,7 @@ def producer_config(
         config["transactional.id"] = transactional_id
     if client_id is not None:
         config["client.id"] = client_id
-    return config
+    return with_statistics(settings, config, client_id or transactional_id or "producer")
 
 
 def consumer_config(
@@ -92,6 +92,16 @@ def consumer_config(
         config["auto.offset.reset"] = "earliest"
     if client_id is not None:
         config["client.id"] = client_id
+    return with_statistics(settings, config, client_id or group_id or "reader")
+
+
+def with_statistics(settings: MeshflSettings, config: dict[str, Any], role: str) -> dict[str, Any]:
+    """Turn on librdkafka's statistics, folded into meshfl's metrics, when a daemon serves them."""
+    if settings.statistics_interval_ms > 0:
+        from meshfl.metrics import stats_callback
+
+        config["statistics.interval.ms"] = settings.statistics_interval_ms
+        config["stats_cb"] = stats_callback(role)
     return config
 
 

@@ -34,6 +34,7 @@ from meshfl.bus._reassembly import ChunkSetError, Reassembled, Reassembler
 from meshfl.errors import BusError, CodecError, UnknownSchemaError
 from meshfl.events import Chunk, Event
 from meshfl.logs import get_logger
+from meshfl.metrics import METRICS
 from meshfl.settings import MeshflSettings
 from meshfl.topics import Topic, topic_name
 
@@ -67,6 +68,7 @@ class EventConsumer:
         self._codec = resolve_codec(settings, codec)
         self._names = [topic_name(settings, topic) for topic in topics]
         self._group_id = group_id
+        self._role = client_id or group_id or "reader"
         self._dead_letters = DeadLetterWriter(settings, enabled=dead_letters, group_id=group_id)
         self._reassembler = Reassembler(
             max_buffered_bytes=settings.max_payload_bytes,
@@ -235,7 +237,10 @@ class EventConsumer:
         key = (topic, partition)
         broker_ms = self._broker_time(message, topic)
         self._clock_ms[key] = clock = max(self._clock_ms.get(key, broker_ms), broker_ms)
+        started = time.perf_counter()
         envelope = self._decode(message, topic, partition, offset, broker_ms, timestamp_ms)
+        METRICS.decode_seconds.labels(self._role).observe(time.perf_counter() - started)
+        METRICS.chunk_sets_pending.labels(self._role).set(self._reassembler.pending_sets)
         self._next[key] = offset + 1
         for rejected in self._reassembler.expire(clock, key):
             self._dead_letter_set(rejected, None)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 import uuid
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
@@ -50,8 +50,14 @@ class EventProducer:
         transactional_id: str | None = None,
         client_id: str | None = None,
         signer: Signer | None = None,
+        on_committed: Callable[[Topic, Event], None] | None = None,
     ) -> None:
+        """``on_committed`` sees each event once it is visible to read_committed readers (after the
+        commit of its transaction; without transactions, once queued): metrics count what the log holds,
+        never what an aborted transaction took back."""
         self._settings = settings
+        self._on_committed = on_committed
+        self._uncommitted: list[tuple[Topic, Event]] = []
         self._signer = signer
         self._codec = resolve_codec(settings, codec)
         self._transactional = transactional_id is not None
@@ -96,6 +102,11 @@ class EventProducer:
             event = self._signer.sign(event, digests=digests)
         payload = self._codec.encode(event)
         extra = headers_to_list(headers)
+        if self._on_committed is not None:
+            if self._in_transaction:
+                self._uncommitted.append((topic, event))
+            else:
+                self._on_committed(topic, event)
         if len(payload) <= self._settings.max_message_bytes:
             self._send(name, payload, key=key, headers=extra, partition=None)
             return
@@ -169,6 +180,10 @@ class EventProducer:
                 raise BusError(f"transaction aborted: {error.str()}") from exc
             raise bus_error("committing a transaction", exc) from exc
         self._in_transaction = False
+        committed, self._uncommitted = self._uncommitted, []
+        if self._on_committed is not None:
+            for topic, event in committed:
+                self._on_committed(topic, event)
         self._raise_failures()
 
     def abort_transaction(self) -> None:
@@ -180,6 +195,7 @@ class EventProducer:
         finally:
             self._failures.clear()
             self._failure_count = 0
+            self._uncommitted.clear()
         self._in_transaction = False
 
     def close(self) -> None:

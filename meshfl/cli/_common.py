@@ -18,6 +18,22 @@ BootstrapOption = Annotated[
     ),
 ]
 PrefixOption = Annotated[str | None, typer.Option("--topic-prefix", help="Prefix of meshfl topics.")]
+MetricsPortOption = Annotated[
+    int | None,
+    typer.Option(
+        "--metrics-port",
+        help="Serve Prometheus /metrics, /healthz and /readyz on this port (0: any free port).",
+    ),
+]
+STATISTICS_INTERVAL_MS = 5_000
+"""How often librdkafka reports bytes and consumer lag to the metrics when a daemon serves them."""
+
+
+def with_metrics(settings: MeshflSettings, metrics_port: int | None) -> MeshflSettings:
+    """Settings whose Kafka clients report statistics, when the daemon serves metrics."""
+    if metrics_port is None or settings.statistics_interval_ms:
+        return settings
+    return settings.model_copy(update={"statistics_interval_ms": STATISTICS_INTERVAL_MS})
 
 
 def settings_from(bootstrap: str | None = None, topic_prefix: str | None = None) -> MeshflSettings:

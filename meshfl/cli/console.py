@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from meshfl.cli._common import BootstrapOption, PrefixOption, settings_from
+from meshfl.cli._common import BootstrapOption, MetricsPortOption, PrefixOption, settings_from, with_metrics
 from meshfl.cli._daemon import run_daemon
 
 
@@ -17,6 +17,7 @@ def console(
     replay_interval: Annotated[
         float, typer.Option(help="Seconds between replays of the tasks whose versions changed.")
     ] = 5.0,
+    metrics_port: MetricsPortOption = None,
     bootstrap: BootstrapOption = None,
     topic_prefix: PrefixOption = None,
 ) -> None:
@@ -26,10 +27,14 @@ def console(
     and /readyz.
     """
     from meshfl.console import run_console
+    from meshfl.metrics import Health
 
-    settings = settings_from(bootstrap, topic_prefix)
+    settings = with_metrics(settings_from(bootstrap, topic_prefix), metrics_port)
+    health = Health()
 
     def _run(stop: threading.Event) -> int:
-        return run_console(settings, stop, host=host, port=port, replay_interval=replay_interval)
+        return run_console(
+            settings, stop, host=host, port=port, replay_interval=replay_interval, health=health
+        )
 
-    run_daemon("console", _run)
+    run_daemon("console", _run, metrics_port=metrics_port, health=health)

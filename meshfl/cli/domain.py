@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from meshfl.cli._common import BootstrapOption, PrefixOption, settings_from
+from meshfl.cli._common import BootstrapOption, MetricsPortOption, PrefixOption, settings_from, with_metrics
 from meshfl.cli._daemon import run_daemon
 
 app = typer.Typer(
@@ -26,21 +26,29 @@ def run(
     simulate_delay: Annotated[
         float, typer.Option(help="Extra seconds per local training, to try stragglers and async mode.")
     ] = 0.0,
+    metrics_port: MetricsPortOption = None,
     bootstrap: BootstrapOption = None,
     topic_prefix: PrefixOption = None,
 ) -> None:
     """Run the domain agent until SIGTERM/SIGINT; it stops after its current step."""
     from meshfl.domain.agent import DomainAgent
+    from meshfl.metrics import Health
 
-    settings = settings_from(bootstrap, topic_prefix)
+    settings = with_metrics(settings_from(bootstrap, topic_prefix), metrics_port)
+    health = Health()
 
     def _run(stop: threading.Event) -> int:
         agent = DomainAgent(
-            settings, domain, heartbeat_interval=heartbeat, threads=threads, simulate_delay=simulate_delay
+            settings,
+            domain,
+            heartbeat_interval=heartbeat,
+            threads=threads,
+            simulate_delay=simulate_delay,
+            health=health,
         )
         return agent.run(stop)
 
-    run_daemon(f"domain:{domain.name}", _run)
+    run_daemon(f"domain:{domain.name}", _run, metrics_port=metrics_port, health=health)
 
 
 @app.command("split")

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from meshfl.cli._common import BootstrapOption, PrefixOption, settings_from
+from meshfl.cli._common import BootstrapOption, MetricsPortOption, PrefixOption, settings_from, with_metrics
 from meshfl.cli._daemon import run_daemon
 
 app = typer.Typer(help="The governance service: policies, aggregation, model versions.", no_args_is_help=True)
@@ -23,6 +23,7 @@ def run(
     exit_when_complete: Annotated[
         bool, typer.Option(help="Exit once every task has run all rounds.")
     ] = False,
+    metrics_port: MetricsPortOption = None,
     bootstrap: BootstrapOption = None,
     topic_prefix: PrefixOption = None,
 ) -> None:
@@ -30,13 +31,20 @@ def run(
     vertical (split-learning) tasks beside them."""
     from governance.vertical.both import run_governance
     from meshfl.domain.tasks import load_any_task_file
+    from meshfl.metrics import Health
 
-    settings = settings_from(bootstrap, topic_prefix)
+    settings = with_metrics(settings_from(bootstrap, topic_prefix), metrics_port)
+    health = Health()
 
     def _run(stop: threading.Event) -> int:
         loaded = [load_any_task_file(path) for path in tasks]
         return run_governance(
-            settings, loaded, stop, service_id=service_id, exit_when_complete=exit_when_complete
+            settings,
+            loaded,
+            stop,
+            service_id=service_id,
+            exit_when_complete=exit_when_complete,
+            health=health,
         )
 
-    run_daemon("governance", _run)
+    run_daemon("governance", _run, metrics_port=metrics_port, health=health)

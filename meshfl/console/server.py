@@ -10,6 +10,7 @@ from meshfl.console.app import console_app
 from meshfl.console.reader import BusFollower
 from meshfl.errors import ConfigError
 from meshfl.logs import get_logger
+from meshfl.metrics import Health
 from meshfl.settings import MeshflSettings
 
 log = get_logger("meshfl.console")
@@ -22,6 +23,7 @@ def run_console(
     host: str = "127.0.0.1",
     port: int = 8080,
     replay_interval: float = 5.0,
+    health: Health | None = None,
 ) -> int:
     """Serve until ``stop`` is set; returns the exit code (0, or 2 when the port cannot be had).
 
@@ -44,6 +46,8 @@ def run_console(
                 break
         log.info("console serving", url=f"http://{host}:{port}/", topic_prefix=settings.topic_prefix)
         while not stop.wait(0.5):
+            if health is not None and follower.caught_up.is_set() and not health.ready:
+                health.set_ready()
             if not thread.is_alive():
                 raise ConfigError(f"the console's web server on {host}:{port} stopped")
         return 0

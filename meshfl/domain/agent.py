@@ -27,6 +27,7 @@ from meshfl.events import (
     AgentProgress,
     AgentStatus,
     DomainHeartbeat,
+    Event,
     ModelUpdate,
     ModelVersion,
     TrainingTask,
@@ -34,6 +35,7 @@ from meshfl.events import (
 )
 from meshfl.limits import spec_elements
 from meshfl.logs import get_logger
+from meshfl.metrics import METRICS, Health
 from meshfl.modelspec import expected_shapes
 from meshfl.settings import MeshflSettings
 from meshfl.tensors import from_wire, to_wire
@@ -42,6 +44,12 @@ from meshfl.topics import Topic, agent_transactional_id, client_name
 log = get_logger("meshfl.domain")
 
 _UPDATE_NS = uuid.UUID("0b6a3c55-7f0e-4f3c-9a3e-5d1f2f6b8c21")
+
+
+def count_published(topic: Topic, event: Event) -> None:
+    """Metrics of what the agent's committed transactions put on the bus."""
+    if isinstance(event, ModelUpdate):
+        METRICS.updates_published.labels(event.domain, event.task_id).inc()
 
 
 def update_id_for(task_id: str, round_: int, domain: str) -> str:
@@ -77,8 +85,10 @@ class DomainAgent:
         threads: int | None = None,
         poll_timeout: float = 0.5,
         simulate_delay: float = 0.0,
+        health: Health | None = None,
     ) -> None:
         self._settings = settings
+        self._health = health or Health()
         self._config: DomainConfig = load_domain(domain_dir)
         self._domain = self._config.name
         self._agent_id = f"{self._domain}-{uuid.uuid4().hex[:8]}"
@@ -104,6 +114,7 @@ class DomainAgent:
             self._settings,
             transactional_id=agent_transactional_id(self._settings, self._domain),
             client_id=client_name(self._settings, f"agent-{self._domain}"),
+            on_committed=count_published,
         )
         beat_stop = threading.Event()
         beats = threading.Thread(target=self._heartbeats, args=(beat_stop,), name="heartbeats", daemon=True)
@@ -118,6 +129,7 @@ class DomainAgent:
                 client_id=client_name(self._settings, f"agent-{self._domain}-subscriber"),
             )
             self._status = AgentStatus.IDLE
+            self._health.set_ready()
             log.info(
                 "agent started", domain=self._domain, products=[p.id for p in self._config.data_products]
             )
@@ -249,6 +261,8 @@ class DomainAgent:
         result = self._train_guarded(task, version, data, round_)
         if result is None:
             return
+        METRICS.rounds_trained.labels(self._domain, task_id).inc()
+        METRICS.training_seconds.labels(self._domain, task_id).observe(time.perf_counter() - started)
         if self._simulate_delay > 0 and self._stop.wait(self._simulate_delay):
             self._status = AgentStatus.STOPPING  # a straggler on purpose, asked to stop: publish nothing
             return

@@ -10,6 +10,7 @@ Kubernetes readiness probe or a systemd watchdog should wait for).
 from __future__ import annotations
 
 from meshfl.metrics._instruments import METRICS, Metrics
+from meshfl.metrics._kafka_stats import KafkaStats, stats_callback
 from meshfl.metrics._server import Health, MetricsServer, serve
 
-__all__ = ["METRICS", "Health", "Metrics", "MetricsServer", "serve"]
+__all__ = ["METRICS", "Health", "KafkaStats", "Metrics", "MetricsServer", "serve", "stats_callback"]

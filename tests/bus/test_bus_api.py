@@ -47,7 +47,14 @@ def test_envelope_fields() -> None:
 
 def test_client_signatures() -> None:
     producer = inspect.signature(bus.EventProducer)
-    assert list(producer.parameters) == ["settings", "codec", "transactional_id", "client_id", "signer"]
+    assert list(producer.parameters) == [
+        "settings",
+        "codec",
+        "transactional_id",
+        "client_id",
+        "signer",
+        "on_committed",
+    ]
     consumer = inspect.signature(bus.EventConsumer)
     assert list(consumer.parameters)[:8] == [
         "settings",
