@@ -10,8 +10,9 @@ fixed denominator; meshfl implements the uniform case only).
 Adjacency: **zero-out** -- two federations are neighbours when one domain's contribution is replaced by
 the zero delta: its *content* is added or removed, its participation stays. Participation cannot be
 protected here: ``n`` and the contributing domains are public in every version (removing a participant
-changes ``n``, visibly). Which domains took part in which version is therefore *not* protected. What the epsilon bounds is what the released versions reveal about the content of a
-domain's update (hence its data). Under **replace-one** adjacency (one domain's update swapped for any
+changes ``n``, visibly). Which domains took part in which version is therefore *not* protected. What
+the epsilon bounds is what the released versions reveal about the content of a domain's update (hence
+its data). Under **replace-one** adjacency (one domain's update swapped for any
 other) the sum moves by up to ``2C``: the same mechanism gives the guarantee of noise multiplier
 ``z / 2`` (for ``z = 1``, 100 releases, delta 1e-5: epsilon 96 under zero-out, 295 under replace-one), so
 double ``noise_multiplier`` to keep the reported epsilon.
