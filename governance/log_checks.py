@@ -5,8 +5,9 @@ put there; one bad record must not stop the service (it would read the same reco
 and die again). So:
 
 * ``effective_task``: the task on the bus wins over the task file only if it passes the same
-  validation as a task file (sizes, epochs, rounds within limits); otherwise the file's task runs and
-  the bus's is reported.
+  validation as a task file (sizes, epochs, rounds within limits, a DP policy the noise is calibrated
+  for) and, when the file asks for central DP, has the very same privacy policy (a bus task must not
+  turn the file's DP off or weaken it); otherwise the file's task runs and the bus's is reported.
 * ``version_problem``: a version becomes a task's latest only if its tensors are, by their headers
   alone (no allocation), exactly the task's model (names and shapes), with a server state of
   bounded size. What fails is skipped with its reason.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import torch
 
+from governance.policies.dp_config import check_dp_config
 from meshfl.domain.tasks import check_task
 from meshfl.errors import ConfigError, TensorCodecError
 from meshfl.events import ModelVersion, TrainingTask
@@ -39,6 +41,9 @@ def effective_task(configured: TrainingTask, on_bus: TrainingTask | None) -> Tra
         return configured
     try:
         check_task(on_bus)
+        check_dp_config(on_bus)
+        if configured.privacy is not None and on_bus.privacy != configured.privacy:
+            raise ConfigError(f"privacy {on_bus.privacy} on the bus, {configured.privacy} in the task file")
     except ConfigError as exc:
         log.error("task on the bus is invalid; running the task file's", task=configured.id, error=str(exc))
         return configured

@@ -242,3 +242,16 @@ def test_governance_refuses_an_uncalibrated_dp_task_or_a_short_secret_at_start()
     short = MeshflSettings(dp_secret=SecretStr("s3cret"))
     with pytest.raises(ConfigError, match="too short"):
         GovernanceService(short, [make_task(privacy=PRIVACY)]).run(threading.Event())
+
+
+def test_a_task_on_the_bus_cannot_turn_the_files_dp_off_or_uncalibrate_it() -> None:
+    from governance.log_checks import effective_task
+
+    configured = make_task(privacy=PRIVACY)
+    assert effective_task(configured, make_task()) == configured  # DP dropped on the bus: the file runs
+    weaker = make_task(privacy=PRIVACY.model_copy(update={"noise_multiplier": 0.1}))
+    assert effective_task(configured, weaker) == configured
+    median = make_task(privacy=PRIVACY, strategy=StrategySpec(name="fedmedian"))
+    assert effective_task(make_task(), median).strategy.name == "fedavg"  # uncalibrated DP on the bus
+    same = configured.model_copy(update={"description": "as published"})
+    assert effective_task(configured, same) == same  # otherwise the bus wins, as before
