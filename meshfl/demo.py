@@ -28,7 +28,7 @@ from meshfl.domain.data import load_xy_file, prepare_local_data, product_serves
 from meshfl.domain.tasks import load_task_file
 from meshfl.domain.training import evaluate, train_centralized
 from meshfl.errors import MeshflError
-from meshfl.events import FederationMode, ModelVersion, TrainingTask
+from meshfl.events import FederationMode, ModelVersion, StrategySpec, TrainingTask
 from meshfl.logs import get_logger
 from meshfl.settings import MeshflSettings
 from meshfl.tensors import from_wire
@@ -96,7 +96,8 @@ def plan_demo(
     if mode is not None and mode != task.mode:
         overrides["mode"] = mode
         if mode == FederationMode.ASYNC:
-            overrides["strategy"] = task.strategy.model_copy(update={"name": "fedbuff"})
+            if task.strategy.name != "fedbuff":  # a sync strategy's parameters do not apply to FedBuff
+                overrides["strategy"] = StrategySpec(name="fedbuff")
             policy = task.round_policy
             # FedBuff: aggregate every K = 3 accepted updates and let updates be up to 4 versions old,
             # unless the task file says otherwise; a barrier over all domains would not be async.

@@ -238,6 +238,7 @@ class TrainingTask(Event):
     local_epochs: int = 1
     batch_size: int = 32
     learning_rate: float = 0.05
+    lr_schedule: str = Field("constant", description="constant | cosine (meshfl.domain.training)")
     optimizer: str = "sgd"
     seed: int = 0
     round_policy: RoundPolicy = Field(default_factory=RoundPolicy)

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from governance.strategies.accumulator import WeightedSumAccumulator
 from governance.strategies.base import AggregateResult, ClientUpdate, Strategy, Weights
 from governance.strategies.bulyan import Bulyan
+from governance.strategies.centeredclip import CenteredClipping
 from governance.strategies.fedadagrad import FedAdagrad
 from governance.strategies.fedadam import FedAdam
 from governance.strategies.fedavg import FedAvg
@@ -26,12 +27,14 @@ from governance.strategies.fedprox import FedProx, proximal_term
 from governance.strategies.fedtrimmedavg import FedTrimmedAvg
 from governance.strategies.fedyogi import FedYogi
 from governance.strategies.krum import Krum, MultiKrum
+from governance.strategies.normbound import NormBound
 from meshfl.errors import ConfigError
 
 __all__ = [
     "STRATEGIES",
     "AggregateResult",
     "Bulyan",
+    "CenteredClipping",
     "ClientUpdate",
     "FedAdagrad",
     "FedAdam",
@@ -45,6 +48,7 @@ __all__ = [
     "FedYogi",
     "Krum",
     "MultiKrum",
+    "NormBound",
     "Strategy",
     "WeightedSumAccumulator",
     "Weights",
@@ -65,6 +69,8 @@ STRATEGIES: dict[str, type[Strategy]] = {
     "krum": Krum,
     "multikrum": MultiKrum,
     "bulyan": Bulyan,
+    "normbound": NormBound,
+    "centeredclip": CenteredClipping,
     "fedbuff": FedBuff,
 }
 

@@ -34,7 +34,9 @@ class ClientUpdate:
     """One domain's contribution to a round: its full local weights after training (not a delta).
 
     ``staleness`` is how many global versions were published between the version the domain trained
-    from and the one being aggregated into (0 for a synchronous round).
+    from and the one being aggregated into (0 for a synchronous round). ``base`` is the global weights
+    of that version when the caller holds them (asynchronous rounds): a strategy that aggregates deltas
+    (FedBuff) then takes each update's delta against its own base, not against the current global.
     """
 
     update_id: str
@@ -42,6 +44,7 @@ class ClientUpdate:
     weights: Mapping[str, torch.Tensor]
     num_examples: int
     staleness: int = 0
+    base: Mapping[str, torch.Tensor] | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.num_examples, bool) or not isinstance(self.num_examples, int):

@@ -8,7 +8,8 @@ Aggregation", AISTATS 2022, https://arxiv.org/abs/2106.06639. Staleness weight a
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 
 import torch
 
@@ -38,17 +39,38 @@ def staleness_weight(staleness: int, alpha: float) -> float:
     return base**-alpha
 
 
+class FedBuffAccumulator(WeightedSumAccumulator):
+    """FedBuff's running sums: ``sum_i s_i n_i w_i``, and ``sum_i s_i n_i b_i`` when updates carry a base.
+
+    Either every update folded in carries its ``base`` or none does (``ValueError`` otherwise): the mean
+    delta is then ``mean(w) - mean(b)`` over the same weights, both summed in float64 in fold order.
+    """
+
+    def __init__(self, global_weights: Weights, *, weight_of: Callable[[ClientUpdate], float]) -> None:
+        super().__init__(global_weights, weight_of=weight_of)
+        self.bases = WeightedSumAccumulator(global_weights, weight_of=weight_of)
+
+    def add(self, update: ClientUpdate) -> None:
+        if self.count and (update.base is None) != (self.bases.count == 0):
+            raise ValueError("either every update of a FedBuff buffer carries its base version or none does")
+        if update.base is not None:
+            check_weights(update.base, self.spec, what=f"base of update {update.update_id}")
+        super().add(update)
+        if update.base is not None:
+            self.bases.add(replace(update, weights=update.base, base=None))
+
+
 class FedBuff(FedAvg):
-    """``w = w_g + lr * sum_i s_i n_i (w_i - w_g) / sum_i s_i n_i`` with ``s_i = s(staleness_i)``.
+    """``w = w_g + lr * sum_i s_i n_i (w_i - b_i) / sum_i s_i n_i`` with ``s_i = s(staleness_i)``.
 
     The service aggregates as soon as its buffer holds enough updates, whatever global version each one
-    was trained from; older updates count less. Updates staler than ``max_staleness`` must be rejected by
-    the caller (a governance decision); they raise ``ValueError`` here. With ``server_learning_rate = 1``
-    the result is the ``s_i n_i``-weighted mean itself (and with ``staleness_alpha = 0`` exactly FedAvg).
-
-    ``w_i - w_g`` uses the current global weights, as the formula states: for a stale update that is the
-    domain's progress plus the gap between the version it trained from and the current one. A caller that
-    still holds that base version can pass ``w_g + (w_i - w_base)`` instead to aggregate the pure delta.
+    was trained from; older updates count less. ``b_i`` is the version update ``i`` trained from
+    (``ClientUpdate.base``), as in Nguyen et al. (Algorithm 1: the server sums the clients' deltas): a
+    stale update then brings its own progress and no pull back towards the older version it started
+    from. Without bases, ``b_i = w_g`` (the current global weights), which is exact for fresh updates.
+    Updates staler than ``max_staleness`` must be rejected by the caller (a governance decision); they
+    raise ``ValueError`` here. With ``server_learning_rate = 1`` and no bases the result is the
+    ``s_i n_i``-weighted mean itself (and with ``staleness_alpha = 0`` exactly FedAvg).
     """
 
     name = "fedbuff"
@@ -74,6 +96,9 @@ class FedBuff(FedAvg):
             )
         return staleness_weight(update.staleness, self.staleness_alpha) * update.num_examples
 
+    def accumulator(self, global_weights: Weights) -> FedBuffAccumulator:
+        return FedBuffAccumulator(global_weights, weight_of=self.update_weight)
+
     def finalize(
         self,
         accumulator: WeightedSumAccumulator,
@@ -82,12 +107,17 @@ class FedBuff(FedAvg):
     ) -> AggregateResult:
         check_weights(global_weights, accumulator.spec, what="global weights")
         check_state(state, {})
-        if self.server_learning_rate == 1.0:
+        bases = accumulator.bases if isinstance(accumulator, FedBuffAccumulator) else None
+        if bases is not None and bases.count == 0:
+            bases = None
+        if bases is None and self.server_learning_rate == 1.0:
             return AggregateResult(weights=accumulator.result(), state={})
         means = accumulator.mean_float64()
+        base_means = bases.mean_float64() if bases is not None else None
         weights: dict[str, torch.Tensor] = {}
         for name, reference in global_weights.items():
-            current = reference.to(torch.float64)
-            step = means.pop(name).sub_(current).mul_(self.server_learning_rate)
+            current = reference.to(torch.float64, copy=True)
+            start = base_means.pop(name) if base_means is not None else current
+            step = means.pop(name).sub_(start).mul_(self.server_learning_rate)
             weights[name] = cast_like(current.add_(step), reference.dtype)
         return AggregateResult(weights=weights, state={})

@@ -331,6 +331,7 @@ class DomainAgent:
                 proximal_mu=float(task.strategy.params.get("proximal_mu", 0.0)),
                 holdout=data.holdout,
                 stop=self._stop,
+                round_=round_,
             )
         except TrainingStopped:
             self._status = AgentStatus.STOPPING

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from meshfl.domain.training import OPTIMIZERS
+from meshfl.domain.training import LR_SCHEDULES, OPTIMIZERS
 from meshfl.errors import ConfigError
 from meshfl.events import TrainingTask
 from meshfl.limits import DEFAULT_TASK_LIMITS, TaskLimits
@@ -69,6 +69,8 @@ def check_task(task: TrainingTask, limits: TaskLimits = DEFAULT_TASK_LIMITS) -> 
         )
     if task.optimizer not in OPTIMIZERS:
         raise ConfigError(f"optimizer: unknown {task.optimizer!r}; known: {', '.join(OPTIMIZERS)}")
+    if task.lr_schedule not in LR_SCHEDULES:
+        raise ConfigError(f"lr_schedule: unknown {task.lr_schedule!r}; known: {', '.join(LR_SCHEDULES)}")
     if task.batch_size < 1 or task.local_epochs < 1 or task.learning_rate <= 0:
         raise ConfigError("batch_size, local_epochs and learning_rate must be positive")
 

@@ -3,7 +3,9 @@
 ``train_local`` is the client step of FedAvg [McMahan et al., 2017, "Communication-Efficient Learning
 of Deep Networks from Decentralized Data", arXiv:1602.05629]: start from the global weights, run
 ``local_epochs`` of minibatch SGD (momentum 0.9) or Adam on cross-entropy, return the new weights and
-the number of examples. With ``proximal_mu > 0`` it is the FedProx client step [Li et al., 2020,
+the number of examples. The learning rate follows ``task.lr_schedule`` over the rounds
+(:func:`learning_rate_at`); the centralized baseline follows the same schedule over the same epochs.
+With ``proximal_mu > 0`` it is the FedProx client step [Li et al., 2020,
 "Federated Optimization in Heterogeneous Networks", arXiv:1812.06127]: the loss gets
 ``mu/2 * ||w - w_global||^2``, which keeps local weights near the global model under skewed data.
 
@@ -18,6 +20,7 @@ in FedAvg; ``global_state`` is never modified.
 from __future__ import annotations
 
 import hashlib
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -38,6 +41,24 @@ _OPTIMIZERS: dict[str, Callable[[Iterable[nn.Parameter], float], torch.optim.Opt
     "adam": lambda params, lr: torch.optim.Adam(params, lr=lr),
 }
 OPTIMIZERS: tuple[str, ...] = tuple(_OPTIMIZERS)
+LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine")
+
+
+def learning_rate_at(task: TrainingTask, round_: int) -> float:
+    """The local learning rate of round ``round_`` (1-based) under ``task.lr_schedule``.
+
+    ``cosine`` is ``lr * (1 + cos(pi * (round - 1) / rounds)) / 2``: the full rate in round 1, decaying
+    towards 0 by the last round (Loshchilov and Hutter, "SGDR", ICLR 2017, arXiv:1608.03983). A decaying
+    rate is what makes FedAvg converge on non-IID data (Li et al., "On the Convergence of FedAvg on
+    Non-IID Data", ICLR 2020, arXiv:1907.02189): with a constant one the last round's local drift stays
+    as large as the first's. Rounds past ``task.rounds`` (async versions) keep the last round's rate.
+    """
+    if task.lr_schedule == "constant":
+        return task.learning_rate
+    if task.lr_schedule == "cosine":
+        progress = (min(max(round_, 1), task.rounds) - 1) / task.rounds
+        return task.learning_rate * (1.0 + math.cos(math.pi * progress)) / 2.0
+    raise ConfigError(f"lr_schedule: unknown {task.lr_schedule!r}; known: {', '.join(LR_SCHEDULES)}")
 
 
 @dataclass(frozen=True)
@@ -112,21 +133,22 @@ def _fit(
     y: torch.Tensor,
     *,
     task: TrainingTask,
-    epochs: int,
+    rates: list[float],
     seed: int,
     proximal_mu: float,
     stop: threading.Event | None = None,
 ) -> float:
-    """Train ``model`` in place; returns the mean cross-entropy of the last epoch.
+    """Train ``model`` in place, one epoch per entry of ``rates`` (its learning rate); returns the mean
+    cross-entropy of the last epoch.
 
     ``stop`` is looked at before every minibatch, so a daemon asked to stop does so within one batch.
     """
     factory = _OPTIMIZERS.get(task.optimizer)
     if factory is None:
         raise ConfigError(f"optimizer: unknown {task.optimizer!r}; known: {', '.join(_OPTIMIZERS)}")
-    if task.batch_size < 1 or task.learning_rate <= 0 or epochs < 1:
+    if task.batch_size < 1 or task.learning_rate <= 0 or not rates:
         raise ConfigError("batch_size, learning_rate and the number of epochs must be positive")
-    optimizer = factory(model.parameters(), task.learning_rate)
+    optimizer = factory(model.parameters(), rates[0])
     anchor = [p.detach().clone() for p in model.parameters()] if proximal_mu > 0 else []
     generator = torch.Generator().manual_seed(seed)
     n = x.shape[0]
@@ -134,7 +156,9 @@ def _fit(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model.train()
-        for _ in range(epochs):
+        for rate in rates:
+            for group in optimizer.param_groups:
+                group["lr"] = rate
             order = torch.randperm(n, generator=generator)
             loss_sum = 0.0
             for start in range(0, n, task.batch_size):
@@ -160,7 +184,7 @@ def _train(
     x: torch.Tensor,
     y: torch.Tensor,
     *,
-    epochs: int,
+    rates: list[float],
     seed: int,
     proximal_mu: float,
     holdout: tuple[torch.Tensor, torch.Tensor] | None,
@@ -173,7 +197,7 @@ def _train(
         raise ConfigError(f"proximal_mu must be >= 0, got {proximal_mu}")
     began = time.perf_counter()
     model = _load(task.model, start)
-    train_loss = _fit(model, x, y, task=task, epochs=epochs, seed=seed, proximal_mu=proximal_mu, stop=stop)
+    train_loss = _fit(model, x, y, task=task, rates=rates, seed=seed, proximal_mu=proximal_mu, stop=stop)
     metrics = {"train_loss": train_loss}
     if holdout is not None and holdout[1].numel() > 0:
         _check_xy(task.model, holdout[0], holdout[1], "holdout")
@@ -195,8 +219,10 @@ def train_local(
     proximal_mu: float = 0.0,
     holdout: tuple[torch.Tensor, torch.Tensor] | None = None,
     stop: threading.Event | None = None,
+    round_: int = 1,
 ) -> LocalResult:
-    """One domain's round: ``task.local_epochs`` epochs from ``global_state`` on ``(x, y)``.
+    """One domain's round ``round_``: ``task.local_epochs`` epochs from ``global_state`` on ``(x, y)``
+    at the round's learning rate (:func:`learning_rate_at`).
 
     ``x`` is float32 ``(n, input_dim)``, ``y`` int64 class indices. Raises ``ConfigError`` if the
     state does not fit the task's model or the optimizer is unknown, ``DataContractError`` for
@@ -207,7 +233,7 @@ def train_local(
         global_state,
         x,
         y,
-        epochs=task.local_epochs,
+        rates=[learning_rate_at(task, round_)] * task.local_epochs,
         seed=seed,
         proximal_mu=proximal_mu,
         holdout=holdout,
@@ -227,7 +253,10 @@ def train_centralized(
     """The baseline: all rows in one place, the same model, initial weights and optimizer settings.
 
     Starts from the task's version 0 (``initial_state(task.model, task.seed)``); ``seed`` drives the
-    shuffling. For a budget equal to the federation's, pass ``epochs = rounds * local_epochs``.
+    shuffling. For a budget equal to the federation's, pass ``epochs = rounds * local_epochs``: epoch ``e``
+    (0-based) then runs at the rate of round ``e // local_epochs + 1``, the federation's schedule.
     """
     start = initial_state(task.model, task.seed)
-    return _train(task, start, x, y, epochs=epochs, seed=seed, proximal_mu=0.0, holdout=holdout)
+    per_round = max(task.local_epochs, 1)
+    rates = [learning_rate_at(task, e // per_round + 1) for e in range(epochs)]
+    return _train(task, start, x, y, rates=rates, seed=seed, proximal_mu=0.0, holdout=holdout)

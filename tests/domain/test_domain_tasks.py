@@ -23,7 +23,7 @@ def test_digits_task_file() -> None:
         10,
     )
     assert (task.num_classes, task.rounds, task.local_epochs, task.batch_size) == (10, 20, 2, 32)
-    assert (task.learning_rate, task.optimizer, task.strategy.name) == (0.05, "sgd", "fedavg")
+    assert (task.learning_rate, task.optimizer, task.strategy.name) == (0.1, "sgd", "fedavgm")
     assert task.round_policy.min_domains == 5
     assert TrainingTask.from_avro(task.to_avro()) == task
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from meshfl.domain.training import evaluate, local_seed, train_centralized, train_local
+from meshfl.domain.training import evaluate, learning_rate_at, local_seed, train_centralized, train_local
 from meshfl.errors import ConfigError, DataContractError
 from meshfl.events import ModelSpec, TrainingTask
 from meshfl.modelspec import initial_state
@@ -127,3 +127,26 @@ def test_local_seed() -> None:
     assert local_seed(1, "retail", 3) == local_seed(1, "retail", 3)
     assert len({local_seed(1, "retail", 3), local_seed(1, "retail", 4), local_seed(1, "finance", 3)}) == 3
     assert 0 <= local_seed(7, "x", 0) < 2**63
+
+
+def test_cosine_schedule_decays_over_rounds_and_the_baseline_follows_it() -> None:
+    task = _task(rounds=4, local_epochs=2, learning_rate=0.2, lr_schedule="cosine")
+    rates = [learning_rate_at(task, r) for r in range(1, 6)]
+    assert rates[0] == 0.2 and rates[1] == pytest.approx(0.1 * (1 + 2**-0.5))
+    assert rates[2] == pytest.approx(0.1) and rates[3] < rates[2] and rates[4] == rates[3]  # async: held
+    assert learning_rate_at(_task(rounds=4), 3) == 0.05  # constant by default
+    x, y = _blobs()
+    start = initial_state(task.model, task.seed)
+    # round 3 at rate 0.1 is the same training as a constant-rate task at 0.1
+    scheduled = train_local(task, start, x, y, seed=5, round_=3)
+    constant = train_local(_task(rounds=4, local_epochs=2, learning_rate=0.1), start, x, y, seed=5)
+    assert all(torch.equal(scheduled.state[k], constant.state[k]) for k in start)
+    assert not torch.equal(
+        train_local(task, start, x, y, seed=5, round_=1).state["layers.0.weight"],
+        scheduled.state["layers.0.weight"],
+    )
+    # the centralized baseline over rounds x local epochs walks the same rates, epoch by epoch
+    baseline = train_centralized(task, x, y, epochs=8, seed=5)
+    assert baseline.num_examples == 120
+    with pytest.raises(ConfigError, match="lr_schedule"):
+        learning_rate_at(_task(lr_schedule="step"), 1)

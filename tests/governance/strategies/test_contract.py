@@ -123,6 +123,7 @@ def honest_setup(count: int) -> tuple[dict[str, torch.Tensor], list[ClientUpdate
         ("fedmedian", {}, 5),
         ("fedtrimmedavg", {"beta": 0.2}, 5),
         ("bulyan", {"num_byzantine": 1}, 7),  # Bulyan needs n >= 4f + 3
+        ("centeredclip", {}, 5),
     ],
 )
 def test_one_byzantine_update_moves_fedavg_but_not_robust_rules(
@@ -148,7 +149,7 @@ def test_one_byzantine_update_moves_fedavg_but_not_robust_rules(
 
 def test_registry_lists_every_strategy_explicitly() -> None:
     expected = ["fedavg", "fedavgm", "fedprox", "fedadam", "fedyogi", "fedadagrad", "fedmedian"]
-    expected += ["fedtrimmedavg", "krum", "multikrum", "bulyan", "fedbuff"]
+    expected += ["fedtrimmedavg", "krum", "multikrum", "bulyan", "fedbuff", "normbound", "centeredclip"]
     assert sorted(expected) == NAMES
     for name, cls in STRATEGIES.items():
         assert cls.name == name

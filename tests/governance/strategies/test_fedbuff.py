@@ -9,7 +9,7 @@ import pytest
 import torch
 from strategy_helpers import random_updates, same_bits, tensors, update
 
-from governance.strategies import FedAvg, FedBuff, staleness_weight
+from governance.strategies import ClientUpdate, FedAvg, FedBuff, staleness_weight
 
 
 def test_staleness_weight_is_polynomial() -> None:
@@ -67,3 +67,73 @@ def test_too_stale_updates_are_refused_also_when_streaming() -> None:
     accumulator.add(update("ok", tensors({"w": [1.0]}), staleness=2))
     assert accumulator.total_weight == pytest.approx(1 / math.sqrt(3))
     assert strategy.finalize(accumulator, global_weights).weights["w"].tolist() == [1.0]
+
+
+def _based(domain: str, weights: dict, base: dict, num_examples: int = 1, staleness: int = 0) -> ClientUpdate:
+    return ClientUpdate(
+        update_id=f"{domain}-u",
+        domain=domain,
+        weights=weights,
+        num_examples=num_examples,
+        staleness=staleness,
+        base=base,
+    )
+
+
+def test_a_stale_update_brings_its_own_delta_not_a_pull_back_to_its_base() -> None:
+    # The domain trained from version b = [0, 0] and moved by [1, 2]; the global has meanwhile reached [5, 5].
+    old, current = tensors({"w": [0.0, 0.0]}), tensors({"w": [5.0, 5.0]})
+    stale = _based("stale", tensors({"w": [1.0, 2.0]}), old, staleness=3)
+    result = FedBuff().aggregate([stale], current)
+    assert result.weights["w"].tolist() == [6.0, 7.0]  # current + own delta
+    assert FedBuff().aggregate([update("stale", stale.weights, staleness=3)], current).weights[
+        "w"
+    ].tolist() == [
+        1.0,
+        2.0,
+    ]  # without its base the update would drag the model back to where it started
+
+
+def test_hand_worked_buffer_of_deltas_against_own_bases() -> None:
+    # weights: fresh 1 x 1, stale (t = 3) 0.5 x 2 = 1. deltas [1, 3] and [-3, 1]: mean [-1, 2]; lr 0.5.
+    g = tensors({"w": [1.0, 1.0]})
+    old = tensors({"w": [0.0, -1.0]})
+    updates = [
+        _based("fresh", tensors({"w": [2.0, 4.0]}), g, num_examples=1, staleness=0),
+        _based("stale", tensors({"w": [-3.0, 0.0]}), old, num_examples=2, staleness=3),
+    ]
+    result = FedBuff(server_learning_rate=0.5).aggregate(updates, g)
+    assert result.weights["w"].tolist() == [0.5, 2.0]
+
+
+def test_deltas_against_bases_are_order_independent_and_touch_no_input() -> None:
+    g = {"w": torch.randn(33, generator=torch.Generator().manual_seed(1))}
+    made = random_updates(50, 6, {"w": (33,)}, center=g, scale=0.3, max_staleness=3)
+    bases = random_updates(51, 6, {"w": (33,)}, center=g, scale=0.1)
+    updates = [
+        _based(u.domain, u.weights, b.weights, u.num_examples, u.staleness)
+        for u, b in zip(made, bases, strict=True)
+    ]
+    snapshot = [(u.weights["w"].clone(), u.base["w"].clone()) for u in updates]
+    g_before = g["w"].clone()
+    first = FedBuff(server_learning_rate=0.7).aggregate(updates, g)
+    again = FedBuff(server_learning_rate=0.7).aggregate(list(reversed(updates)), g)
+    assert same_bits(first.weights, again.weights)
+    assert all(
+        torch.equal(u.weights["w"], w) and torch.equal(u.base["w"], b)
+        for u, (w, b) in zip(updates, snapshot, strict=True)
+    )
+    assert torch.equal(g["w"], g_before)
+    s = [(1 + u.staleness) ** -0.5 * u.num_examples for u in updates]
+    step = sum(w * (u.weights["w"].double() - u.base["w"].double()) for w, u in zip(s, updates, strict=True))
+    expected = g["w"].double() + 0.7 * step / sum(s)
+    np.testing.assert_allclose(first.weights["w"].double().numpy(), expected.numpy(), rtol=1e-6, atol=1e-7)
+
+
+def test_a_buffer_mixing_based_and_unbased_updates_is_refused() -> None:
+    g = tensors({"w": [0.0]})
+    mixed = [_based("a", tensors({"w": [1.0]}), g), update("b", tensors({"w": [2.0]}))]
+    with pytest.raises(ValueError, match="base"):
+        FedBuff().aggregate(mixed, g)
+    with pytest.raises(ValueError, match="shape"):
+        FedBuff().aggregate([_based("a", tensors({"w": [1.0]}), tensors({"w": [1.0, 2.0]}))], g)
