@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench._quality.sim import Federation, centralized_accuracy, load_federation, run_sync
 from bench._round.machine import describe
 from meshfl.events import StrategySpec
+from meshfl.logs import configure_logging
 
 # (label, task overrides). The first row is the task file as it is; budgets stay rounds x local_epochs = 40.
 CONFIGS: list[tuple[str, dict[str, object]]] = [
@@ -164,6 +165,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(1)
+    configure_logging(level="WARNING")
     for label, value in describe("not used: in-process simulation"):
         print(f"{label}: {value}")
     fed = load_federation(args.task)

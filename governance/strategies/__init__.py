@@ -28,6 +28,7 @@ from governance.strategies.fedtrimmedavg import FedTrimmedAvg
 from governance.strategies.fedyogi import FedYogi
 from governance.strategies.krum import Krum, MultiKrum
 from governance.strategies.normbound import NormBound
+from governance.strategies.trustscore import TrustScore
 from meshfl.errors import ConfigError
 
 __all__ = [
@@ -50,6 +51,7 @@ __all__ = [
     "MultiKrum",
     "NormBound",
     "Strategy",
+    "TrustScore",
     "WeightedSumAccumulator",
     "Weights",
     "build_strategy",
@@ -71,6 +73,7 @@ STRATEGIES: dict[str, type[Strategy]] = {
     "bulyan": Bulyan,
     "normbound": NormBound,
     "centeredclip": CenteredClipping,
+    "trustscore": TrustScore,
     "fedbuff": FedBuff,
 }
 

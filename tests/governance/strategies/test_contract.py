@@ -149,7 +149,16 @@ def test_one_byzantine_update_moves_fedavg_but_not_robust_rules(
 
 def test_registry_lists_every_strategy_explicitly() -> None:
     expected = ["fedavg", "fedavgm", "fedprox", "fedadam", "fedyogi", "fedadagrad", "fedmedian"]
-    expected += ["fedtrimmedavg", "krum", "multikrum", "bulyan", "fedbuff", "normbound", "centeredclip"]
+    expected += [
+        "fedtrimmedavg",
+        "krum",
+        "multikrum",
+        "bulyan",
+        "fedbuff",
+        "normbound",
+        "centeredclip",
+        "trustscore",
+    ]
     assert sorted(expected) == NAMES
     for name, cls in STRATEGIES.items():
         assert cls.name == name
