@@ -98,6 +98,9 @@ def replay_command(
     settings = settings_from(bootstrap, topic_prefix)
     secret = settings.dp_key()
     try:
+        split = _split_result(settings, task) if file is None else None
+        if split is not None:
+            _print_result(split, as_json)
         events = _events(settings, task, file)
         if since is not None:
             from_version = max(from_version, _first_version_since(events, task, since))
@@ -116,6 +119,18 @@ def replay_command(
                 )
     except MeshflError as exc:
         _fail(exc)
+    _print_result(result, as_json)
+
+
+def _split_result(settings: MeshflSettings, task: str) -> ReplayResult | None:
+    """A vertical task's replay (``governance.vertical.replay``), or None for a horizontal task."""
+    from governance.vertical.replay import find_split_task, replay_split, split_events
+
+    split_task = find_split_task(settings, task)
+    return None if split_task is None else replay_split(split_task, split_events(settings, task))
+
+
+def _print_result(result: ReplayResult, as_json: bool) -> NoReturn:
     if as_json:
         typer.echo(result.model_dump_json(indent=2))
     else:
@@ -190,6 +205,9 @@ def report_command(
     settings = settings_from(bootstrap, topic_prefix)
     secret = settings.dp_key()
     try:
+        split = _split_result(settings, task) if file is None else None
+        if split is not None:
+            _print_result(split, as_json)
         events = _events(settings, task, file)
         index = TaskLog.of(events, task)
         result = replay(events, task, dp_secret=secret) if secret or index.task.privacy is None else None

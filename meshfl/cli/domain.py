@@ -55,15 +55,25 @@ def run(
 def split(
     domain: Annotated[Path, typer.Option("--domain", "-d", help="The domain's folder (with domain.toml).")],
     threads: Annotated[int, typer.Option(help="torch intra-op threads.")] = 1,
+    simulate_delay: Annotated[
+        float, typer.Option(help="Extra seconds per training batch, to try stragglers and faults.")
+    ] = 0.0,
     bootstrap: BootstrapOption = None,
     topic_prefix: PrefixOption = None,
 ) -> None:
-    """Run the domain's side of every vertical (split-learning) task naming it, until SIGTERM/SIGINT."""
+    """Run the domain's side of every vertical (split-learning) task naming it, until SIGTERM/SIGINT.
+
+    Events are signed with the domain's key when it has one (``keys/signing.key``)."""
+    from meshfl.domain.config import load_domain
+    from meshfl.identity.trust import domain_key_path, domain_signer
     from meshfl.vertical.agent import SplitAgent
 
     settings = settings_from(bootstrap, topic_prefix)
 
     def _run(stop: threading.Event) -> int:
-        return SplitAgent(settings, domain, threads=threads).run(stop)
+        config = load_domain(domain)
+        signer = domain_signer(domain, config.name) if domain_key_path(domain).exists() else None
+        agent = SplitAgent(settings, domain, threads=threads, signer=signer, step_delay=simulate_delay)
+        return agent.run(stop)
 
     run_daemon(f"split:{domain.name}", _run)

@@ -49,12 +49,14 @@ class SplitAgent:
         signer: Signer | None = None,
         threads: int = 1,
         poll_timeout: float = 0.05,
+        step_delay: float = 0.0,
     ) -> None:
         self._settings = settings
         self._config = load_domain(domain_dir)
         self._signer = signer
         self._threads = threads
         self._poll_timeout = poll_timeout
+        self._step_delay = step_delay
         self._tasks: dict[str, TaskRuntime] = {}
         self._max_elements = max(1, settings.max_payload_bytes // 32)
 
@@ -141,6 +143,8 @@ class SplitAgent:
         if runtime is None or getattr(event, "recipient", None) != self.domain:
             return []
         if isinstance(event, SplitGradients):
+            if self._step_delay > 0:
+                time.sleep(self._step_delay)  # a slow domain, to try stragglers and faults
             return runtime.on_gradient(event)
         if isinstance(event, SplitActivations) and event.sender == GOVERNANCE:
             return runtime.on_top_output(event)

@@ -153,7 +153,10 @@ class TaskRuntime:
                 out += self.on_alignment(message)
             self.backlog = []
             return out
-        if ("done", command.session, command.epoch, command.attempt) in self.reported:
+        if ("ready", command.session, command.epoch, command.attempt) in self.reported:
+            # a previous process took part in this attempt; its batches in flight died with it, so this
+            # one waits for the next attempt (governance fails this one on its timeout)
+            log.info("waiting for the next attempt", task=self.task.id, epoch=command.epoch)
             return []
         return self.on_command(command)
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from governance.vertical.coordinator import Recovered, SplitCoordinator
+from governance.vertical.replay import replay_split
 from meshfl.events import Event, GovernanceDecision
 from meshfl.topics import Topic
 from meshfl.vertical.aligner import Alignment
@@ -86,6 +87,7 @@ class Mesh:
                 alignment_digest="d",
                 labels=shared,
             )
+            self.log.append((Topic.SPLIT_CONTROL, report))
             self.send(self.coordinator.on_report(report, self.now))
 
     def send(self, events: list[tuple[Topic, Event]]) -> None:
@@ -190,3 +192,30 @@ def test_a_silent_party_fails_the_attempt_and_the_retry_completes(tmp_path: Path
     mesh.send(mesh.parties["d2"].start(start))
     mesh.run()
     assert [(v.epoch, v.attempt) for v in mesh.versions()] == [(1, 2)]
+
+
+@pytest.mark.parametrize("at", [SplitLabelsAt.GOVERNANCE, SplitLabelsAt.DOMAIN])
+def test_replay_reproduces_every_top_and_catches_a_forged_one(at: SplitLabelsAt, tmp_path: Path) -> None:
+    task = split_task(labels_at=at, epochs=2)
+    mesh = Mesh(task, tmp_path)
+    mesh.align()
+    mesh.run()
+    logged = [event for _, event in mesh.log]
+    result = replay_split(task, logged)
+    assert result.ok and [v.version for v in result.versions] == [1, 2]
+    assert all(v.recomputed_sha256 == v.published_sha256 for v in result.versions)
+    # an activation of version 2's training, altered, changes what the replay computes
+    index = next(
+        i
+        for i, e in enumerate(logged)
+        if isinstance(e, SplitActivations) and e.epoch == 2 and e.recipient == "governance"
+    )
+    forged = logged[index]
+    data = bytearray(forged.tensor.data)
+    data[0] ^= 0x40
+    logged[index] = forged.model_copy(
+        update={"tensor": forged.tensor.model_copy(update={"data": bytes(data)})}
+    )
+    tampered = replay_split(task, logged)
+    assert not tampered.ok
+    assert [v.reproduced for v in tampered.versions] == [True, False]
