@@ -205,9 +205,6 @@ def report_command(
     settings = settings_from(bootstrap, topic_prefix)
     secret = settings.dp_key()
     try:
-        split = _split_result(settings, task) if file is None else None
-        if split is not None:
-            _print_result(split, as_json)
         events = _events(settings, task, file)
         index = TaskLog.of(events, task)
         result = replay(events, task, dp_secret=secret) if secret or index.task.privacy is None else None
