@@ -1,6 +1,8 @@
-"""Faults of a split federation between real processes on the broker: a domain SIGKILLed mid-epoch fails
-that attempt with a decision and the epoch completes once it is back; governance SIGKILLed mid-epoch
-resumes from the last completed epoch; and the audit replay of the whole log reproduces every version."""
+"""Faults of a split federation on the broker: a domain that drops out mid-epoch (its agent stops dead,
+nothing more from it) fails that attempt with a decision and the epoch completes once it is back;
+governance, a real process, SIGKILLed mid-epoch resumes from the last completed epoch; and the audit
+replay of the whole log reproduces every version. Domains run as threads (they start in no time),
+governance as a process (so it can be killed)."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from meshfl.cli import app
 from meshfl.events import DecisionOutcome, GovernanceDecision
 from meshfl.settings import MeshflSettings
 from meshfl.topics import Topic
+from meshfl.vertical.agent import SplitAgent
 from meshfl.vertical.datasets import breast_cancer_split, paper_task
 from meshfl.vertical.events import (
     SplitCommand,
@@ -24,7 +27,7 @@ from meshfl.vertical.events import (
     SplitReport,
     SplitReportKind,
 )
-from tests.federation.conftest import Processes, wait_for
+from tests.federation.conftest import Processes, Threads, wait_for
 
 pytestmark = pytest.mark.kafka
 
@@ -48,7 +51,7 @@ def _ready_in(settings: MeshflSettings, task_id: str, epoch: int, attempt: int, 
 
 
 def test_domain_and_governance_killed_mid_epoch(
-    settings: MeshflSettings, tmp_path: Path, processes: Processes
+    settings: MeshflSettings, tmp_path: Path, processes: Processes, daemons: Threads
 ) -> None:
     data = breast_cancer_split(tmp_path / "domains")
     task = paper_task(
@@ -58,21 +61,21 @@ def test_domain_and_governance_killed_mid_epoch(
         epochs=2,
         batch_size=32,
         learning_rate=3e-3,
-        batch_timeout_seconds=4.0,
+        batch_timeout_seconds=3.0,
     )
     task_file = tmp_path / "split.json"
     task_file.write_text(json.dumps({"kind": "vertical", **task.model_dump(mode="json")}))
     ensure_topics(settings)
     governance = ("governance", "run", "--tasks", str(task_file), "--exit-when-complete")
     processes.start("governance", *governance)
+    stops = {}
     for name in data.domains:
-        processes.start(
-            name, "domain", "split", "--domain", str(data.root / name), "--simulate-delay", "0.15"
-        )
+        agent = SplitAgent(settings, data.root / name, step_delay=0.1)
+        stops[name] = daemons.start(f"split-{name}", agent.run)
 
     # 1. a domain dies in the middle of epoch 1
     wait_for(lambda: _ready_in(settings, task.id, 1, 1, 3), timeout=180, what="epoch 1 under way")
-    processes.kill("pathology")
+    stops["pathology"].set()
     wait_for(
         lambda: any(
             d.domain == "pathology" for d in _of(settings, Topic.DECISIONS, GovernanceDecision, task.id)
@@ -81,9 +84,7 @@ def test_domain_and_governance_killed_mid_epoch(
         what="the decision failing epoch 1",
     )
     assert _of(settings, Topic.SPLIT_VERSIONS, SplitModelVersion, task.id) == []
-    processes.start(
-        "pathology", "domain", "split", "--domain", str(data.root / "pathology"), "--simulate-delay", "0.15"
-    )
+    daemons.start("split-pathology-again", SplitAgent(settings, data.root / "pathology", step_delay=0.1).run)
 
     # 2. governance dies in the middle of epoch 2
     wait_for(lambda: _ready_in(settings, task.id, 2, 1, 3), timeout=180, what="epoch 2 under way")
