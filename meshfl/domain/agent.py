@@ -177,10 +177,16 @@ class DomainAgent:
             if isinstance(event, TrainingTask):
                 self._take_task(event)
             elif isinstance(event, ModelVersion):
-                current = self._view.latest.get(event.task_id)
-                if current is None or event.version > current.version:
-                    self._view.latest[event.task_id] = event
+                self._take_version(event)
             env = consumer.poll(0.0)
+
+    def _take_version(self, version: ModelVersion) -> None:
+        if version.task_id in self._view.refused_tasks:
+            self._view.ignored_events += 1  # a refused task's weights are never held
+            return
+        current = self._view.latest.get(version.task_id)
+        if current is None or version.version > current.version:
+            self._view.latest[version.task_id] = version
 
     def _take_task(self, task: TrainingTask) -> None:
         """Keep a task only if this domain's own configuration admits it; the first definition wins
