@@ -9,6 +9,10 @@ with the same ``train_local`` call on the same rows, in processes of their own:
   ten ``flwr.client.start_client`` processes (``bench/_round/flower_*.py``).
 * meshfl over a real Kafka broker (``LocalBroker`` on free ports, or ``MESHFL_BOOTSTRAP_SERVERS``):
   ``meshfl governance run`` and ten ``meshfl domain run`` processes, the commands users run.
+* the floor, on the same broker: the round's bytes moved by bare confluent-kafka processes (ten
+  domains each producing the update's bytes in ~1 MB messages, acks=all, idempotent; one server
+  reading them all and producing the model back, which every domain reads), with no compression, and
+  with lz4 and zstd to show what compressing float bytes costs (``bench/_round/floor.py``).
 
     .venv/bin/python bench/round.py                 # about 3-5 minutes on 2 cores
     .venv/bin/python bench/round.py --rounds 10 --json out/round.json
@@ -33,6 +37,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from _round.breakdown import SEGMENTS, median_segments
+from _round.floor import run_floor
 from _round.flower_side import run_flower
 from _round.machine import describe, load_average
 from _round.meshfl_side import run_meshfl, start_broker
@@ -130,6 +135,7 @@ def main(argv: list[str]) -> int:
     started = time.monotonic()
     flower: SideResult | None = None
     meshfl: SideResult | None = None
+    floors: dict[str, float] = {}
     errors: dict[str, str] = {}
     broker = None
     try:
@@ -171,6 +177,17 @@ def main(argv: list[str]) -> int:
             except RuntimeError as exc:
                 errors["meshfl"] = str(exc)
                 print(f"[meshfl] FAILED: {exc}", flush=True)
+            if "meshfl" not in errors:
+                for compression in ("none", "lz4", "zstd"):
+                    print(f"[floor] bare confluent-kafka, compression {compression} ...", flush=True)
+                    try:
+                        floors[compression] = run_floor(
+                            work, bootstrap, domains=args.domains, rounds=args.rounds,
+                            nbytes=parameter_count() * 4, compression=compression, timeout=args.timeout,
+                        )  # fmt: skip
+                    except RuntimeError as exc:
+                        errors[f"floor-{compression}"] = str(exc)
+                        print(f"[floor] FAILED: {exc}", flush=True)
     finally:
         if broker is not None:
             broker.stop()
@@ -190,6 +207,16 @@ def main(argv: list[str]) -> int:
             "goal met (<= 0.5)" if ratio <= 0.5 else "bar met (<= 1.0)" if ratio <= 1.0 else "ABOVE Flower"
         )
         print(f"meshfl overhead / Flower overhead = {ratio:.2f}  ({verdict})")
+    if floors:
+        print("\nthe floor (same bytes, bare confluent-kafka, median s a round over rounds 2..N):")
+        for compression, seconds in floors.items():
+            print(f"  compression {compression:<5} {seconds:6.3f} s")
+        floor = floors.get("none")
+        if floor and meshfl is not None and not math.isnan(meshfl_median):
+            print(
+                f"meshfl overhead / floor (none) = {meshfl_median / floor:.2f}  "
+                f"(meshfl adds {meshfl_median - floor:+.3f} s a round to moving the bytes)"
+            )
     if meshfl is not None:
         _print_breakdown(meshfl)
     print(f"\nload average at end {load_average()}; bench took {time.monotonic() - started:.0f} s")
@@ -201,6 +228,7 @@ def main(argv: list[str]) -> int:
             "flower_median_overhead": flower_median,
             "meshfl_median_overhead": meshfl_median,
             "ratio": ratio,
+            "floor_seconds": floors,
             "errors": errors,
         }
         args.json.write_text(json.dumps(payload, indent=2, default=str))

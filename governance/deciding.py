@@ -93,7 +93,7 @@ class Decider:
                 policy=verdict.policy,
                 reason=verdict.reason,
             )
-            weights = from_wire(update.tensors)
+            weights = from_wire(update.tensors, copy=False)  # read only, like every update's weights
         state.pending.append(pending_update(update, env, weights))
         log.info("accepted update restored into its round", update=update.update_id)
 
@@ -122,7 +122,9 @@ class Decider:
         try:
             # Bounded by the model before anything is allocated: an update of a 10-parameter model
             # cannot make governance allocate gigabytes (or overflow torch) before its spec is checked.
-            weights = from_wire(update.tensors, max_elements=spec_elements(expected))
+            # Views of the message: policies and strategies only read an update's weights (a clip makes
+            # new tensors), so the update costs its message and nothing more.
+            weights = from_wire(update.tensors, max_elements=spec_elements(expected), copy=False)
         except TensorCodecError as exc:
             return Verdict(False, "tensor_layout", str(exc)), {}
         decided = self._state.log.decided_ids

@@ -103,7 +103,7 @@ class _Replayer:
                 "offset": found.offset,
             }
             try:
-                weights = from_wire(update.tensors)
+                weights = from_wire(update.tensors, copy=False)  # read only, as in the service
                 final, refused = reapply_transforms(self.task, weights, parent_weights)
             except (TensorCodecError, ValueError) as exc:
                 problems.append(self.find("error", "update_unusable", f"update {update_id}: {exc}", **where))
