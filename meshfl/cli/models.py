@@ -6,6 +6,8 @@ Exit codes: 0 done, 1 no such task or version (or the bus failed), 2 bad setting
 from __future__ import annotations
 
 import json
+import threading
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
@@ -22,11 +24,16 @@ if TYPE_CHECKING:
     from meshfl.settings import MeshflSettings
 
 app = typer.Typer(
-    help="Model versions: list them, pull one as safetensors, watch new ones land.", no_args_is_help=True
+    help="Model versions: list, pull (safetensors or ONNX), watch, sync to MLflow.", no_args_is_help=True
 )
 console = Console()
 
 TaskOption = Annotated[str, typer.Option("--task", "-t", help="Task id.")]
+
+
+class PullFormat(StrEnum):
+    SAFETENSORS = "safetensors"
+    ONNX = "onnx"
 
 
 def _registry(settings: MeshflSettings) -> ModelRegistry:
@@ -85,18 +92,73 @@ def list_versions(
 @app.command("pull")
 def pull(
     task: TaskOption,
-    out: Annotated[Path, typer.Option("--out", "-o", help="The .safetensors file to write.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The file to write.")],
     version: Annotated[int | None, typer.Option("--version", "-v", help="Version (default: latest).")] = None,
+    format_: Annotated[
+        PullFormat, typer.Option("--format", "-f", help="safetensors (weights) or onnx (the whole model).")
+    ] = PullFormat.SAFETENSORS,
     bootstrap: BootstrapOption = None,
     topic_prefix: PrefixOption = None,
 ) -> None:
-    """Write one version's weights as safetensors, with task, version, sha256 and parent in its metadata."""
+    """Write one version: its weights as safetensors, or the whole model as ONNX (``--format onnx``),
+    with task, version, sha256 and parent in the file's metadata."""
     settings = settings_from(bootstrap, topic_prefix)
     try:
-        found = _registry(settings).pull(task, version, out)
+        registry = _registry(settings)
+        if format_ is PullFormat.SAFETENSORS:
+            found = registry.pull(task, version, out)
+        else:
+            from meshfl.interop import export_onnx, task_of
+
+            found = registry.latest(task) if version is None else registry.get(task, version)
+            if found is None:
+                raise MeshflError(f"task {task!r} has no published version")
+            export_onnx(task_of(settings, task), found, out)
     except MeshflError as exc:
         _fail(exc)
-    console.print(f"version {found.version} of {task} ({found.sha256[:12]}) written to {out}")
+    console.print(
+        f"version {found.version} of {task} ({found.sha256[:12]}) written to {out} ({format_.value})"
+    )
+
+
+@app.command("sync")
+def sync(
+    task: TaskOption,
+    mlflow: Annotated[str, typer.Option("--mlflow", help="MLflow tracking URI, e.g. sqlite:///mlflow.db.")],
+    registry_uri: Annotated[
+        str | None, typer.Option("--registry-uri", help="MLflow registry URI (default: the tracking URI).")
+    ] = None,
+    artifacts: Annotated[
+        str | None,
+        typer.Option(help="Artifact location of a new MLflow experiment (e.g. file:///srv/mlflow)."),
+    ] = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", help="Keep registering new versions (a daemon).")
+    ] = False,
+    bootstrap: BootstrapOption = None,
+    topic_prefix: PrefixOption = None,
+) -> None:
+    """Register every version of a task in an MLflow model registry (loadable with mlflow.pytorch)."""
+    from meshfl.interop import MlflowSync
+
+    settings = settings_from(bootstrap, topic_prefix)
+    try:
+        syncer = MlflowSync(settings, mlflow, registry_uri=registry_uri, artifact_location=artifacts)
+        if not follow:
+            result = syncer.sync(task)
+            registered, already = result.registered or "-", result.already or "-"
+            console.print(f"{task}: registered versions {registered}; already there: {already}")
+            return
+    except MeshflError as exc:
+        _fail(exc)
+    from meshfl.cli._daemon import run_daemon
+
+    def _run(stop: threading.Event) -> int:
+        syncer.sync(task)
+        syncer.follow(task, stop)
+        return 0
+
+    run_daemon("models-sync", _run)
 
 
 @app.command("watch")
