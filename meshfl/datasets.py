@@ -30,12 +30,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from sklearn.datasets import load_breast_cancer, load_digits
-from sklearn.model_selection import train_test_split
 
 from meshfl.domain.config import DOMAIN_FILE
 from meshfl.errors import ConfigError, DataContractError
 from meshfl.events import TrainingTask
+from meshfl.extras import require
 from meshfl.logs import get_logger
 
 log = get_logger(__name__)
@@ -71,14 +70,14 @@ class DatasetSpec:
 
 
 def _digits() -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
-    bunch = load_digits()
+    bunch = require("sklearn.datasets", "examples").load_digits()
     names = [f"px{i:02d}" for i in range(64)]
     descriptions = [f"ink of pixel row {i // 8}, column {i % 8}, 0..1" for i in range(64)]
     return (bunch.data / 16.0).astype(np.float32), bunch.target.astype(np.int64), names, descriptions
 
 
 def _breast_cancer() -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
-    bunch = load_breast_cancer()
+    bunch = require("sklearn.datasets", "examples").load_breast_cancer()
     names = [str(n).replace(" ", "_") for n in bunch.feature_names]
     descriptions = [f"{n} of the cell nuclei, z-score within the domain" for n in bunch.feature_names]
     return bunch.data.astype(np.float32), bunch.target.astype(np.int64), names, descriptions
@@ -236,7 +235,7 @@ def product_path(domains_root: Path, spec: DatasetSpec, domain: str) -> Path:
 def materialize_dataset(spec: DatasetSpec, domains_root: Path, *, seed: int = 42) -> list[PartReport]:
     """Write one dataset's domain files (and ``domain.toml`` where missing) and its test set."""
     x, y, names, descriptions = spec.loader()
-    rest, test = train_test_split(
+    rest, test = require("sklearn.model_selection", "examples").train_test_split(
         np.arange(y.size), test_size=spec.test_fraction, stratify=y, random_state=seed, shuffle=True
     )
     test = np.sort(test)

@@ -29,6 +29,7 @@ from meshfl.domain.tasks import load_task_file
 from meshfl.domain.training import evaluate, train_centralized
 from meshfl.errors import MeshflError
 from meshfl.events import FederationMode, ModelVersion, StrategySpec, TrainingTask
+from meshfl.extras import require
 from meshfl.logs import get_logger
 from meshfl.settings import MeshflSettings
 from meshfl.tensors import from_wire
@@ -276,8 +277,7 @@ def centralized_baseline(plan: DemoPlan, x_test: torch.Tensor, y_test: torch.Ten
 
 def plot_summary(summary: DemoSummary, path: Path) -> None:
     """Accuracy per round, federated vs the centralized baseline, as a PNG."""
-    import matplotlib
-
+    matplotlib = require("matplotlib", "plots")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator

@@ -16,17 +16,14 @@ import html
 import io
 from collections import defaultdict
 from pathlib import Path
-
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+from typing import Any
 
 from governance.audit.lineage import Lineage, lineage
 from governance.audit.log import TaskLog
 from governance.audit.result import ReplayResult
 from meshfl.errors import ReplayError
 from meshfl.events import ModelUpdate
+from meshfl.extras import require
 
 _STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:70em;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}
@@ -38,10 +35,19 @@ def _e(value: object) -> str:
     return html.escape(str(value))
 
 
-def _png(figure: plt.Figure) -> str:
+def _pyplot() -> Any:
+    """matplotlib, loaded (headless) when a report is drawn: replay and lineage do not need it."""
+    matplotlib = require("matplotlib", "plots")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(figure: Any) -> str:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    plt.close(figure)
+    _pyplot().close(figure)
     return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}">'
 
 
@@ -92,7 +98,7 @@ def metrics_plot(index: TaskLog) -> str:
         return note + "<p>No metrics were recorded.</p>"
     columns = min(3, len(series))
     rows = (len(series) + columns - 1) // columns
-    figure, axes = plt.subplots(rows, columns, figsize=(4.5 * columns, 3 * rows), squeeze=False)
+    figure, axes = _pyplot().subplots(rows, columns, figsize=(4.5 * columns, 3 * rows), squeeze=False)
     for axis, (name, points) in zip(axes.flat, sorted(series.items()), strict=False):
         xs = sorted(points)
         axis.plot(xs, [points[x] for x in xs], marker="o")
@@ -116,7 +122,7 @@ def privacy_section(index: TaskLog) -> str:
     )
     if not spent:
         return intro + "<p>No version has spent budget yet.</p>"
-    figure, axis = plt.subplots(figsize=(5, 3))
+    figure, axis = _pyplot().subplots(figsize=(5, 3))
     axis.plot([n for n, _ in spent], [p.epsilon for _, p in spent], marker="o")
     if privacy.max_epsilon is not None:
         axis.axhline(privacy.max_epsilon, color="#b00020", linestyle="--", label="budget")

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 from governance.policies.base import Verdict, accept, reject
 from meshfl.events import PrivacyPolicy, PrivacySpent
+from meshfl.extras import require
 from meshfl.logs import get_logger
 
 log = get_logger(__name__)
@@ -97,7 +98,7 @@ def privacy_spent(
 @functools.lru_cache(maxsize=4096)
 def _epsilon(noise_multiplier: float, sample_rate: float, steps: int, delta: float, orders: tuple) -> float:
     """Cached: the service asks the same question per version and per budget check, Opacus takes ~ms."""
-    from opacus.accountants.analysis import rdp as rdp_analysis
+    rdp_analysis = require("opacus.accountants.analysis.rdp", "dp")
 
     rdp = rdp_analysis.compute_rdp(
         q=sample_rate, noise_multiplier=noise_multiplier, steps=steps, orders=list(orders)

@@ -2,13 +2,13 @@
 
 A broker outlives the command that started it (new session, output to a log file, a pid file), so a
 later ``meshfl broker stop`` in another process can find it. A pid alone can be reused by another
-program, so liveness also checks the process's command line names this node's properties file.
+program, so liveness also checks the process's command line names this node's properties file
+(through psutil, so the same code runs wherever psutil does, with or without a procfs).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import random
 import signal
 import socket
@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import psutil
 from pydantic import SecretStr
 
 from meshfl.errors import BrokerError
@@ -51,20 +52,12 @@ def pid_alive(pid: int, marker: str | None = None) -> bool:
         del _CHILDREN[pid]
         return False
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return False  # some other user's process took the pid
-    proc = Path("/proc") / str(pid)
-    if not proc.is_dir():
-        return True  # no procfs (macOS): trust the signal check
-    try:
-        state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
-    return state != "Z" and (marker is None or marker in cmdline)
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return marker is None or marker in " ".join(process.cmdline())
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return False  # gone, or some other user's process took the pid
 
 
 def exit_code(pid: int) -> int | None:
@@ -141,8 +134,9 @@ def send_stop(pid: int, marker: str, *, kill: bool = False) -> None:
     """Send SIGTERM (or SIGKILL) without waiting, so several nodes shut down side by side."""
     if pid_alive(pid, marker):
         try:
-            os.kill(pid, signal.SIGKILL if kill else signal.SIGTERM)
-        except ProcessLookupError:
+            process = psutil.Process(pid)
+            process.kill() if kill else process.terminate()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
             return
 
 

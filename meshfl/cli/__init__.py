@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from meshfl.cli import audit, broker, catalog, console, demo, domain, domains, governance, models
+from meshfl.cli import audit, broker, catalog, config, console, demo, domain, domains, governance, models
 
 app = typer.Typer(
     name="meshfl",
@@ -19,6 +19,7 @@ app.add_typer(governance.app, name="governance")
 app.add_typer(models.app, name="models")
 app.add_typer(catalog.app, name="catalog")
 app.add_typer(audit.app, name="audit")
+app.add_typer(config.app, name="config")
 app.command("demo")(demo.demo)
 app.command("console")(console.console)
 

@@ -26,6 +26,14 @@ def console(
     Read-only (an auditor's credentials suffice); the page's server also answers /metrics, /healthz
     and /readyz.
     """
+    from meshfl.extras import MissingExtraError, require
+
+    try:
+        require("starlette", "console")
+        require("uvicorn", "console")
+    except MissingExtraError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
     from meshfl.console import run_console
     from meshfl.metrics import Health
 

@@ -15,7 +15,8 @@ from typing import Any
 
 from meshfl.bus import read_all
 from meshfl.events import ModelUpdate, ModelVersion, TrainingTask
-from meshfl.interop.model import load_version_model, require, task_of
+from meshfl.extras import require
+from meshfl.interop.model import load_version_model, task_of
 from meshfl.logs import get_logger
 from meshfl.settings import MeshflSettings
 from meshfl.topics import Topic

@@ -14,22 +14,6 @@ if TYPE_CHECKING:
     from torch import nn
 
 
-class MissingExtraError(MeshflError):
-    """A command needs an optional dependency that is not installed; the message names the extra."""
-
-
-def require(module: str, extra: str) -> object:
-    """Import ``module`` or raise ``MissingExtraError`` telling which meshfl extra brings it."""
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise MissingExtraError(
-            f"this needs {module}: install it with  pip install 'meshfl[{extra}]'"
-        ) from exc
-
-
 def task_of(settings: MeshflSettings, task_id: str, *, timeout: float = 10.0) -> TrainingTask:
     """The task as first published on the bus (tasks are immutable: the first copy is the task)."""
     for envelope in read_all(settings, Topic.TASKS, timeout=timeout):

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from meshfl.errors import MeshflError
 from meshfl.events import ModelVersion, TrainingTask
-from meshfl.interop.model import load_version_model, require
+from meshfl.extras import require
+from meshfl.interop.model import load_version_model
 
 ONNX_OPSET = 17
 
