@@ -46,6 +46,7 @@ log = get_logger("meshfl.governance.vertical")
 
 _DECISION_NS = uuid.UUID("0d0f8a5e-7a53-4c8b-a1f2-6b1d7e0c9a42")
 ALIGNMENT_TIMEOUT_FACTOR = 10.0
+MAX_PREDICTIONS = 16
 Outgoing = tuple[Topic, Event]
 
 
@@ -96,6 +97,7 @@ class SplitCoordinator:
         self._attempts = dict(recovered.attempts)
         self._last_progress = 0.0
         self._align_started = 0.0
+        self._predictions: dict[str, tuple[SplitEpoch, TopModel, dict[int, dict[str, torch.Tensor]]]] = {}
 
     # --- start and alignment ----------------------------------------------------------------------
 
@@ -235,7 +237,55 @@ class SplitCoordinator:
         plan = current.batches if phase == SplitPhase.TRAIN else current.evals
         return len(plan[batch]) if 0 <= batch < len(plan) else None
 
+    # --- prediction -------------------------------------------------------------------------------
+
+    def on_predict(self, command: SplitEpoch) -> list[Outgoing]:
+        """A prediction request with the latest version: the top waits for the domains' activations."""
+        latest = self.latest
+        if command.task_id != self.task.id or not command.requester or command.session in self._predictions:
+            return []
+        if latest is None or command.epoch != latest.version:
+            log.warning(
+                "prediction refused: not the latest version", task=self.task.id, version=command.epoch
+            )
+            return []
+        while len(self._predictions) >= MAX_PREDICTIONS:
+            self._predictions.pop(next(iter(self._predictions)))
+        self._predictions[command.session] = (command, TopModel(self.task, from_wire(latest.top)), {})
+        return []
+
+    def _on_predict_activations(self, message: SplitActivations) -> list[Outgoing]:
+        entry = self._predictions.get(message.request_id)
+        if entry is None or message.sender not in self.domains:
+            return []
+        command, top, pending = entry
+        width = self.task.domains[self.domains.index(message.sender)].cut_width
+        if len(message.tensor.shape) != 2 or message.tensor.shape[1] != width:
+            return []
+        batch = pending.setdefault(message.batch, {})
+        batch.setdefault(message.sender, from_wire([message.tensor])[message.tensor.name])
+        if len(batch) < len(self.domains) or len({int(t.shape[0]) for t in batch.values()}) != 1:
+            return []
+        del pending[message.batch]
+        output = top.evaluate(self._inputs(batch))
+        recipient = command.requester if self.owner is None else self.owner
+        tensor = torch.softmax(output, dim=1) if self.owner is None else output
+        event = SplitActivations(
+            task_id=self.task.id,
+            epoch=command.epoch,
+            attempt=0,
+            batch=message.batch,
+            phase=SplitPhase.PREDICT,
+            sender=GOVERNANCE,
+            recipient=recipient,
+            request_id=command.session,
+            tensor=to_wire({"output": tensor.contiguous()})[0],
+        )
+        return [(Topic.SPLIT_ACTIVATIONS, event)]
+
     def on_activations(self, message: SplitActivations, now: float) -> list[Outgoing]:
+        if message.phase == SplitPhase.PREDICT and message.recipient == GOVERNANCE:
+            return self._on_predict_activations(message)
         current = self.current
         if current is None or message.task_id != self.task.id or message.recipient != GOVERNANCE:
             return []

@@ -23,7 +23,15 @@ from meshfl.identity import Signer
 from meshfl.logs import get_logger
 from meshfl.settings import MeshflSettings
 from meshfl.topics import Topic
-from meshfl.vertical.events import GOVERNANCE, SplitActivations, SplitGradients, SplitReport, SplitTask
+from meshfl.vertical.events import (
+    GOVERNANCE,
+    SplitActivations,
+    SplitCommand,
+    SplitEpoch,
+    SplitGradients,
+    SplitReport,
+    SplitTask,
+)
 
 log = get_logger("meshfl.governance.vertical")
 
@@ -116,9 +124,13 @@ class SplitGovernance:
 
     def _on_control(self, event: Event) -> list[Outgoing]:
         coordinator = self.coordinators.get(getattr(event, "task_id", ""))
-        if coordinator is None or not isinstance(event, SplitReport):
+        if coordinator is None:
             return []
-        return coordinator.on_report(event, time.monotonic())
+        if isinstance(event, SplitEpoch) and event.command == SplitCommand.PREDICT:
+            return coordinator.on_predict(event)
+        if isinstance(event, SplitReport):
+            return coordinator.on_report(event, time.monotonic())
+        return []
 
     def _on_data(self, event: Event) -> list[Outgoing]:
         coordinator = self.coordinators.get(getattr(event, "task_id", ""))

@@ -4,7 +4,19 @@ from __future__ import annotations
 
 import typer
 
-from meshfl.cli import audit, broker, catalog, config, console, demo, domain, domains, governance, models
+from meshfl.cli import (
+    audit,
+    broker,
+    catalog,
+    config,
+    console,
+    demo,
+    domain,
+    domains,
+    governance,
+    models,
+    predict,
+)
 
 app = typer.Typer(
     name="meshfl",
@@ -21,6 +33,7 @@ app.add_typer(catalog.app, name="catalog")
 app.add_typer(audit.app, name="audit")
 app.add_typer(config.app, name="config")
 app.command("demo")(demo.demo)
+app.command("predict")(predict.predict)
 app.command("console")(console.console)
 
 

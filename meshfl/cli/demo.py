@@ -50,6 +50,16 @@ def demo(
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the summary as JSON here.")] = None,
     timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 900.0,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log the demo's own steps.")] = False,
+    kind: Annotated[
+        str,
+        typer.Option(
+            click_type=click.Choice(["horizontal", "split"]),
+            help="horizontal (FedAvg over the task file) or split (vertical learning on breast cancer).",
+        ),
+    ] = "horizontal",
+    paper_budget: Annotated[
+        bool, typer.Option(help="--kind split: the paper's Adam 1e-4, 35 epochs, batch 256.")
+    ] = False,
     bootstrap: BootstrapOption = None,
     topic_prefix: Annotated[
         str | None, typer.Option(help="Topic prefix (default: a fresh one per run, so runs never mix).")
@@ -80,6 +90,11 @@ def demo(
     console.print(
         f"broker [cyan]{settings.bootstrap_servers}[/cyan], topics [cyan]{settings.topic_prefix}*[/cyan]"
     )
+    if kind == "split":
+        from meshfl.cli.demo_split import split_demo
+
+        split_demo(settings, out, json_path, paper_budget=paper_budget, epochs=rounds, timeout=timeout)
+        return
     try:
         plan = plan_demo(
             domains_root=domains_root,

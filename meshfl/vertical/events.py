@@ -122,6 +122,7 @@ class SplitCommand(StrEnum):
     START = "start"
     ABORT = "abort"
     COMPLETE = "complete"
+    PREDICT = "predict"
 
 
 class SplitEpoch(Event):
@@ -139,6 +140,7 @@ class SplitEpoch(Event):
     train_rows: int = 0
     test_rows: int = 0
     reason: str = ""
+    requester: str = ""
     created_at: datetime = Field(default_factory=utcnow)
     signature: Signature | None = Field(None, description=SIGNATURE_DOC)
 

@@ -26,17 +26,20 @@ from meshfl.vertical.events import (
     SplitEpoch,
     SplitGradients,
     SplitLabelsAt,
+    SplitPhase,
     SplitReport,
     SplitReportKind,
     SplitTask,
 )
 from meshfl.vertical.local import CheckpointStore, LocalColumns, load_columns
 from meshfl.vertical.party import SplitParty
+from meshfl.vertical.predict import PredictionPart
 
 log = get_logger("meshfl.vertical.runtime")
 
 Outgoing = tuple[Topic, Event]
 _MAX_EARLY = 256  # alignment messages kept for a session not started yet
+_MAX_PREDICTIONS = 16  # prediction requests kept at once (the oldest is dropped)
 
 
 def state_dir(config: DomainConfig, task_id: str) -> Path:
@@ -69,6 +72,7 @@ class TaskRuntime:
         self.sent_alignment: set[str] = set()
         self.reported: set[tuple[str, str, int, int]] = set()
         self.backlog: list[SplitAlignment] = []
+        self.predictions: dict[str, PredictionPart] = {}
 
     @property
     def columns(self) -> LocalColumns:
@@ -117,6 +121,8 @@ class TaskRuntime:
 
     def record(self, event: Event) -> None:
         """Note one event of the log read at start-up (nothing is sent while catching up)."""
+        if isinstance(event, SplitEpoch) and event.command == SplitCommand.PREDICT:
+            return  # a request of the past: its requester is gone
         if isinstance(event, SplitEpoch):
             self.latest = event
             if event.command == SplitCommand.ALIGN:
@@ -163,6 +169,8 @@ class TaskRuntime:
     # --- live ----------------------------------------------------------------------------------------
 
     def on_command(self, command: SplitEpoch) -> list[Outgoing]:
+        if command.command == SplitCommand.PREDICT:
+            return self._predict(command)
         if command.command == SplitCommand.ALIGN:
             self.party = None
             self.aligner = Aligner(
@@ -205,9 +213,39 @@ class TaskRuntime:
         self.aligner = None
         return []
 
+    def _predict(self, command: SplitEpoch) -> list[Outgoing]:
+        if command.session in self.predictions or not command.requester:
+            return []
+        try:
+            part = PredictionPart(
+                self.task,
+                self.domain,
+                command,
+                self.columns,
+                self.checkpoints,
+                max_elements=self.max_elements,
+            )
+        except (ValueError, ConfigError) as exc:
+            log.warning("prediction refused", task=self.task.id, request=command.session, reason=str(exc))
+            return []
+        while len(self.predictions) >= _MAX_PREDICTIONS:
+            self.predictions.pop(next(iter(self.predictions)))
+        self.predictions[command.session] = part
+        out = part.start()
+        for message in [m for m in self._early if m.session == command.session]:
+            out += part.on_alignment(message)
+        return out
+
     def on_alignment(self, message: SplitAlignment) -> list[Outgoing]:
         if message.recipient != self.domain:
             return []
+        prediction = self.predictions.get(message.session)
+        if prediction is not None:
+            try:
+                return prediction.on_alignment(message)
+            except MeshflError as exc:
+                log.warning("prediction message refused", task=self.task.id, reason=str(exc))
+                return []
         aligner = self.aligner
         if aligner is None or aligner.session != message.session:
             self._early.append(message)
@@ -230,4 +268,7 @@ class TaskRuntime:
         return [] if self.party is None else self.party.on_gradient(message)
 
     def on_top_output(self, message: SplitActivations) -> list[Outgoing]:
+        if message.phase == SplitPhase.PREDICT:
+            prediction = self.predictions.get(message.request_id)
+            return [] if prediction is None else prediction.on_top_output(message)
         return [] if self.party is None else self.party.on_top_output(message)

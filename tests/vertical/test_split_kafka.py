@@ -1,19 +1,28 @@
 """Split learning between daemons over the real broker: PSI alignment with rows only some domains hold,
-both label configurations, and no raw entity id anywhere on the bus."""
+both label configurations, no raw entity id anywhere on the bus, and predictions for new requests
+along the same path, equal to the version computed in one process."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+import torch
 
 from governance.vertical.service import SplitGovernance
+from governance.vertical.top import TopModel
 from meshfl.bus import ensure_topics, read_all
+from meshfl.domain.config import load_domain
 from meshfl.settings import MeshflSettings
+from meshfl.tensors import from_wire
 from meshfl.topics import Topic
 from meshfl.vertical.agent import SplitAgent
 from meshfl.vertical.datasets import breast_cancer_split, paper_task
-from meshfl.vertical.events import SplitLabelsAt, SplitModelVersion, SplitReport, SplitReportKind
+from meshfl.vertical.events import SplitLabelsAt, SplitModelVersion, SplitReport, SplitReportKind, SplitTask
+from meshfl.vertical.local import CheckpointStore, load_columns
+from meshfl.vertical.requests import request_predictions
+from meshfl.vertical.runtime import state_dir
+from meshfl.vertical.spec import build_network
 from tests.federation.conftest import Threads, wait_for
 
 from .bus_scan import raw_bytes_of_every_topic
@@ -40,7 +49,7 @@ def test_split_training_over_the_bus(
     ensure_topics(settings)
     for name in data.domains:
         daemons.start(f"split-{name}", SplitAgent(settings, data.root / name).run)
-    governance = SplitGovernance(settings, [task], exit_when_complete=True)
+    governance = SplitGovernance(settings, [task])
     daemons.start("split-governance", governance.run)
     wait_for(
         lambda: len(_versions(settings, task.id)) == 2,
@@ -63,8 +72,45 @@ def test_split_training_over_the_bus(
     assert sorted(r.party for r in aligned) == sorted(data.domains)
     assert {r.rows for r in aligned} == {len(data.pooled_ids)}
     assert len(data.pooled_ids) < min(len(ids) for ids in data.ids.values())
-    # no raw id on the bus: not one patient id, in any topic's keys, values or headers
+    # meshfl predict's path: new requests for ids, some held by every domain, some not, one unknown
+    held_by_some = sorted(set(data.ids[data.domains[0]]) - set(data.pooled_ids))[:3]
+    requested = [*data.pooled_ids[:12], *held_by_some, "patient-unknown"]
+    predictions = request_predictions(settings, task, versions[-1], requested, timeout=180)
+    assert sorted(predictions) == sorted(data.pooled_ids[:12])
+    expected = _in_process(task, versions[-1], data.root, data.pooled_ids[:12])
+    for entity, probabilities in predictions.items():
+        assert torch.allclose(torch.tensor(probabilities), expected[entity], atol=1e-5)
+
+    # no raw id on the bus, training and predicting: not one patient id, in any topic's keys, values or headers
     everything = raw_bytes_of_every_topic(settings)
     assert len(everything) > 100_000
     leaked = [entity for ids in data.ids.values() for entity in ids if entity.encode() in everything]
     assert leaked == []
+
+
+def _in_process(
+    task: SplitTask, version: SplitModelVersion, root: Path, ids: list[str]
+) -> dict[str, torch.Tensor]:
+    """The same version computed here from the parts on the domains' disks: what predict must return."""
+    cuts, head = [], None
+    for spec in task.domains:
+        config = load_domain(root / spec.domain)
+        columns = load_columns(config, task)
+        part = next(p for p in version.parts if p.party == spec.domain)
+        state = CheckpointStore(state_dir(config, task.id) / "parts").load(part.sha256)
+        bottom = build_network(spec.bottom, len(spec.columns), seed=0)
+        bottom.load_state_dict(
+            {k.removeprefix("bottom."): v for k, v in state.items() if k.startswith("bottom.")}
+        )
+        rows = torch.tensor([columns.ids.index(entity) for entity in ids])
+        cuts.append(bottom.eval()(columns.x[rows]))
+        if task.labels.at == SplitLabelsAt.DOMAIN and spec.domain == task.labels.domain:
+            head = build_network(task.labels.head, 32, seed=0)
+            head.load_state_dict(
+                {k.removeprefix("head."): v for k, v in state.items() if k.startswith("head.")}
+            )
+    top = TopModel(task, from_wire(version.top))
+    with torch.no_grad():
+        output = top.evaluate([cut.detach() for cut in cuts])
+        probabilities = torch.softmax(output if head is None else head.eval()(output), dim=1)
+    return dict(zip(ids, probabilities, strict=True))
