@@ -81,7 +81,7 @@ def test_split_training_over_the_bus(
     for entity, probabilities in predictions.items():
         assert torch.allclose(torch.tensor(probabilities), expected[entity], atol=1e-5)
 
-    # no raw id on the bus, training and predicting: not one patient id, in any topic's keys, values or headers
+    # no raw id on the bus, training and predicting: no patient id in any topic's keys, values, headers
     everything = raw_bytes_of_every_topic(settings)
     assert len(everything) > 100_000
     leaked = [entity for ids in data.ids.values() for entity in ids if entity.encode() in everything]
