@@ -135,3 +135,45 @@ def test_an_exception_inside_a_policy_becomes_a_rejection(
     assert exploded.outcome == DecisionOutcome.REJECTED and exploded.policy == "evaluation_error"
     assert "RuntimeError" in exploded.reason
     assert _decisions(settings, "fine")[0].outcome == DecisionOutcome.ACCEPTED
+
+
+def test_state_rebuild_skips_a_forged_task_and_a_version_that_does_not_fit(
+    settings: MeshflSettings, mesh_root: Path, daemons: Threads
+) -> None:
+    """Before governance ever ran: the running id taken by a task of ``hidden = [2**40]``, and a version 7
+    with the overflow shape. Governance starts, runs the task file's task from its own version 0."""
+    task = hospital_task(mesh_root, rounds=2)
+    ensure_topics(settings)
+    domain, refs = _register(settings, mesh_root)
+    forged_task = task.model_copy(update={"model": task.model.model_copy(update={"hidden": [2**40]})})
+    forged_version = initial_version(task).model_copy(
+        update={"version": 7, "round": 1, "tensors": _overflowing(task, domain, refs).tensors}
+    )
+    with EventProducer(settings) as producer:
+        producer.produce(Topic.TASKS, forged_task, key=task.id)
+        producer.produce(Topic.MODEL_VERSIONS, forged_version, key=task.id)
+        producer.flush()
+    daemons.start("governance", GovernanceService(settings, [task]).run)
+    update = ModelUpdate(
+        update_id="after-forgery",
+        task_id=task.id,
+        round=1,
+        base_version=0,
+        domain=domain,
+        data_products=refs,
+        num_examples=10,
+        tensors=list(initial_version(task).tensors),
+    )
+    with EventProducer(settings) as producer:
+        producer.produce(Topic.UPDATES, update, key=task.id)
+        producer.flush()
+    wait_for(
+        lambda: bool(_decisions(settings, "after-forgery")),
+        timeout=120,
+        what="a decision",
+        check=daemons.check,
+    )
+    (decision,) = _decisions(settings, "after-forgery")
+    assert decision.outcome == DecisionOutcome.ACCEPTED, decision.reason
+    versions = [e for e in events(settings, Topic.MODEL_VERSIONS) if getattr(e, "task_id", None) == task.id]
+    assert [v.version for v in versions if v.version == 0]  # governance published its own version 0
