@@ -9,6 +9,7 @@ model and budget (epochs = rounds x local epochs).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -17,10 +18,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from pydantic import BaseModel
 
+from meshfl.access import domain_principal_name
 from meshfl.bus import EventConsumer, ensure_topics
 from meshfl.datasets import find_testset, materialize
 from meshfl.domain.config import DomainConfig, discover_domains, load_domain
@@ -75,6 +78,8 @@ class DemoPlan:
     slow_domain: str | None = None
     slow_delay: float = 3.0
     extra_env: dict[str, str] = field(default_factory=dict)
+    client_kafka: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per process (``governance``, ``agent-<domain>``): its own librdkafka credentials (``--secure``)."""
 
 
 def plan_demo(
@@ -158,6 +163,8 @@ class _Fleet:
         return env
 
     def _start(self, name: str, args: list[str], extra: dict[str, str] | None = None) -> None:
+        if name in self._plan.client_kafka:  # its own principal, never the admin's MESHFL_KAFKA
+            extra = {**(extra or {}), "MESHFL_KAFKA": json.dumps(self._plan.client_kafka[name])}
         log_file = (self._logs / f"{name}.log").open("wb")
         self._procs[name] = subprocess.Popen(
             [sys.executable, "-m", "meshfl", *args],
@@ -191,6 +198,24 @@ class _Fleet:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def secure_plan(admin: MeshflSettings, plan: DemoPlan) -> MeshflSettings:
+    """Give governance, every agent and the demo's own reader a principal of their own on a secured
+    cluster (``meshfl.access``): the demo then runs exactly as a secured deployment would.
+
+    Returns the auditor's settings, with which the demo watches versions (it reads, never writes).
+    """
+    from meshfl.access import federation, principal_settings, provision
+
+    names = [config.name for config in plan.domains]
+    out = plan.out_dir / "credentials"
+    done = {item.principal: item.credentials_file for item in provision(admin, federation(admin, names), out)}
+    plan.client_kafka["governance"] = json.loads(done["governance"].read_text())
+    for name in names:
+        plan.client_kafka[f"agent-{name}"] = json.loads(done[domain_principal_name(name)].read_text())
+    log.info("demo principals provisioned", principals=sorted(done), credentials=str(out))
+    return principal_settings(admin, done["auditor"])
 
 
 def run_demo(

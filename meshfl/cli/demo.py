@@ -17,6 +17,8 @@ from meshfl.cli._common import BootstrapOption, settings_from
 from meshfl.errors import MeshflError
 
 console = Console(stderr=False)
+SECURE_DEMO_PORT = 9192
+"""Client port of the demo's own secured broker (beside a plain one on 9092)."""
 
 
 def _table(rows: list[list[str]], total: int, task_id: str) -> Table:
@@ -64,6 +66,15 @@ def demo(
     topic_prefix: Annotated[
         str | None, typer.Option(help="Topic prefix (default: a fresh one per run, so runs never mix).")
     ] = None,
+    secure: Annotated[
+        bool,
+        typer.Option(
+            "--secure",
+            help="Run secured: SCRAM + TLS, one principal per domain, governance and the demo's reader, "
+            "with ACLs. Without --bootstrap it starts its own secured broker (port 9192); with one, "
+            "MESHFL_KAFKA must carry the cluster admin's SASL settings.",
+        ),
+    ] = False,
 ) -> None:
     """Start a local broker if none is given, the governance service and one agent per domain, run the
     federation with live progress, train the centralized baseline, and print the comparison."""
@@ -76,19 +87,36 @@ def demo(
     if not verbose:  # the daemons' logs go to files under --out; keep this terminal for the table
         configure_logging(settings.log_format, "WARNING")
     if "bootstrap_servers" not in settings.model_fields_set:
-        from meshfl.broker import LocalBroker
+        from meshfl.broker import LocalBroker, SecurityMode
 
+        what = "secured (SCRAM + TLS) " if secure else ""
         console.print(
-            "[bold]No broker given: starting the local Apache Kafka broker (first run resolves jars)."
+            f"[bold]No broker given: starting a local {what}Apache Kafka broker (first run resolves jars)."
         )
         try:
-            address = LocalBroker(settings).start()
+            if secure:
+                from meshfl.access import connected
+
+                local = LocalBroker(
+                    settings, data_dir=settings.data_dir / "broker-secure", port=SECURE_DEMO_PORT,
+                    security=SecurityMode.SCRAM_TLS,
+                )  # fmt: skip
+                local.start()
+                settings = connected(settings, local.client_config())
+            else:
+                settings = settings.model_copy(update={"bootstrap_servers": LocalBroker(settings).start()})
         except MeshflError as exc:
             console.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(1) from exc
-        settings = settings.model_copy(update={"bootstrap_servers": address})
+    elif secure and "sasl.username" not in settings.kafka:
+        console.print(
+            "[red]error:[/red] --secure on a given broker needs its admin's SASL settings in MESHFL_KAFKA "
+            "(e.g. the security/admin.json of `meshfl broker start --security scram-tls`)"
+        )
+        raise typer.Exit(2)
     console.print(
         f"broker [cyan]{settings.bootstrap_servers}[/cyan], topics [cyan]{settings.topic_prefix}*[/cyan]"
+        + (" [green]secured: a principal per process, ACLs[/green]" if secure else "")
     )
     if kind == "split":
         from meshfl.cli.demo_split import split_demo
@@ -104,6 +132,10 @@ def demo(
             mode=None if mode is None else FederationMode(mode),
         )
         plan.slow_domain = slow_domain
+        if secure:
+            from meshfl.demo import secure_plan
+
+            settings = secure_plan(settings, plan)
         rows: list[list[str]] = []
         with Live(
             _table(rows, plan.task.rounds, plan.task.id), console=console, refresh_per_second=4

@@ -6,12 +6,14 @@ One secured broker for the module (started once), one federation provisioned on 
 from __future__ import annotations
 
 import json
+import shutil
 import stat
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import (
     AclBinding,
     AclOperation,
@@ -24,6 +26,7 @@ from confluent_kafka.admin import (
 from meshfl.access import domain, federation, provision
 from meshfl.broker import LocalBroker, SecurityMode, free_port_block
 from meshfl.bus import EventConsumer, EventProducer
+from meshfl.demo import DemoPlan, plan_demo, run_demo, secure_plan
 from meshfl.errors import BusError
 from meshfl.events import AgentStatus, DecisionOutcome, DomainHeartbeat, GovernanceDecision
 from meshfl.settings import MeshflSettings
@@ -32,6 +35,7 @@ from meshfl.topics import Topic, agent_transactional_id, governance_id, topic_na
 pytestmark = pytest.mark.kafka
 
 DOMAINS = ["alpha", "beta"]
+REPO = Path(__file__).resolve().parents[2]
 
 
 class Secured:
@@ -67,17 +71,18 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
 
 
 def _delivery_codes(settings: MeshflSettings, topics: list[Topic]) -> list[int]:
-    """The error code of delivering one raw record to each topic, as the broker answered."""
+    """The error code of delivering one raw record to each topic (in the order given), as the broker
+    answered; reports of different topics arrive in any order."""
     producer = Producer(settings.client_config(**{"message.timeout.ms": 20_000}))
-    codes: list[int] = []
+    codes: dict[str, int] = {}
 
-    def on_delivery(err: KafkaError | None, _msg: object) -> None:
-        codes.append(err.code() if err is not None else KafkaError.NO_ERROR)
+    def on_delivery(err: KafkaError | None, msg: Message) -> None:
+        codes[msg.topic()] = err.code() if err is not None else KafkaError.NO_ERROR
 
     for topic in topics:
         producer.produce(topic_name(settings, topic), b"forged", key=b"k", on_delivery=on_delivery)
     assert producer.flush(30) == 0
-    return codes
+    return [codes[topic_name(settings, topic)] for topic in topics]
 
 
 def _beat(domain: str) -> DomainHeartbeat:
@@ -240,3 +245,34 @@ def test_provision_command_adds_a_domain_principal(secured: Secured, tmp_path: P
         KafkaError.NO_ERROR,
         KafkaError.TOPIC_AUTHORIZATION_FAILED,
     ]
+
+
+def _plan(root: Path, out: Path) -> DemoPlan:
+    task_file = root / "tasks" / "breast-cancer.toml"
+    return plan_demo(domains_root=root, task_file=task_file, out_dir=out, rounds=1, timeout=600)
+
+
+def test_secure_demo_matches_the_plain_one(secured: Secured, kafka_bootstrap: str, tmp_path: Path) -> None:
+    """Every process on its own principal (governance, three hospitals, the reader): same model."""
+    root = tmp_path / "domains"
+    for entry in (REPO / "domains").iterdir():
+        if entry.is_dir():
+            shutil.copytree(entry, root / entry.name, ignore=shutil.ignore_patterns("data"))
+    plain_settings = MeshflSettings(
+        bootstrap_servers=kafka_bootstrap, topic_prefix=f"plain{uuid.uuid4().hex[:6]}."
+    )
+    admin = secured.admin.model_copy(update={"topic_prefix": f"demo{uuid.uuid4().hex[:6]}."})
+    plain_plan = _plan(root, tmp_path / "plain")
+    secure_plan_ = _plan(root, tmp_path / "secure")  # the data is written once, before either runs
+    watcher = secure_plan(admin, secure_plan_)
+    plain = run_demo(plain_settings, plain_plan)
+    safe = run_demo(watcher, secure_plan_)
+    assert [r.round for r in safe.rounds] == [r.round for r in plain.rounds] == [0, 1]
+    assert safe.federated_accuracy == pytest.approx(plain.federated_accuracy, abs=0.02)
+    print("versions", [r.sha256[:12] for r in plain.rounds], [r.sha256[:12] for r in safe.rounds])
+    governance_log = (tmp_path / "secure" / "logs" / "governance.log").read_text()
+    assert "AUTHORIZATION_FAILED" not in governance_log
+    creds = json.loads((tmp_path / "secure" / "credentials" / "domain-hospital-north.json").read_text())
+    assert creds["sasl.password"] not in governance_log
+    for name in ("governance", "agent-hospital-north"):
+        assert creds["sasl.password"] not in (tmp_path / "secure" / "logs" / f"{name}.log").read_text()
