@@ -26,11 +26,11 @@ order independence by feeding the canonical order when it matters (replay), not 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 
-from governance.strategies.aggregate import FOLD_CHUNK, cast_like, fold_scaled_
+from governance.strategies.aggregate import FOLD_CHUNK, TILE, cast_like, fold_scaled_, fold_tiled_
 from governance.strategies.base import ClientUpdate, Weights, check_weights
 
 
@@ -102,6 +102,40 @@ class WeightedSumAccumulator:
         self._keys.add(update.key)
         self._weights.append(weight)
         self._total_examples += update.num_examples
+
+    def add_all(self, updates: Sequence[ClientUpdate]) -> None:
+        """``add`` each update in the given order, tiled: bit-identical to the loop, faster when every
+        update is in memory.
+
+        Every update is checked first (all or nothing). Then, per tensor, the accumulator is walked in
+        tiles of ``TILE`` elements, and each tile receives every update in turn while it stays in cache:
+        per element the additions happen in the same order as the loop, so the sums are the same bits,
+        but the float64 sums cross memory once instead of once per update.
+        """
+        if type(self).add is not WeightedSumAccumulator.add:  # a subclass keeps more per update
+            for update in updates:
+                self.add(update)
+            return
+        sums = self._open()
+        keys = set(self._keys)
+        weights: list[float] = []
+        for update in updates:
+            if update.key in keys:
+                raise ValueError(f"duplicate update {update.key}")
+            keys.add(update.key)
+            check_weights(update.weights, self._reference, what=f"update {update.update_id}")
+            weight = float(self._weight_of(update))
+            if not (weight > 0 and math.isfinite(weight)):
+                raise ValueError(
+                    f"update {update.update_id} has weight {weight}; weights must be positive and finite"
+                )
+            weights.append(weight)
+        scratch = self._scratch[:TILE]
+        for name, acc in sums.items():
+            fold_tiled_(acc, [update.weights[name] for update in updates], weights, scratch)
+        self._keys = keys
+        self._weights.extend(weights)
+        self._total_examples += sum(update.num_examples for update in updates)
 
     def mean_float64(self) -> dict[str, torch.Tensor]:
         """The weighted mean in float64 (terminal): what server optimizers start from."""

@@ -29,6 +29,9 @@ FOLD_CHUNK = 1 << 18
 SORT_BLOCK = 1 << 13
 """Coordinates per block in the sort-based statistics (the (block, n) slab stays in L2/L3)."""
 
+TILE = 1 << 14
+"""float64 elements per tile of :func:`fold_tiled_` (128 KiB, with as much scratch: both stay in L2)."""
+
 DISTANCE_BLOCK = 1 << 14
 """Coordinates per block when accumulating the Gram matrix of :func:`pairwise_squared_distances`."""
 
@@ -61,6 +64,33 @@ def fold_scaled_(
         if weight != 1.0:
             tmp.mul_(weight)
         flat_acc[start:stop].add_(tmp)
+
+
+def fold_tiled_(
+    acc: torch.Tensor, xs: Sequence[torch.Tensor], weights: Sequence[float], scratch: torch.Tensor
+) -> None:
+    """``acc += sum_i weights[i] * xs[i]``, folded in list order: the same bits as calling
+    :func:`fold_scaled_` for each ``x`` in turn, with ``acc`` walked in cache-sized tiles.
+
+    Per tile of ``acc`` (``TILE`` float64, 128 KiB) every ``x`` is converted into ``scratch``, scaled and
+    added while the tile stays in L2, so the float64 sums are read and written once per tile rather than
+    once per update: the memory traffic per element and update drops from 20 bytes to about the 4 of
+    reading a float32 ``x``.
+    """
+    flat_acc = acc.view(-1)
+    total = flat_acc.numel()
+    flats = [x.reshape(-1) for x in xs]
+    if any(flat.numel() != total for flat in flats):
+        raise ValueError(f"cannot fold tensors of another size into an accumulator of {total}")
+    for start in range(0, total, TILE):
+        stop = min(total, start + TILE)
+        tile = flat_acc[start:stop]
+        tmp = scratch[: stop - start]
+        for flat, weight in zip(flats, weights, strict=True):
+            tmp.copy_(flat[start:stop])
+            if weight != 1.0:
+                tmp.mul_(weight)
+            tile.add_(tmp)
 
 
 def cast_like(values: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
