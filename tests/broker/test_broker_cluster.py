@@ -1,4 +1,5 @@
-"""A real three-node KRaft cluster on loopback: replication, and losing a broker without losing data."""
+"""A real three-node KRaft cluster on loopback: meshfl's own topics replicated by the broker's default
+(3 replicas, min ISR 2), and losing the leader of the decisions log without losing a decision."""
 
 from __future__ import annotations
 
@@ -8,10 +9,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, Message, Producer
-from confluent_kafka.admin import AdminClient, NewTopic, PartitionMetadata
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, PartitionMetadata, ResourceType
 
 from meshfl.broker import LocalBroker, free_port_block
+from meshfl.bus import EventProducer, ensure_topics, read_all
+from meshfl.bus._admin import warn_single_replicas
+from meshfl.events import DecisionOutcome, GovernanceDecision
+from meshfl.settings import MeshflSettings
+from meshfl.topics import Topic, topic_name, topic_specs
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 
 @pytest.fixture
@@ -23,40 +30,6 @@ def cluster(tmp_path: Path) -> Iterator[LocalBroker]:
         local.stop(kill=True)
 
 
-def _produce_all(bootstrap: str, topic: str, values: list[bytes]) -> None:
-    failures: list[KafkaError] = []
-
-    def on_delivery(err: KafkaError | None, _msg: Message) -> None:
-        if err is not None:
-            failures.append(err)
-
-    producer = Producer(
-        {"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True, "linger.ms": 0}
-    )
-    for value in values:
-        producer.produce(topic, value, on_delivery=on_delivery)
-    assert producer.flush(45) == 0
-    assert failures == []
-
-
-def _consume(bootstrap: str, topic: str, count: int) -> list[bytes]:
-    consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": uuid.uuid4().hex, "auto.offset.reset": "earliest"}
-    )
-    seen: list[bytes] = []
-    try:
-        consumer.subscribe([topic])
-        deadline = time.monotonic() + 45
-        while len(seen) < count and time.monotonic() < deadline:
-            msg = consumer.poll(0.5)
-            if msg is not None and msg.error() is None:
-                seen.append(msg.value())
-    finally:
-        consumer.close()
-    return seen
-
-
-@pytest.mark.kafka
 def _partition_metadata(admin: AdminClient, topic: str, timeout: float = 30.0) -> PartitionMetadata:
     """Partition 0's metadata once every broker has learnt of the new topic (it lags the create call)."""
     deadline = time.monotonic() + timeout
@@ -69,35 +42,66 @@ def _partition_metadata(admin: AdminClient, topic: str, timeout: float = 30.0) -
         time.sleep(0.2)
 
 
-@pytest.mark.slow
-def test_three_brokers_replicate_and_survive_losing_the_leader(cluster: LocalBroker) -> None:
-    started = time.monotonic()
-    bootstrap = cluster.start(timeout=120)
+def _decisions(count: int, tag: str) -> list[GovernanceDecision]:
+    return [
+        GovernanceDecision(
+            decision_id=f"{tag}-{i}",
+            task_id="t",
+            update_id=f"u-{tag}-{i}",
+            domain="d",
+            round=1,
+            outcome=DecisionOutcome.ACCEPTED,
+            policy="test",
+            reason="replication test",
+        )
+        for i in range(count)
+    ]
+
+
+def _publish(settings: MeshflSettings, decisions: list[GovernanceDecision]) -> None:
+    with EventProducer(settings) as producer:  # idempotent, acks=all
+        for decision in decisions:
+            producer.produce(Topic.DECISIONS, decision, key=decision.task_id)
+        producer.flush(60)
+
+
+def test_meshfl_topics_are_replicated_and_survive_losing_the_leader(cluster: LocalBroker) -> None:
+    bootstrap = cluster.start(timeout=180)
     assert len(bootstrap.split(",")) == 3
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    settings = MeshflSettings(bootstrap_servers=bootstrap, topic_prefix=f"r{uuid.uuid4().hex[:6]}.")
+    assert settings.replication_factor == -1  # the broker decides
+    admin = AdminClient(settings.client_config())
     assert sorted(admin.list_topics(timeout=10).brokers) == [1, 2, 3]
 
-    topic = f"replicated-{uuid.uuid4().hex[:8]}"
-    spec = NewTopic(topic, 1, 3, config={"min.insync.replicas": "2"})
-    admin.create_topics([spec])[topic].result(timeout=30)
-    partition = _partition_metadata(admin, topic)
-    assert sorted(partition.replicas) == [1, 2, 3]
+    ensure_topics(settings)
+    names = [spec.name for spec in topic_specs(settings)]
+    for name in names:
+        partition = _partition_metadata(admin, name)
+        assert sorted(partition.replicas) == [1, 2, 3], name
+    described = admin.describe_configs([ConfigResource(ResourceType.TOPIC, name) for name in names])
+    for resource, future in described.items():
+        assert future.result()["min.insync.replicas"].value == "2", resource.name
+    assert warn_single_replicas(admin, names) == []
+    lonely = f"{settings.topic_prefix}lonely"
+    admin.create_topics([NewTopic(lonely, 1, 1)])[lonely].result(timeout=30)
+    _partition_metadata(admin, lonely)
+    assert warn_single_replicas(admin, [*names, lonely]) == [lonely]
 
-    before = [f"before-{i}".encode() for i in range(10)]
-    _produce_all(bootstrap, topic, before)
-
-    leader = partition.leader
+    before = _decisions(10, "before")
+    _publish(settings, before)
+    decisions = topic_name(settings, Topic.DECISIONS)
+    leader = _partition_metadata(admin, decisions).leader
     cluster.stop(node=leader, kill=True)  # a crash, not a clean shutdown
     status = cluster.status()
     assert status.state == "degraded"
     assert [node.node_id for node in status.nodes if not node.running] == [leader]
 
-    after = [f"after-{i}".encode() for i in range(10)]
-    _produce_all(bootstrap, topic, after)  # acks=all with 2 of 3 replicas in sync
-    new_leader = admin.list_topics(topic, timeout=10).topics[topic].partitions[0].leader
+    after = _decisions(10, "after")
+    _publish(settings, after)  # acks=all with 2 of 3 replicas in sync
+    new_leader = admin.list_topics(decisions, timeout=10).topics[decisions].partitions[0].leader
     assert new_leader not in (leader, -1)
-    assert _consume(bootstrap, topic, 20) == before + after
+    read = [env.event.decision_id for env in read_all(settings, Topic.DECISIONS, timeout=60)]
+    assert read == [d.decision_id for d in before + after]
 
-    assert cluster.start(timeout=90) == bootstrap  # the lost node comes back with the same identity
+    assert cluster.start(timeout=120) == bootstrap  # the lost node comes back with the same identity
     assert cluster.status().state == "running"
-    assert time.monotonic() - started < 90
