@@ -31,7 +31,6 @@ def run_governance(
 
     ``health`` turns ready when the horizontal service has rebuilt its state (at once without one)."""
     from governance.service import GovernanceService
-    from governance.vertical.service import SplitGovernance
 
     horizontal = [task for task in tasks if isinstance(task, TrainingTask)]
     vertical = [task for task in tasks if isinstance(task, SplitTask)]
@@ -48,7 +47,9 @@ def run_governance(
         )
     elif health is not None:
         health.set_ready()
-    if vertical:
+    if vertical:  # split learning needs the vertical extra: imported only when a vertical task is run
+        from governance.vertical.service import SplitGovernance
+
         runs.append(
             SplitGovernance(settings, vertical, signer=signer, exit_when_complete=exit_when_complete).run
         )

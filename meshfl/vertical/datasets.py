@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from sklearn.datasets import load_breast_cancer
 
+from meshfl.extras import require
 from meshfl.vertical.events import SplitDomainSpec, SplitLabels, SplitLabelsAt, SplitLayer, SplitTask
 
 KEY = "patient_id"
@@ -140,7 +140,7 @@ BREAST_CANCER_DOMAINS = ["radiology", "pathology", "oncology"]
 
 def breast_cancer_split(root: Path, *, seed: int = 42, missing_fraction: float = 0.02) -> SplitDataset:
     """The breast-cancer data as three domains of ten columns; ``oncology`` holds the diagnosis."""
-    bunch = load_breast_cancer()
+    bunch = require("sklearn.datasets", "vertical").load_breast_cancer()
     names = [str(n).replace(" ", "_") for n in bunch.feature_names]
     return write_split(
         root,

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.metrics import accuracy_score, balanced_accuracy_score, log_loss, roc_auc_score
+
+from meshfl.extras import require
 
 
 def classification_metrics(probabilities: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
     """``roc_auc``, ``balanced_accuracy``, ``accuracy`` and ``log_loss`` on held-out rows."""
+    sk = require("sklearn.metrics", "vertical")
     probs = probabilities.detach().to(torch.float64).numpy()
     probs = probs / probs.sum(axis=1, keepdims=True)  # float32 softmax rows sum to 1 only within rounding
     y = labels.detach().numpy().astype(np.int64)
@@ -20,16 +22,16 @@ def classification_metrics(probabilities: torch.Tensor, labels: torch.Tensor) ->
         return {}
     predicted = probs.argmax(axis=1)
     metrics = {
-        "accuracy": float(accuracy_score(y, predicted)),
-        "balanced_accuracy": float(balanced_accuracy_score(y, predicted)),
+        "accuracy": float(sk.accuracy_score(y, predicted)),
+        "balanced_accuracy": float(sk.balanced_accuracy_score(y, predicted)),
     }
     classes = probs.shape[1]
     if len(np.unique(y)) > 1:
         if classes == 2:
-            metrics["roc_auc"] = float(roc_auc_score(y, probs[:, 1]))
+            metrics["roc_auc"] = float(sk.roc_auc_score(y, probs[:, 1]))
         else:
             metrics["roc_auc"] = float(
-                roc_auc_score(y, probs, multi_class="ovr", labels=list(range(classes)))
+                sk.roc_auc_score(y, probs, multi_class="ovr", labels=list(range(classes)))
             )
-        metrics["log_loss"] = float(log_loss(y, np.clip(probs, 1e-12, 1.0), labels=list(range(classes))))
+        metrics["log_loss"] = float(sk.log_loss(y, np.clip(probs, 1e-12, 1.0), labels=list(range(classes))))
     return metrics

@@ -16,9 +16,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import private_set_intersection.python as psi
-
 from meshfl.errors import MeshflError
+from meshfl.extras import require
+
+psi = require("private_set_intersection.python", "vertical")
 
 _REVEAL_INTERSECTION = True  # the client learns the intersection itself, not only its size
 
@@ -33,7 +34,7 @@ class PsiClient:
 
     elements: list[str]
     request: bytes
-    _client: psi.client
+    _client: object
 
     def intersection(self, setup: bytes, response: bytes) -> list[int]:
         """Indices (into ``elements``, sorted) of the elements the server also holds."""
@@ -42,7 +43,7 @@ class PsiClient:
             server_setup.ParseFromString(setup)
             parsed = psi.Response()
             parsed.ParseFromString(response)
-            indices = self._client.GetIntersection(server_setup, parsed)
+            indices = self._client.GetIntersection(server_setup, parsed)  # type: ignore[attr-defined]
         except Exception as exc:  # the C++ core and protobuf raise RuntimeError or DecodeError alike
             raise AlignmentError(f"unusable PSI reply: {exc}") from exc
         if any(not 0 <= index < len(self.elements) for index in indices):
