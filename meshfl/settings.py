@@ -62,7 +62,9 @@ class MeshflSettings(BaseSettings):
     cache_dir: Path = Field(default_factory=_default_cache_dir, description="Maven jars and other caches.")
     data_dir: Path = Field(default_factory=_default_data_dir, description="Local broker data and state.")
     dp_secret: SecretStr | None = Field(
-        None, description="Key of the DP noise seeds; shared by governance and auditors, never published."
+        None,
+        description="Key of the DP noise (HMAC-SHA256 -> ChaCha20), at least 32 bytes; shared by governance "
+        "and auditors, never published.",
     )
     governance_public_key: str | None = Field(
         None,
