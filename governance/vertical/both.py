@@ -50,6 +50,10 @@ def run_governance(
     if vertical:  # split learning needs the vertical extra: imported only when a vertical task is run
         from governance.vertical.service import SplitGovernance
 
+        if signer is None and settings.governance_private_key is not None:
+            from meshfl.identity.trust import governance_signer
+
+            signer = governance_signer(settings)  # split events signed like every governance event
         runs.append(
             SplitGovernance(settings, vertical, signer=signer, exit_when_complete=exit_when_complete).run
         )
