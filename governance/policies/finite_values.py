@@ -3,7 +3,8 @@
 One NaN poisons a weighted average for every domain, and diverged local training is the common cause.
 The reason names each offending tensor with its NaN and Inf counts. Fast path: a tensor whose sum is
 finite has no NaN or Inf (either would propagate), so the element-wise count runs only when the sum is
-not finite (an offender, or finite values whose sum overflowed).
+not finite (an offender, or finite values whose sum overflowed). Under central DP the reason says
+only that some value is not finite: the counts are facts about a domain's update, outside the noise.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ class FiniteValues:
             inf = int(torch.isinf(tensor).sum())
             if nan or inf:
                 offenders.append(f"{name!r} has {nan} NaN and {inf} Inf")
+        if offenders and ctx.task.privacy is not None:
+            return reject(self.name, "non-finite values (which and how many are not published under DP)")
         if offenders:
             return reject(self.name, f"non-finite values: {summarize(offenders)}")
         return accept(self.name, "all values finite")

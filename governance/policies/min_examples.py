@@ -4,12 +4,13 @@ FedAvg weighs each update by its ``num_examples``, so the count is an attack sur
 billion examples would dominate the average. Below ``update_checks.min_examples`` an update is noise
 (and can leak individual records); zero or a negative count is absurd. When every data product the
 update names declares ``num_rows``, the claim may not exceed their total times ``local_epochs`` (a
-generous bound that holds whether an agent counts rows or rows seen over all epochs).
+generous bound that holds whether an agent counts rows or rows seen over all epochs). Under central DP
+the count weighs nothing (uniform weights) and the verdict does not publish it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 from governance.policies.base import Candidate, PolicyContext, Verdict, accept, reject
@@ -33,6 +34,17 @@ class MinExamples:
     def evaluate(self, candidate: Candidate, ctx: PolicyContext) -> Verdict:
         count = candidate.update.num_examples
         minimum = ctx.task.update_checks.min_examples
+        if ctx.task.privacy is not None:  # the claimed count is not published under DP
+            verdict = self.evaluate(
+                candidate, replace(ctx, task=ctx.task.model_copy(update={"privacy": None}))
+            )
+            if verdict.accepted:
+                return accept(self.name, f"num_examples >= {minimum}")
+            return reject(
+                self.name,
+                "num_examples is not a positive count within the minimum "
+                f"{minimum} and what the named products hold (the count is not published under DP)",
+            )
         if count <= 0:
             return reject(self.name, f"num_examples {count} is not a positive count")
         if count < minimum:

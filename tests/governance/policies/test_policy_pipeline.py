@@ -180,3 +180,25 @@ def test_public_surface() -> None:
         ]
     )
     assert all(hasattr(policies, name) for name in policies.__all__)
+
+
+def test_under_dp_rejections_publish_no_count_of_the_domains() -> None:
+    """Claimed example counts and NaN counts are facts about a domain's update, outside the noise."""
+    task = make_task(
+        update_checks=UpdateChecks(min_examples=10),
+        privacy=PrivacyPolicy(clip_norm=0.5, noise_multiplier=1.0),
+    )
+    ctx = make_ctx(task)
+    few = evaluate_update(make_candidate(ctx, num_examples=7), ctx)[0]
+    assert (few.accepted, few.policy) == (False, "min_examples")
+    assert "7" not in few.reason and "not published under DP" in few.reason
+    weights = {name: t.clone() for name, t in ctx.global_weights.items()}
+    weights["fc.bias"][:3] = float("nan")
+    nan = evaluate_update(Candidate(make_candidate(ctx).update, weights), ctx)[0]
+    assert (nan.accepted, nan.policy) == (False, "finite_values")
+    assert not any(char.isdigit() for char in nan.reason) and "fc.bias" not in nan.reason
+    plain = make_ctx(make_task(update_checks=UpdateChecks(min_examples=10)))
+    assert (
+        "num_examples 7 is below the minimum 10"
+        in evaluate_update(make_candidate(plain, num_examples=7), plain)[0].reason
+    )
