@@ -34,7 +34,8 @@ from governance.policies import check_dp_config
 from governance.rounds import TaskState, initial_version, strategy_params
 from governance.service_metrics import count_committed
 from governance.service_state import ServiceState
-from governance.strategies import build_strategy
+from governance.strategies import Strategy, build_strategy
+from governance.strategies.memory import round_memory
 from meshfl.bus import Envelope, EventConsumer, EventProducer, ensure_topics
 from meshfl.errors import BusError
 from meshfl.events import ModelUpdate, TrainingTask
@@ -44,6 +45,19 @@ from meshfl.settings import MeshflSettings
 from meshfl.topics import Topic, governance_id, topic_name
 
 log = get_logger("meshfl.governance")
+
+
+def _say_round_memory(task: TrainingTask, strategy: Strategy) -> None:
+    """Log what a round will hold in memory (robust rules hold every update: a warning)."""
+    from meshfl.modelspec import num_parameters
+
+    parameters = num_parameters(task.model)
+    policy = task.round_policy
+    domains = max(policy.min_domains, policy.target_domains or 0, 1)
+    estimate = round_memory(strategy, domains=domains, model_bytes=4 * parameters, parameters=parameters)
+    emit = log.info if estimate.streams else log.warning
+    emit("round memory estimate", task=task.id, estimate=estimate.describe(), bytes=estimate.total_bytes)
+
 
 _MAX_BATCH = 64
 _BATCH_LINGER_S = 0.02
@@ -78,8 +92,9 @@ class GovernanceService:
 
     def run(self, stop: threading.Event) -> int:
         for task in self._configured:  # a bad task file stops the service here, not at round 1
-            build_strategy(task.strategy.name, strategy_params(task))
+            strategy = build_strategy(task.strategy.name, strategy_params(task))
             check_dp_config(task)
+            _say_round_memory(task, strategy)
             dp_secret(self._settings, task)
         ensure_topics(self._settings)
         group = governance_id(self._settings, self._service_id)
