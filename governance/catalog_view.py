@@ -2,28 +2,37 @@
 
 The view is fed without broker round trips in the loop (``take``) and read to its end only at start-up and
 when a catalog policy rejects an update (``drain``): a domain that registered a moment before its first
-update must not be rejected for a stale view.
+update must not be rejected for a stale view. A descriptor enters the view only when signed by the domain
+it names (``IdentityGate``): a forged one (say, a retired status over a live product) is ignored.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from meshfl.bus import Envelope, EventConsumer
 from meshfl.domain.data import serves
 from meshfl.events import DataProductDescriptor, TrainingTask
 
+if TYPE_CHECKING:
+    from meshfl.identity.trust import EnvelopeVerifier
+
 
 class CatalogView:
     """The latest descriptor of every data product, by domain and product id."""
 
-    def __init__(self) -> None:
+    def __init__(self, verifier: EnvelopeVerifier) -> None:
         self.products: dict[str, dict[str, DataProductDescriptor]] = {}
         self.consumer: EventConsumer | None = None
+        self._verifier = verifier
 
     def attach(self, consumer: EventConsumer) -> None:
         self.consumer = consumer
 
     def record(self, env: Envelope) -> None:
         if isinstance(env.event, DataProductDescriptor):
+            if not self._verifier.accept(env):
+                return
             product = env.event
             self.products.setdefault(product.domain, {})[product.id] = product
 

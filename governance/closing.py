@@ -137,7 +137,10 @@ class RoundCloser:
             )
             return
         self._report_stragglers(producer, state, version.contributing_domains)
-        producer.produce(Topic.MODEL_VERSIONS, version, key=state.task.id)
+        # the version's sha256 is the hash its signature names: the state is hashed once
+        producer.produce(
+            Topic.MODEL_VERSIONS, version, key=state.task.id, digests={"tensors": version.sha256}
+        )
         self._state.log.aggregated.update(version.contributing_updates)
         state.advance(version)
         log.info(

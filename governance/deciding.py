@@ -9,6 +9,8 @@ and whatever the decoding or a policy raises (meshfl's own errors, or torch, num
 from deep inside a policy) becomes a rejection with the policy ``evaluation_error`` and the error as
 its reason. Only the I/O around it (producing the decision, reading the catalog) may raise, and those
 are broker failures, which stop the transaction, not the message.
+Before any policy, ``IdentityGate`` checks who sent the update (``screen``, guarded the same way);
+the policies only see verified updates.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import uuid
 
 from governance.catalog_view import CatalogView
+from governance.identity_gate import IDENTITY_POLICIES, IdentityGate
 from governance.policies import Candidate, PolicyContext, Verdict, evaluate_update
 from governance.rounds import PendingUpdate, TaskState
 from governance.service_state import ServiceState
@@ -42,9 +45,10 @@ _MAX_REASON = 2000
 class Decider:
     """Decides the updates of the batch in the current transaction."""
 
-    def __init__(self, state: ServiceState, catalog: CatalogView) -> None:
+    def __init__(self, state: ServiceState, catalog: CatalogView, gate: IdentityGate) -> None:
         self._state = state
         self._catalog = catalog
+        self._gate = gate
 
     def handle(self, producer: EventProducer, env: Envelope) -> None:
         update = env.event
@@ -61,6 +65,10 @@ class Decider:
                 and update.update_id not in log_state.aggregated
             ):
                 self._restore(update, env, state)
+            return
+        refusal = self.screen(env, update)
+        if refusal is not None:
+            self._decide(producer, update, env, refusal)
             return
         verdict, weights = self.judge(update, state)
         if (
@@ -96,6 +104,15 @@ class Decider:
             weights = from_wire(update.tensors, copy=False)  # read only, like every update's weights
         state.pending.append(pending_update(update, env, weights))
         log.info("accepted update restored into its round", update=update.update_id)
+
+    def screen(self, env: Envelope, update: ModelUpdate) -> Verdict | None:
+        """Who sent it (``IdentityGate``), guarded like ``judge``: None when the sender checks out."""
+        try:
+            return self._gate.check_update(env, update)
+        except Exception as exc:  # a message that makes the canonical form raise is that message's fault
+            reason = f"{type(exc).__name__}: {exc}"[:_MAX_REASON]
+            log.error("update signature check failed; rejected", update=update.update_id, error=reason)
+            return Verdict(False, "bad_signature", reason)
 
     def judge(
         self, update: ModelUpdate, state: TaskState | None, *, restoring: bool = False
@@ -159,7 +176,8 @@ class Decider:
             created_at=utcnow(),
         )
         producer.produce(Topic.DECISIONS, decision, key=update.task_id)
-        self._state.log.decided_ids.add(update.update_id)
+        if verdict.policy not in IDENTITY_POLICIES:  # a forger's attempt does not settle the owner's id
+            self._state.log.decided_ids.add(update.update_id)
         self._state.log.decided_at[(env.partition, env.offset)] = outcome
         log.info(
             "decision",

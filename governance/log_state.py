@@ -2,7 +2,11 @@
 
 This is the whole of the service's durable state. Nothing is kept elsewhere: the latest version of each
 task, which updates a version consumed, and which update messages (by partition and offset) already
-have a decision.
+have a decision. Only what governance signed counts: a task, version or decision on the bus without
+governance's signature is ignored (logged and counted by the verifier), so forging an ACCEPTED
+decision, a higher version or a task under a running id changes nothing here. Rejections for identity
+reasons (``IDENTITY_POLICIES``) do not settle an update id: the forger's attempt under another domain's
+id leaves the owner's own update free to be decided.
 """
 
 from __future__ import annotations
@@ -10,9 +14,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from governance.identity_gate import IDENTITY_POLICIES
 from governance.log_checks import effective_task, version_problem
 from meshfl.bus import read_all
 from meshfl.events import DecisionOutcome, GovernanceDecision, ModelVersion, TrainingTask
+from meshfl.identity.trust import EnvelopeVerifier
 from meshfl.logs import get_logger
 from meshfl.settings import MeshflSettings
 from meshfl.topics import Topic
@@ -31,6 +37,7 @@ class LogState:
     decided_ids: set[str] = field(default_factory=set)
     decided_at: dict[tuple[int, int], DecisionOutcome] = field(default_factory=dict)  # (partition, offset)
     ignored_versions: int = 0  # versions skipped because they do not fit their task's model
+    refused: int = 0  # events on these topics that governance did not sign: ignored
 
 
 def read_log_state(
@@ -42,15 +49,16 @@ def read_log_state(
     against the task that runs: ``configured`` merged with the bus) never becomes a latest version.
     """
     state = LogState()
+    verifier = EnvelopeVerifier.for_governance_events(settings, reader="governance-log-state")
     for env in read_all(settings, Topic.TASKS):
-        if isinstance(env.event, TrainingTask):
+        if isinstance(env.event, TrainingTask) and verifier.accept(env):
             state.tasks.setdefault(env.event.id, env.event)
     running = {
         task_id: effective_task(task, state.tasks.get(task_id))
         for task_id, task in (configured or {}).items()
     }
     for env in read_all(settings, Topic.MODEL_VERSIONS):
-        if isinstance(env.event, ModelVersion):
+        if isinstance(env.event, ModelVersion) and verifier.accept(env):
             version = env.event
             problem = version_problem(version, running.get(version.task_id))
             if problem is not None:
@@ -69,11 +77,13 @@ def read_log_state(
                 state.latest[version.task_id] = version
     for env in read_all(settings, Topic.DECISIONS):
         decision = env.event
-        if isinstance(decision, GovernanceDecision):
-            state.decided_ids.add(decision.update_id)
+        if isinstance(decision, GovernanceDecision) and verifier.accept(env):
+            if decision.policy not in IDENTITY_POLICIES:
+                state.decided_ids.add(decision.update_id)
             if decision.policy == WITHDRAWN:
                 state.aggregated.add(decision.update_id)
             if decision.source_partition is not None and decision.source_offset is not None:
                 key = (decision.source_partition, decision.source_offset)
                 state.decided_at.setdefault(key, decision.outcome)
+    state.refused = sum(verifier.refused.values())
     return state

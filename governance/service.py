@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from governance.catalog_view import CatalogView
 from governance.closing import RoundCloser, dp_secret
 from governance.deciding import Decider
+from governance.identity_gate import IdentityGate
 from governance.log_checks import decode_version, effective_task
 from governance.log_state import read_log_state
 from governance.policies import check_dp_config
@@ -39,6 +40,7 @@ from governance.strategies.memory import round_memory
 from meshfl.bus import Envelope, EventConsumer, EventProducer, ensure_topics
 from meshfl.errors import BusError
 from meshfl.events import ModelUpdate, TrainingTask
+from meshfl.identity.trust import KeyFeed, governance_signer
 from meshfl.logs import get_logger
 from meshfl.metrics import Health
 from meshfl.settings import MeshflSettings
@@ -84,8 +86,9 @@ class GovernanceService:
         self._poll_timeout = poll_timeout
         self._exit_when_complete = exit_when_complete
         self._state = ServiceState()
-        self._catalog = CatalogView()
-        self._decider = Decider(self._state, self._catalog)
+        self._gate = IdentityGate(settings)
+        self._catalog = CatalogView(self._gate.catalog)
+        self._decider = Decider(self._state, self._catalog, self._gate)
         self._closer = RoundCloser(settings, self._state, self._catalog)
 
     # --- lifecycle -----------------------------------------------------------------------------
@@ -96,6 +99,7 @@ class GovernanceService:
             check_dp_config(task)
             _say_round_memory(task, strategy)
             dp_secret(self._settings, task)
+        signer = governance_signer(self._settings)  # no key, no service: it never publishes unsigned
         ensure_topics(self._settings)
         group = governance_id(self._settings, self._service_id)
         producer = EventProducer(
@@ -103,11 +107,15 @@ class GovernanceService:
             transactional_id=group,
             client_id=f"{group}-producer",
             on_committed=count_committed,
+            signer=signer,
         )
+        keys = KeyFeed(self._settings, self._gate.registry, client_id=f"{group}-keys")
+        self._gate.attach(keys)
         catalog = EventConsumer(self._settings, [Topic.CATALOG], client_id=f"{group}-catalog")
         self._catalog.attach(catalog)
         updates: EventConsumer | None = None
         try:
+            keys.drain()
             self._catalog.drain()
             self._rebuild()
             self._publish_missing_tasks(producer)
@@ -121,6 +129,7 @@ class GovernanceService:
             self._health.set_ready()
             log.info("governance started", tasks=sorted(self._state.tasks), group=group)
             while not stop.is_set():
+                self._gate.take()
                 self._catalog.take()
                 batch = self._poll_batch(updates)
                 self._step(producer, updates, batch)
@@ -131,6 +140,7 @@ class GovernanceService:
             if updates is not None:
                 updates.close()
             catalog.close()
+            keys.close()
             producer.close()
         return 0
 
@@ -172,6 +182,7 @@ class GovernanceService:
         configured = {task.id: task for task in self._configured}
         log_state = read_log_state(self._settings, configured)
         self._state.log = log_state
+        self._gate.reset()
         self._state.tasks.clear()
         for task in self._configured:
             effective = effective_task(task, log_state.tasks.get(task.id))
@@ -190,6 +201,7 @@ class GovernanceService:
             versions={k: v.version for k, v in log_state.latest.items()},
             decisions=len(log_state.decided_ids),
             ignored_versions=log_state.ignored_versions,
+            ignored_unsigned=log_state.refused,
         )
 
     def _publish_missing_tasks(self, producer: EventProducer) -> None:
@@ -201,7 +213,8 @@ class GovernanceService:
             if task.id not in self._state.log.tasks:
                 producer.produce(Topic.TASKS, task, key=task.id)
             effective = effective_task(task, self._state.log.tasks.get(task.id))
-            producer.produce(Topic.MODEL_VERSIONS, initial_version(effective), key=task.id)
+            version = initial_version(effective)
+            producer.produce(Topic.MODEL_VERSIONS, version, key=task.id, digests={"tensors": version.sha256})
         producer.commit_transaction()
         log.info("tasks published", tasks=[t.id for t in missing])
         # The commit returns before the transaction markers move the last stable offset, so a snapshot

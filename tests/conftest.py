@@ -24,6 +24,7 @@ from meshfl.broker import (
     wait_for_broker,
 )
 from meshfl.errors import BrokerError
+from meshfl.identity.local import with_governance_keys
 from meshfl.settings import MeshflSettings
 
 KAFKA_IMAGE = f"apache/kafka:{kafka_version()}"
@@ -46,14 +47,21 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield from _local_broker(tmp_path_factory.mktemp("kafka"))
 
 
+@pytest.fixture(scope="session")
+def governance_key_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the session's governance key pair lives (made once; every test runs signed)."""
+    return tmp_path_factory.mktemp("governance-keys")
+
+
 @pytest.fixture
-def settings(kafka_bootstrap: str, tmp_path: Path) -> MeshflSettings:
-    """Settings on the session's broker with a topic prefix of this test's own."""
-    return MeshflSettings(
+def settings(kafka_bootstrap: str, tmp_path: Path, governance_key_dir: Path) -> MeshflSettings:
+    """Settings on the session's broker with a topic prefix of this test's own, governance's key pinned."""
+    plain = MeshflSettings(
         bootstrap_servers=kafka_bootstrap,
         topic_prefix=f"t{uuid.uuid4().hex[:8]}.",
         data_dir=tmp_path / "data",
     )
+    return with_governance_keys(plain, governance_key_dir)
 
 
 def _local_broker(data_dir: Path) -> Iterator[str]:

@@ -14,6 +14,7 @@ from meshfl.cli import (
     domain,
     domains,
     governance,
+    keys,
     models,
     predict,
 )
@@ -32,6 +33,7 @@ app.add_typer(models.app, name="models")
 app.add_typer(catalog.app, name="catalog")
 app.add_typer(audit.app, name="audit")
 app.add_typer(config.app, name="config")
+app.add_typer(keys.app, name="keys")
 app.command("demo")(demo.demo)
 app.command("predict")(predict.predict)
 app.command("console")(console.console)

@@ -5,6 +5,11 @@ metrics go on the bus. Each update is published in one Kafka transaction togethe
 ``AgentProgress`` record (compacted topic, key ``domain/task``), so a restarted agent knows exactly
 which rounds it already published and never publishes two updates for the same (task, round), even if
 it was killed mid-publish (the aborted transaction is invisible to read_committed readers).
+
+Everything the agent publishes is signed with the domain's key (``<domain dir>/keys/signing.key``);
+it takes tasks and versions only when governance signed them (its key pinned in settings), and
+progress records only when signed by this domain's own key: a forged task, version or progress
+record is logged, counted (``ignored_events``) and never used.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from meshfl.bus import EventConsumer, EventProducer, ensure_topics, read_all
+from meshfl.bus import Envelope, EventConsumer, EventProducer, ensure_topics, read_all
 from meshfl.domain.admission import admits
 from meshfl.domain.config import DomainConfig, load_domain
 from meshfl.domain.data import LocalData, prepare_local_data, product_serves
@@ -33,6 +38,8 @@ from meshfl.events import (
     TrainingTask,
     utcnow,
 )
+from meshfl.identity.binding import UPDATE_NAMESPACE, update_id_for
+from meshfl.identity.trust import EnvelopeVerifier, domain_signer, read_registry
 from meshfl.limits import spec_elements
 from meshfl.logs import get_logger
 from meshfl.metrics import METRICS, Health
@@ -43,18 +50,13 @@ from meshfl.topics import Topic, agent_transactional_id, client_name
 
 log = get_logger("meshfl.domain")
 
-_UPDATE_NS = uuid.UUID("0b6a3c55-7f0e-4f3c-9a3e-5d1f2f6b8c21")
+_UPDATE_NS = UPDATE_NAMESPACE
 
 
 def count_published(topic: Topic, event: Event) -> None:
     """Metrics of what the agent's committed transactions put on the bus."""
     if isinstance(event, ModelUpdate):
         METRICS.updates_published.labels(event.domain, event.task_id).inc()
-
-
-def update_id_for(task_id: str, round_: int, domain: str) -> str:
-    """Deterministic: the same (task, round, domain) always names the same update."""
-    return str(uuid.uuid5(_UPDATE_NS, f"{task_id}/{round_}/{domain}"))
 
 
 def round_seed(task: TrainingTask, round_: int, domain: str) -> int:
@@ -101,6 +103,8 @@ class DomainAgent:
         self._data_cache: dict[str, tuple[tuple[tuple[str, int], ...], LocalData]] = {}
         self._status = AgentStatus.STARTING
         self._current_round: int | None = None
+        self._signer = domain_signer(domain_dir, self._domain)  # no key, no agent: it never runs unsigned
+        self._verifier: EnvelopeVerifier | None = None
 
     @property
     def domain(self) -> str:
@@ -110,11 +114,17 @@ class DomainAgent:
         self._stop = stop
         torch.set_num_threads(self._threads or self._config.training.threads)
         ensure_topics(self._settings)
+        registry = read_registry(self._settings)
+        registry.pin(self._domain, self._signer.public_key)
+        self._verifier = EnvelopeVerifier(
+            registry, window_seconds=self._settings.signature_window_seconds, reader=f"agent-{self._domain}"
+        )
         producer = EventProducer(
             self._settings,
             transactional_id=agent_transactional_id(self._settings, self._domain),
             client_id=client_name(self._settings, f"agent-{self._domain}"),
             on_committed=count_published,
+            signer=self._signer,
         )
         beat_stop = threading.Event()
         beats = threading.Thread(target=self._heartbeats, args=(beat_stop,), name="heartbeats", daemon=True)
@@ -163,7 +173,7 @@ class DomainAgent:
     def _load_progress(self) -> None:
         for env in read_all(self._settings, Topic.AGENT_PROGRESS):
             record = env.event
-            if isinstance(record, AgentProgress) and record.domain == self._domain:
+            if isinstance(record, AgentProgress) and record.domain == self._domain and self._trusted(env):
                 previous = self._view.progress.get(record.task_id, 0)
                 self._view.progress[record.task_id] = max(previous, record.last_round)
         if self._view.progress:
@@ -174,11 +184,19 @@ class DomainAgent:
         env = consumer.poll(self._poll_timeout)
         while env is not None:
             event = env.event
-            if isinstance(event, TrainingTask):
+            if isinstance(event, TrainingTask) and self._trusted(env):
                 self._take_task(event)
-            elif isinstance(event, ModelVersion):
+            elif isinstance(event, ModelVersion) and self._trusted(env):
                 self._take_version(event)
             env = consumer.poll(0.0)
+
+    def _trusted(self, env: Envelope) -> bool:
+        """Signed by whoever must sign it (governance for tasks and versions, this domain for its
+        progress) with a trusted key, and fresh; anything else is counted and dropped."""
+        if self._verifier is not None and self._verifier.accept(env):
+            return True
+        self._view.ignored_events += 1
+        return False
 
     def _take_version(self, version: ModelVersion) -> None:
         if version.task_id in self._view.refused_tasks:
@@ -208,7 +226,9 @@ class DomainAgent:
 
     def _heartbeats(self, stop: threading.Event) -> None:
         producer = EventProducer(
-            self._settings, client_id=client_name(self._settings, f"agent-{self._domain}-heartbeat")
+            self._settings,
+            client_id=client_name(self._settings, f"agent-{self._domain}-heartbeat"),
+            signer=self._signer,
         )
         try:
             while not stop.is_set():

@@ -78,6 +78,13 @@ class TrustRegistry:
     def keys_of(self, domain: str) -> list[KeyRecord]:
         return [record for record in self if record.domain == domain]
 
+    def pin(self, domain: str, public_key: Ed25519PublicKey) -> None:
+        """Trust ``public_key`` for ``domain`` locally (a participant's own key, before governance
+        registers it); a key the registry already holds, or holds for another domain, is left alone."""
+        kid = key_id(public_key)
+        if kid not in self._keys and domain != GOVERNANCE:
+            self._keys[kid] = KeyRecord(domain, kid, public_key, registered_at=None)
+
     def apply(self, event: KeyEvent) -> KeyRecord:
         """Take in one key event after checking governance signed it; raises ``SignatureError``."""
         self.verify(event)

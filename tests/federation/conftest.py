@@ -21,6 +21,8 @@ from meshfl.datasets import materialize
 from meshfl.domain.agent import DomainAgent
 from meshfl.domain.tasks import load_task_file
 from meshfl.events import Event, RoundPolicy, TrainingTask
+from meshfl.identity.local import ensure_domain_key, identity_env
+from meshfl.identity.trust import governance_signer, register_domain_dir
 from meshfl.settings import MeshflSettings
 from meshfl.topics import Topic
 
@@ -36,7 +38,22 @@ def mesh_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
         if entry.is_dir() and not entry.name.startswith("_"):
             shutil.copytree(entry, root / entry.name, ignore=shutil.ignore_patterns("data"))
     materialize(root, seed=42)
+    for domain_dir in root.iterdir():
+        if (domain_dir / "domain.toml").is_file():
+            ensure_domain_key(domain_dir)
     return root
+
+
+_REGISTERED: set[tuple[str, str, str]] = set()
+
+
+def register_domain(settings: MeshflSettings, domain_dir: Path) -> None:
+    """Governance registers the domain's key on this test's keys topic (once per topic prefix)."""
+    key = (settings.bootstrap_servers, settings.topic_prefix, str(domain_dir))
+    if key not in _REGISTERED:
+        ensure_topics(settings)
+        register_domain_dir(settings, governance_signer(settings), domain_dir)
+        _REGISTERED.add(key)
 
 
 def hospital_task(mesh_root: Path, **overrides: object) -> TrainingTask:
@@ -75,6 +92,7 @@ class Threads:
         return stop
 
     def start_agent(self, settings: MeshflSettings, domain_dir: Path) -> threading.Event:
+        register_domain(settings, domain_dir)
         agent = DomainAgent(settings, domain_dir, heartbeat_interval=1.0)
         return self.start(f"agent-{domain_dir.name}", agent.run)
 
@@ -113,7 +131,10 @@ class Processes:
             MESHFL_BOOTSTRAP_SERVERS=self.settings.bootstrap_servers,
             MESHFL_TOPIC_PREFIX=self.settings.topic_prefix,
             MESHFL_LOG_FORMAT="json",
+            **identity_env(self.settings, with_private_key=args[:1] == ("governance",)),
         )
+        if args[:2] == ("domain", "run") and "--domain" in args:
+            register_domain(self.settings, Path(args[args.index("--domain") + 1]))
         log = (self.log_dir / f"{name}.log").open("ab")
         proc = subprocess.Popen(
             [sys.executable, "-m", "meshfl", *args], stdout=log, stderr=subprocess.STDOUT, env=env
