@@ -2,7 +2,8 @@
 
 There is no registry database: versions are events on a topic kept forever, so the registry is a
 snapshot read (``versions``, ``get``, ``latest``), a follower (``watch``), and an export of any one
-version to a ``.safetensors`` file that carries where it came from (``pull``).
+version to a ``.safetensors`` file that carries where it came from (``pull``). Only versions that
+governance signed count: forged ones are logged and counted (``refused``), never listed or pulled.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from safetensors.torch import save_file
 from meshfl.bus import read_all
 from meshfl.errors import MeshflError
 from meshfl.events import ModelVersion
+from meshfl.identity.trust import EnvelopeVerifier
 from meshfl.logs import get_logger
 from meshfl.settings import MeshflSettings
 from meshfl.subscribe import version_weights, watch_versions
@@ -38,13 +40,18 @@ class ModelRegistry:
     def __init__(self, settings: MeshflSettings, *, timeout: float = 10.0) -> None:
         self._settings = settings
         self._timeout = timeout
+        self.refused = 0
 
     def _scan(self, task_id: str | None) -> Iterator[ModelVersion]:
-        """Each version once (the first copy on the log), in log order."""
+        """Each signed version once (the first copy on the log), in log order."""
         seen: set[tuple[str, int]] = set()
+        verifier = EnvelopeVerifier.for_governance_events(self._settings, reader="model-registry")
         for envelope in read_all(self._settings, Topic.MODEL_VERSIONS, timeout=self._timeout):
             version = envelope.event
             if not isinstance(version, ModelVersion) or (task_id is not None and version.task_id != task_id):
+                continue
+            if not verifier.accept(envelope):
+                self.refused += 1
                 continue
             key = (version.task_id, version.version)
             if key not in seen:

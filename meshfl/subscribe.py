@@ -3,7 +3,9 @@
 The model-version topic is the registry (kept forever), so subscribing is reading it from the start
 and then waiting at its end. ``subscribe`` yields ``(version, state_dict)`` ready for
 ``model.load_state_dict``; ``watch_versions`` yields the ``ModelVersion`` events themselves. Each
-version's tensors are checked against its recorded SHA-256 before they are handed out.
+version's tensors are checked against its recorded SHA-256 before they are handed out, and only
+versions governance signed (its key pinned in settings) are seen at all: a forged version is logged,
+counted and skipped.
 
     import meshfl
     for version, state in meshfl.subscribe("digits-mlp", timeout=60):
@@ -21,6 +23,7 @@ import torch
 from meshfl.bus import EventConsumer
 from meshfl.errors import TensorCodecError
 from meshfl.events import ModelVersion
+from meshfl.identity.trust import EnvelopeVerifier
 from meshfl.logs import get_logger
 from meshfl.settings import MeshflSettings, load_settings
 from meshfl.tensors import from_wire, tensors_sha256
@@ -47,6 +50,7 @@ def watch_versions(
     holds it twice.
     """
     seen: set[int] = set()
+    verifier = EnvelopeVerifier.for_governance_events(settings, reader="subscribe")
     last_news = time.monotonic()
     with EventConsumer(settings, [Topic.MODEL_VERSIONS], from_beginning=True, dead_letters=False) as consumer:
         while stop is None or not stop.is_set():
@@ -61,6 +65,7 @@ def watch_versions(
                 or version.task_id != task_id
                 or version.version < from_version
                 or version.version in seen
+                or not verifier.accept(envelope)
             ):
                 continue
             seen.add(version.version)

@@ -20,7 +20,7 @@ from meshfl.subscribe import subscribe, watch_versions
 from meshfl.tensors import from_wire
 from meshfl.topics import Topic
 from tests.audit.audit_builders import DOMAINS
-from tests.audit.test_audit_bus import publish_federation
+from tests.audit.test_audit_bus import bus_signers, publish_federation
 
 pytestmark = pytest.mark.kafka
 
@@ -91,7 +91,7 @@ def test_subscribe_yields_past_then_new_versions(settings: MeshflSettings) -> No
     thread.start()
     newer = fed.versions[3].model_copy(update={"version": 4, "parent_version": 3, "round": 4})
     with EventProducer(settings) as producer:
-        producer.produce(Topic.MODEL_VERSIONS, newer, key=task_id)
+        producer.produce(Topic.MODEL_VERSIONS, bus_signers(settings).sign(newer), key=task_id)
     thread.join(timeout=30)
     assert not thread.is_alive()
     assert seen == [3, 4]

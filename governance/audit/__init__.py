@@ -1,8 +1,9 @@
 """Audit of a federation from its log: replay (every version's SHA-256 recomputed), lineage, report, export.
 
 events = events_from_bus(settings, "digits-mlp")      # or events_from_file(Path("digits.avro"))
-result = replay(events, "digits-mlp")                  # result.ok, result.versions, result.findings
-tree = lineage(TaskLog.of(events, "digits-mlp"), 20)
+result = replay(events, "digits-mlp", governance_key=key)  # result.ok, .versions, .findings
+signed = check_signatures(events, key, window_seconds=900).trusted   # forged events left out
+tree = lineage(TaskLog.of(signed, "digits-mlp"), 20)
 write_report(TaskLog.of(events, "digits-mlp"), Path("out/report"), result)
 """
 
@@ -14,6 +15,7 @@ from governance.audit.log import AUDITED_TOPICS, LoggedEvent, TaskLog, events_fr
 from governance.audit.replay import replay
 from governance.audit.report import render_report, write_report
 from governance.audit.result import Finding, ReplayResult, VersionCheck
+from governance.audit.signatures import SignatureCheck, check_signatures
 from governance.audit.transforms import reapply_transforms
 
 __all__ = [
@@ -23,10 +25,12 @@ __all__ = [
     "Lineage",
     "LoggedEvent",
     "ReplayResult",
+    "SignatureCheck",
     "TaskLog",
     "UpdateNode",
     "VersionCheck",
     "VersionNode",
+    "check_signatures",
     "events_from_bus",
     "events_from_file",
     "export_task",

@@ -20,6 +20,7 @@ from meshfl.events import (
     DecisionOutcome,
     Event,
     GovernanceDecision,
+    KeyEvent,
     ModelUpdate,
     ModelVersion,
     TrainingTask,
@@ -36,8 +37,10 @@ AUDITED_TOPICS: tuple[Topic, ...] = (
     Topic.DECISIONS,
     Topic.MODEL_VERSIONS,
     Topic.CATALOG,
+    Topic.KEYS,
 )
-"""What an audit reads: the federation's own topics plus the catalog (data products in lineage)."""
+"""What an audit reads: the federation's own topics, the catalog (data products in lineage) and the
+keys governance registered (who may have signed what)."""
 
 
 @dataclass(frozen=True)
@@ -60,12 +63,12 @@ class LoggedEvent:
 
 
 def belongs_to(event: Event, task_id: str) -> bool:
-    """Whether ``event`` is part of ``task_id``'s federation (descriptors belong to every task)."""
+    """Whether ``event`` is part of ``task_id``'s federation (descriptors and keys belong to every task)."""
     if isinstance(event, TrainingTask):
         return event.id == task_id
     if isinstance(event, ModelUpdate | ModelVersion | GovernanceDecision):
         return event.task_id == task_id
-    return isinstance(event, DataProductDescriptor)
+    return isinstance(event, DataProductDescriptor | KeyEvent)
 
 
 def _read_topic(settings: MeshflSettings, topic: Topic, task_id: str, timeout: float) -> list[LoggedEvent]:

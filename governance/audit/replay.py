@@ -10,7 +10,9 @@ previous version, every contributing update was accepted for this task).
 
 When a version does not reproduce, the next one is tried from the recomputed parent and, failing
 that, from the published one: a forged update then marks only its own version, a rewritten stored
-version only itself. ``replay`` is pure; reading the bus or a file is done by the caller.
+version only itself. Before any of that, every event's signature is checked against governance's
+pinned key and the domain keys it registered (``governance.audit.signatures``): forged events are
+findings and take no part. ``replay`` is pure; reading the bus or a file is done by the caller.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ import time
 from collections.abc import Iterable, Mapping
 
 import torch
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from governance.audit.log import LoggedEvent, TaskLog
 from governance.audit.result import Finding, ProgressCallback, ReplayResult, Severity, VersionCheck
+from governance.audit.signatures import check_signatures
 from governance.audit.transforms import reapply_transforms
 from governance.policies import check_secret, dp_config_problems, privacy_spent
 from governance.rounds import aggregate_version, initial_version
@@ -69,7 +73,9 @@ class _Replayer:
             if accepted is None:
                 continue
             for copy in copies:
-                if copy.coordinates != accepted.coordinates and copy.event != accepted.event:
+                if copy.coordinates != accepted.coordinates and _unsigned(copy.event) != _unsigned(
+                    accepted.event
+                ):
                     self.find(
                         "error",
                         "forged_update_copy",
@@ -354,6 +360,11 @@ class _Replayer:
                 )
 
 
+def _unsigned(event: object) -> object:
+    """The event without its signature: the same payload signed twice is one update, not a forgery."""
+    return event.model_copy(update={"signature": None})  # type: ignore[attr-defined]
+
+
 def _hash_ok(version: ModelVersion) -> bool:
     try:
         return tensors_sha256(version.tensors) == version.sha256
@@ -370,6 +381,8 @@ def replay(
     events: Iterable[LoggedEvent],
     task_id: str,
     *,
+    governance_key: Ed25519PublicKey,
+    window_seconds: float = 900.0,
     from_version: int = 0,
     to_version: int | None = None,
     on_progress: ProgressCallback | None = None,
@@ -379,10 +392,13 @@ def replay(
 
     With ``from_version > 0`` the published version before it is the (trusted) starting point. A task
     under central DP needs the governance's ``dp_secret``: the noise seeds are keyed by it.
-    Raises ``ReplayError`` only when there is nothing to verify; every failed check is a finding.
+    ``governance_key`` is the pinned key every signature is traced back to (``window_seconds``: the
+    largest gap between an event's signing time and its record time). Raises ``ReplayError`` only
+    when there is nothing to verify; every failed check is a finding.
     """
     started = time.perf_counter()
-    index = TaskLog.of(events, task_id)
+    signatures = check_signatures(events, governance_key, window_seconds=window_seconds)
+    index = TaskLog.of(signatures.trusted, task_id)
     if index.task.privacy is not None and not dp_secret:
         raise ReplayError(f"task {task_id!r} uses differential privacy: its noise needs MESHFL_DP_SECRET")
     if index.task.privacy is not None:
@@ -391,6 +407,7 @@ def replay(
         except ValueError as exc:
             raise ReplayError(f"task {task_id!r}: MESHFL_DP_SECRET is too short: {exc}") from exc
     replayer = _Replayer(index, dp_secret)
+    replayer.findings.extend(signatures.findings)
     replayer.check_log()
     for problem in dp_config_problems(index.task):
         replayer.find("error", "privacy_config", f"central DP cannot protect this task: {problem}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -45,6 +45,23 @@ def _events(settings: MeshflSettings, task: str, file: Path | None) -> list[Logg
     from governance.audit import events_from_bus, events_from_file
 
     return events_from_file(file) if file is not None else events_from_bus(settings, task)
+
+
+def _trust(settings: MeshflSettings) -> dict[str, Any]:
+    """The replay's trust anchor: governance's pinned key (a ``ConfigError`` without one)."""
+    from meshfl.identity.trust import governance_public_key
+
+    return {
+        "governance_key": governance_public_key(settings),
+        "window_seconds": settings.signature_window_seconds,
+    }
+
+
+def _signed(settings: MeshflSettings, events: list[LoggedEvent]) -> list[LoggedEvent]:
+    """Only the events their senders signed (what lineage and the report may rely on)."""
+    from governance.audit import check_signatures
+
+    return check_signatures(events, **_trust(settings)).trusted
 
 
 def _first_version_since(events: list[LoggedEvent], task: str, since: datetime) -> int:
@@ -103,9 +120,16 @@ def replay_command(
             _print_result(split, as_json)
         events = _events(settings, task, file)
         if since is not None:
-            from_version = max(from_version, _first_version_since(events, task, since))
+            from_version = max(from_version, _first_version_since(_signed(settings, events), task, since))
         if as_json:
-            result = replay(events, task, from_version=from_version, to_version=to_version, dp_secret=secret)
+            result = replay(
+                events,
+                task,
+                from_version=from_version,
+                to_version=to_version,
+                dp_secret=secret,
+                **_trust(settings),
+            )
         else:
             with Progress(console=errors, transient=True) as progress:
                 bar = progress.add_task("replaying", total=None)
@@ -116,6 +140,7 @@ def replay_command(
                     to_version=to_version,
                     dp_secret=secret,
                     on_progress=lambda done, total: progress.update(bar, completed=done, total=total),
+                    **_trust(settings),
                 )
     except MeshflError as exc:
         _fail(exc)
@@ -182,7 +207,7 @@ def lineage_command(
 
     settings = settings_from(bootstrap, topic_prefix)
     try:
-        tree = lineage(TaskLog.of(_events(settings, task, file), task), version)
+        tree = lineage(TaskLog.of(_signed(settings, _events(settings, task, file)), task), version)
     except MeshflError as exc:
         _fail(exc)
     if as_json:
@@ -206,8 +231,11 @@ def report_command(
     secret = settings.dp_key()
     try:
         events = _events(settings, task, file)
-        index = TaskLog.of(events, task)
-        result = replay(events, task, dp_secret=secret) if secret or index.task.privacy is None else None
+        index = TaskLog.of(_signed(settings, events), task)
+        trust = _trust(settings)
+        result = (
+            replay(events, task, dp_secret=secret, **trust) if secret or index.task.privacy is None else None
+        )
         path = write_report(index, out, result)
     except MeshflError as exc:
         _fail(exc)

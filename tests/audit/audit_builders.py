@@ -4,16 +4,20 @@ Updates are random perturbations of version 0 (no training: the audit does not c
 found); decisions and versions are made exactly as the governance service makes them, through
 ``governance.rounds.aggregate_version`` with the accepted updates' policy transforms re-applied.
 Coordinates come from a callback, so the same builder serves in-memory logs and the real broker.
+Every event is signed as in a real federation: governance signs tasks, versions, decisions and the key
+events that register each domain's key; each domain signs its updates and descriptors (``Signers``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from governance.audit import LoggedEvent, reapply_transforms
 from governance.rounds import aggregate_version, initial_version
@@ -25,6 +29,8 @@ from meshfl.events import (
     DecisionOutcome,
     Event,
     GovernanceDecision,
+    KeyAction,
+    KeyEvent,
     ModelSpec,
     ModelUpdate,
     ModelVersion,
@@ -32,12 +38,59 @@ from meshfl.events import (
     StrategySpec,
     TrainingTask,
 )
+from meshfl.identity import GOVERNANCE, Signer, key_id, public_bytes, sender_of
+from meshfl.identity.binding import update_id_for
+from meshfl.identity.canonical import millis
 from meshfl.tensors import from_wire, to_wire
 from meshfl.topics import Topic
 
 DOMAINS = ["alpha", "beta", "gamma"]
 SECRET = b"governance-and-auditors-only-secret-0123456789"
 """A DP secret of the required length (32 bytes or more)."""
+OUTSIDER = "mallory"  # registered (it has a key) but not admitted: its update is rejected
+
+
+def derived_key(name: str) -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.from_private_bytes(hashlib.sha256(f"audit-test/{name}".encode()).digest())
+
+
+@dataclass
+class Signers:
+    """Governance's signer and one per domain (keys derived from the name, so runs are reproducible)."""
+
+    governance: Signer = field(default_factory=lambda: Signer(GOVERNANCE, derived_key(GOVERNANCE)))
+    domains: dict[str, Signer] = field(default_factory=dict)
+
+    def domain(self, name: str) -> Signer:
+        if name not in self.domains:
+            self.domains[name] = Signer(name, derived_key(name))
+        return self.domains[name]
+
+    def sign(self, event: Event) -> Event:
+        """``event`` signed by whoever must sign it (re-signed if it already carries a signature)."""
+        sender = sender_of(event)
+        signer = self.governance if sender == GOVERNANCE else self.domain(sender)
+        return signer.sign(event)
+
+    def key_events(self, names: Sequence[str] = (*DOMAINS, OUTSIDER)) -> list[KeyEvent]:
+        """Governance-signed registrations of the domains' keys."""
+        return [
+            self.governance.sign(
+                KeyEvent(
+                    domain=name,
+                    key_id=self.domain(name).key_id,
+                    public_key=public_bytes(self.domain(name).public_key),
+                    action=KeyAction.REGISTERED,
+                )
+            )
+            for name in names
+        ]
+
+
+SIGNERS = Signers()
+GOVERNANCE_KEY = SIGNERS.governance.public_key
+"""The pinned key of every in-memory log's governance."""
+assert key_id(GOVERNANCE_KEY) == SIGNERS.governance.key_id
 FEATURES = [f"x{i}" for i in range(6)]
 
 
@@ -79,7 +132,7 @@ def perturbed(weights: dict[str, torch.Tensor], seed: int, scale: float = 0.1) -
 
 def make_update(task: TrainingTask, domain: str, round_: int, parent: ModelVersion, seed: int) -> ModelUpdate:
     return ModelUpdate(
-        update_id=str(uuid.UUID(int=seed)),
+        update_id=update_id_for(task.id, round_, domain),
         task_id=task.id,
         round=round_,
         base_version=parent.version,
@@ -149,7 +202,7 @@ def run_federation(
                 )
             )
         if round_ == rejected_round:
-            outsider = make_update(task, "mallory", round_, parent, seed=999)
+            outsider = make_update(task, OUTSIDER, round_, parent, seed=999)
             at = place(outsider)
             fed.updates.append((outsider, at))
             fed.decisions.append(decision(outsider, at, accepted=False))
@@ -168,25 +221,34 @@ def run_federation(
 
 
 class MemoryLog:
-    """An in-memory log: events appended per topic on partition 0 with consecutive offsets."""
+    """An in-memory log: events appended per topic on partition 0 with consecutive offsets, each
+    signed by its sender as it is appended (the record time is the signing time)."""
 
-    def __init__(self) -> None:
+    def __init__(self, signers: Signers = SIGNERS) -> None:
         self.events: list[LoggedEvent] = []
         self._next: dict[Topic, int] = {}
+        self.signers = signers
+        for key_event in signers.key_events():
+            self.append(Topic.KEYS, key_event, sign=False)
 
-    def append(self, topic: Topic, event: Event) -> tuple[int, int]:
+    def append(self, topic: Topic, event: Event, *, sign: bool = True) -> tuple[int, int]:
         offset = self._next.get(topic, 0)
         self._next[topic] = offset + 1
-        self.events.append(LoggedEvent(topic, 0, offset, 1_700_000_000_000 + len(self.events), event))
+        signed = self.signers.sign(event) if sign else event
+        signature = getattr(signed, "signature", None)
+        stamp = millis(signature.timestamp) if signature is not None else 1_700_000_000_000
+        self.events.append(LoggedEvent(topic, 0, offset, stamp + len(self.events), signed))
         return (0, offset)
 
     def place(self, update: ModelUpdate) -> tuple[int, int]:
         return self.append(Topic.UPDATES, update)
 
-    def replace(self, topic: Topic, offset: int, event: Event) -> None:
-        """Rewrite the event at ``offset`` in place (what an attacker with file access could do)."""
+    def replace(self, topic: Topic, offset: int, event: Event, *, sign: bool = True) -> None:
+        """Rewrite the event at ``offset`` in place: what an attacker with file access could do, with
+        the sender's key (``sign``: a compromised key, or governance lying) or without it."""
+        signed = self.signers.sign(event) if sign else event
         self.events = [
-            LoggedEvent(e.topic, e.partition, e.offset, e.timestamp_ms, event)
+            LoggedEvent(e.topic, e.partition, e.offset, e.timestamp_ms, signed)
             if e.topic == topic and e.offset == offset
             else e
             for e in self.events

@@ -11,34 +11,52 @@ from governance.audit import events_from_bus, events_from_file, export_task, rep
 from meshfl.bus import EventProducer, ensure_topics, read_all
 from meshfl.cli.audit import app as audit_app
 from meshfl.events import ModelUpdate
+from meshfl.identity.trust import governance_public_key, governance_signer
 from meshfl.settings import MeshflSettings
 from meshfl.topics import Topic
-from tests.audit.audit_builders import DOMAINS, Federation, forged, make_task, product, run_federation
+from tests.audit.audit_builders import (
+    DOMAINS,
+    Federation,
+    Signers,
+    forged,
+    make_task,
+    product,
+    run_federation,
+)
 
 pytestmark = pytest.mark.kafka
 
 
+def bus_signers(settings: MeshflSettings) -> Signers:
+    """Governance signs with the session's key (the one pinned in ``settings``)."""
+    return Signers(governance=governance_signer(settings))
+
+
 def publish_federation(settings: MeshflSettings) -> Federation:
-    """Updates go to the bus one by one; decisions name the offsets Kafka gave them."""
+    """Updates go to the bus one by one; decisions name the offsets Kafka gave them. All signed."""
     ensure_topics(settings)
+    signers = bus_signers(settings)
     task = make_task()
     with EventProducer(settings) as producer:
-        producer.produce(Topic.TASKS, task, key=task.id)
+        for registration in signers.key_events():
+            producer.produce(Topic.KEYS, registration, key=f"{registration.domain}/{registration.key_id}")
+        producer.produce(Topic.TASKS, signers.sign(task), key=task.id)
         for domain in DOMAINS:
-            producer.produce(Topic.CATALOG, product(domain), key=f"{domain}.table")
+            producer.produce(Topic.CATALOG, signers.sign(product(domain)), key=f"{domain}.table")
         producer.flush()
 
         def place(update: ModelUpdate) -> tuple[int, int]:
-            producer.produce(Topic.UPDATES, update, key=update.domain)
+            signed = signers.sign(update)
+            producer.produce(Topic.UPDATES, signed, key=update.domain)
             producer.flush()
-            found = [e for e in read_all(settings, Topic.UPDATES) if e.event == update]
+            found = [e for e in read_all(settings, Topic.UPDATES) if e.event == signed]
             return (found[-1].partition, found[-1].offset)
 
         fed = run_federation(task, place)
         for decision in fed.decisions:
-            producer.produce(Topic.DECISIONS, decision, key=task.id)
+            producer.produce(Topic.DECISIONS, signers.sign(decision), key=task.id)
         for version in fed.versions:
-            producer.produce(Topic.MODEL_VERSIONS, version, key=task.id)
+            producer.produce(Topic.MODEL_VERSIONS, signers.sign(version), key=task.id)
         producer.flush()
     return fed
 
@@ -58,7 +76,9 @@ def test_replay_from_the_bus_then_forgery(
     settings: MeshflSettings, federation: Federation, tmp_path: Path
 ) -> None:
     task_id = federation.task.id
-    result = replay(events_from_bus(settings, task_id), task_id)
+    result = replay(
+        events_from_bus(settings, task_id), task_id, governance_key=governance_public_key(settings)
+    )
     assert result.ok, result.findings
     assert [v.version for v in result.versions] == [0, 1, 2, 3]
 
@@ -72,9 +92,11 @@ def test_replay_from_the_bus_then_forgery(
     assert code == 0, out
 
     target, at = federation.updates[2]
-    with EventProducer(settings) as producer:
-        producer.produce(Topic.UPDATES, forged(target), key=target.domain)
-    tampered = replay(events_from_bus(settings, task_id), task_id)
+    with EventProducer(settings) as producer:  # the domain itself re-publishes its id with other weights
+        producer.produce(Topic.UPDATES, bus_signers(settings).sign(forged(target)), key=target.domain)
+    tampered = replay(
+        events_from_bus(settings, task_id), task_id, governance_key=governance_public_key(settings)
+    )
     assert not tampered.ok
     [finding] = [f for f in tampered.findings if f.kind == "forged_update_copy"]
     assert finding.update_id == target.update_id and finding.offset != at[1]
@@ -83,7 +105,7 @@ def test_replay_from_the_bus_then_forgery(
 
     after = tmp_path / "after.avro"
     export_task(settings, task_id, after)
-    from_file = replay(events_from_file(after), task_id)
+    from_file = replay(events_from_file(after), task_id, governance_key=governance_public_key(settings))
     assert [f.kind for f in from_file.findings] == [f.kind for f in tampered.findings]
     assert not from_file.ok
 

@@ -11,7 +11,7 @@ import fastavro
 from governance.audit import EXPORT_SCHEMA, events_from_file, file_metadata, replay, write_events
 from governance.audit.export import file_codec
 from meshfl.events import ModelUpdate
-from tests.audit.audit_builders import forged, memory_federation
+from tests.audit.audit_builders import GOVERNANCE_KEY, forged, memory_federation
 
 
 def _strip_seconds(result_json: str) -> dict:
@@ -29,7 +29,10 @@ def test_export_round_trip_gives_the_same_replay(tmp_path: Path) -> None:
         (e.topic, e.partition, e.offset, e.timestamp_ms) for e in memory.events
     ]
     assert [e.event for e in back] == [e.event for e in memory.events]
-    direct, from_file = replay(memory.events, fed.task.id), replay(back, fed.task.id)
+    direct, from_file = (
+        replay(memory.events, fed.task.id, governance_key=GOVERNANCE_KEY),
+        replay(back, fed.task.id, governance_key=GOVERNANCE_KEY),
+    )
     assert from_file.ok
     assert _strip_seconds(direct.model_dump_json()) == _strip_seconds(from_file.model_dump_json())
     assert file_metadata(path)["meshfl.task_id"] == fed.task.id
@@ -71,7 +74,7 @@ def test_tampered_export_fails_replay(tmp_path: Path) -> None:
             record["payload"] = codec.encode(forged(target, scale=0.01))
     with tampered.open("wb") as handle:
         fastavro.writer(handle, fastavro.parse_schema(EXPORT_SCHEMA), records)
-    result = replay(events_from_file(tampered), fed.task.id)
+    result = replay(events_from_file(tampered), fed.task.id, governance_key=GOVERNANCE_KEY)
     assert not result.ok
     assert [v.version for v in result.versions if not v.reproduced] == [1]
     assert any(target.update_id in f.message for f in result.findings if f.kind == "version_mismatch")

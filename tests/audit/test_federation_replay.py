@@ -10,6 +10,7 @@ from governance.audit import TaskLog, events_from_bus, events_from_file, export_
 from governance.service import GovernanceService
 from meshfl.bus import ensure_topics
 from meshfl.events import ModelVersion
+from meshfl.identity.trust import governance_public_key
 from meshfl.settings import MeshflSettings
 from meshfl.topics import Topic
 from tests.federation.conftest import HOSPITALS, Threads, events, hospital_task, wait_for
@@ -41,7 +42,7 @@ def test_replay_of_a_real_federation(
     daemons.stop_all()
 
     log_events = events_from_bus(settings, task.id)
-    result = replay(log_events, task.id)
+    result = replay(log_events, task.id, governance_key=governance_public_key(settings))
     assert result.ok, result.findings
     assert [v.version for v in result.versions] == [0, 1, 2, 3]
     assert all(v.reproduced and v.self_hash_ok for v in result.versions)
@@ -56,6 +57,6 @@ def test_replay_of_a_real_federation(
 
     path = tmp_path / "federation.avro"
     export_task(settings, task.id, path)
-    from_file = replay(events_from_file(path), task.id)
+    from_file = replay(events_from_file(path), task.id, governance_key=governance_public_key(settings))
     assert from_file.ok
     assert [v.recomputed_sha256 for v in from_file.versions] == [v.recomputed_sha256 for v in result.versions]

@@ -9,7 +9,7 @@ from pathlib import Path
 from governance.audit import TaskLog, lineage, replay, write_report
 from governance.audit.report import metric_series, render_report, update_metrics_by_version
 from meshfl.events import PrivacyPolicy
-from tests.audit.audit_builders import DOMAINS, SECRET, make_task, memory_federation
+from tests.audit.audit_builders import DOMAINS, GOVERNANCE_KEY, SECRET, make_task, memory_federation
 
 
 def test_lineage_of_the_last_version() -> None:
@@ -44,7 +44,11 @@ def test_report_is_self_contained(tmp_path: Path) -> None:
     task = make_task(privacy=PrivacyPolicy(clip_norm=0.5, noise_multiplier=1.1, max_epsilon=50.0))
     memory, fed = memory_federation(task, dp_secret=SECRET)
     index = TaskLog.of(memory.events, task.id)
-    path = write_report(index, tmp_path / "report", replay(memory.events, task.id, dp_secret=SECRET))
+    path = write_report(
+        index,
+        tmp_path / "report",
+        replay(memory.events, task.id, governance_key=GOVERNANCE_KEY, dp_secret=SECRET),
+    )
     text = path.read_text()
     assert "every version reproduces" in text
     assert "mallory" in text and "exceeds bound" in text

@@ -10,7 +10,7 @@ from meshfl.errors import ReplayError
 from meshfl.events import ModelVersion, PrivacyPolicy, StrategySpec, UpdateChecks
 from meshfl.tensors import from_wire, tensors_sha256, to_wire
 from meshfl.topics import Topic
-from tests.audit.audit_builders import SECRET, forged, make_task, memory_federation, perturbed
+from tests.audit.audit_builders import GOVERNANCE_KEY, SECRET, forged, make_task, memory_federation, perturbed
 
 
 def _version_offset(memory_events: list, number: int) -> int:
@@ -23,7 +23,7 @@ def _version_offset(memory_events: list, number: int) -> int:
 
 def test_every_version_reproduces() -> None:
     memory, fed = memory_federation()
-    result = replay(memory.events, fed.task.id)
+    result = replay(memory.events, fed.task.id, governance_key=GOVERNANCE_KEY)
     assert result.ok, result.findings
     assert [v.version for v in result.versions] == [0, 1, 2, 3]
     assert all(v.reproduced and v.self_hash_ok for v in result.versions)
@@ -38,15 +38,20 @@ def test_range_and_progress() -> None:
     memory, fed = memory_federation()
     seen: list[tuple[int, int]] = []
     result = replay(
-        memory.events, fed.task.id, from_version=2, to_version=3, on_progress=lambda d, t: seen.append((d, t))
+        memory.events,
+        fed.task.id,
+        governance_key=GOVERNANCE_KEY,
+        from_version=2,
+        to_version=3,
+        on_progress=lambda d, t: seen.append((d, t)),
     )
     assert result.ok
     assert [v.version for v in result.versions] == [2, 3]
     assert seen == [(1, 2), (2, 2)]
     with pytest.raises(ReplayError):
-        replay(memory.events, fed.task.id, from_version=7)
+        replay(memory.events, fed.task.id, governance_key=GOVERNANCE_KEY, from_version=7)
     with pytest.raises(ReplayError, match="not on the log"):
-        replay(memory.events, "no-such-task")
+        replay(memory.events, "no-such-task", governance_key=GOVERNANCE_KEY)
 
 
 def test_stored_version_rewritten_without_its_hash_is_named() -> None:
@@ -58,7 +63,7 @@ def test_stored_version_rewritten_without_its_hash_is_named() -> None:
         _version_offset(memory.events, 2),
         bad.model_copy(update={"tensors": to_wire(weights)}),
     )
-    result = replay(memory.events, fed.task.id)
+    result = replay(memory.events, fed.task.id, governance_key=GOVERNANCE_KEY)
     assert not result.ok
     by_number = {v.version: v for v in result.versions}
     assert not by_number[2].self_hash_ok
@@ -75,7 +80,7 @@ def test_stored_version_rewritten_with_a_new_hash_is_named() -> None:
         _version_offset(memory.events, 1),
         bad.model_copy(update={"tensors": tensors, "sha256": tensors_sha256(tensors)}),
     )
-    result = replay(memory.events, fed.task.id)
+    result = replay(memory.events, fed.task.id, governance_key=GOVERNANCE_KEY)
     assert not result.ok
     assert [v.version for v in result.versions if not v.reproduced] == [1]
     mismatch = [f for f in result.findings if f.kind == "version_mismatch"]
@@ -87,7 +92,7 @@ def test_forged_copy_is_ignored_and_named() -> None:
     memory, fed = memory_federation()
     target, at = fed.updates[4]
     copy_at = memory.append(Topic.UPDATES, forged(target))
-    result = replay(memory.events, fed.task.id)
+    result = replay(memory.events, fed.task.id, governance_key=GOVERNANCE_KEY)
     assert all(v.reproduced for v in result.versions)  # the decision's coordinates pick the real one
     assert not result.ok
     [finding] = [f for f in result.findings if f.kind == "forged_update_copy"]
@@ -98,15 +103,20 @@ def test_forged_copy_is_ignored_and_named() -> None:
 
 def test_identical_duplicate_is_not_tampering() -> None:
     memory, fed = memory_federation()
-    memory.append(Topic.UPDATES, fed.updates[0][0])
-    assert replay(memory.events, fed.task.id).ok
+    _, (_, offset) = fed.updates[0]
+    signed = next(e.event for e in memory.events if e.topic == Topic.UPDATES and e.offset == offset)
+    memory.append(Topic.UPDATES, signed, sign=False)  # the very same signed record, written twice
+    memory.append(Topic.UPDATES, fed.updates[0][0])  # the same payload signed again by its domain
+    result = replay(memory.events, fed.task.id, governance_key=GOVERNANCE_KEY)
+    assert result.ok, result.findings
+    assert [f.kind for f in result.findings] == ["replayed_event"]  # a warning: nothing forged
 
 
 def test_rewritten_accepted_payload_names_version_and_updates() -> None:
     memory, fed = memory_federation()
     target, (_, offset) = fed.updates[3]  # round 2
     memory.replace(Topic.UPDATES, offset, forged(target, scale=0.01))
-    result = replay(memory.events, fed.task.id)
+    result = replay(memory.events, fed.task.id, governance_key=GOVERNANCE_KEY)
     assert not result.ok
     assert [v.version for v in result.versions if not v.reproduced] == [2]
     assert result.versions[3].reproduced  # FedAvg: a mean of the updates, whichever parent
@@ -119,7 +129,7 @@ def test_rewritten_payload_over_the_norm_bound_is_the_suspect() -> None:
     memory, fed = memory_federation(task)
     target, (_, offset) = fed.updates[1]
     memory.replace(Topic.UPDATES, offset, forged(target, scale=3.0))
-    result = replay(memory.events, task.id)
+    result = replay(memory.events, task.id, governance_key=GOVERNANCE_KEY)
     [suspect] = [f for f in result.findings if f.kind == "update_fails_policy"]
     assert suspect.update_id == target.update_id and suspect.version == 1
     [mismatch] = [f for f in result.findings if f.kind == "version_mismatch"]
@@ -135,7 +145,7 @@ def test_contributing_update_without_accepting_decision_breaks_lineage() -> None
             e.topic == Topic.DECISIONS and getattr(e.event, "update_id", None) == fed.updates[0][0].update_id
         )
     ]
-    result = replay(memory.events, fed.task.id)
+    result = replay(memory.events, fed.task.id, governance_key=GOVERNANCE_KEY)
     assert not result.ok
     assert any(f.kind == "lineage" and f.update_id == fed.updates[0][0].update_id for f in result.findings)
 
@@ -143,7 +153,7 @@ def test_contributing_update_without_accepting_decision_breaks_lineage() -> None
 def test_clipping_is_reapplied() -> None:
     task = make_task(update_checks=UpdateChecks(max_l2_norm=0.05, norm_action="clip"))
     memory, fed = memory_federation(task)
-    assert replay(memory.events, task.id).ok
+    assert replay(memory.events, task.id, governance_key=GOVERNANCE_KEY).ok
     parent = from_wire(fed.versions[0].tensors)
     clipped, refused = reapply_transforms(task, from_wire(fed.updates[0][0].tensors), parent)
     assert refused is None
@@ -154,9 +164,14 @@ def test_dp_versions_need_the_secret() -> None:
     task = make_task(privacy=PrivacyPolicy(clip_norm=0.5, noise_multiplier=0.3))
     memory, fed = memory_federation(task, dp_secret=SECRET)
     with pytest.raises(ReplayError, match="MESHFL_DP_SECRET"):
-        replay(memory.events, task.id)
-    assert replay(memory.events, task.id, dp_secret=SECRET).ok
-    wrong = replay(memory.events, task.id, dp_secret=b"a wrong guess, long enough to be tried")
+        replay(memory.events, task.id, governance_key=GOVERNANCE_KEY)
+    assert replay(memory.events, task.id, governance_key=GOVERNANCE_KEY, dp_secret=SECRET).ok
+    wrong = replay(
+        memory.events,
+        task.id,
+        governance_key=GOVERNANCE_KEY,
+        dp_secret=b"a wrong guess, long enough to be tried",
+    )
     assert [v.reproduced for v in wrong.versions] == [True, False, False, False]
     assert fed.versions[-1].privacy is not None
 
@@ -168,7 +183,7 @@ def test_task_log_index() -> None:
     assert len(index.rejections()) == 1
     found, problems = index.accepted_update(fed.updates[0][0].update_id)
     assert found is not None and not problems
-    assert found.event == fed.updates[0][0]
+    assert found.event.model_copy(update={"signature": None}) == fed.updates[0][0]
     assert index.products[("alpha.table", "2.1.0")].domain == "alpha"
 
 

@@ -18,6 +18,7 @@ from meshfl.events import (
     RoundPolicy,
     StrategySpec,
 )
+from meshfl.identity.trust import governance_public_key
 from meshfl.settings import MeshflSettings
 from meshfl.topics import Topic
 from tests.federation.conftest import HOSPITALS, Threads, events, hospital_task, wait_for
@@ -79,8 +80,9 @@ def test_central_dp_reports_the_budget_and_replays_with_the_secret(
     assert len(accepted) >= 6 and len({d.reason for d in accepted}) == 1  # no per-update norm published
 
     logged = events_from_bus(settings, task.id)
-    result = replay(logged, task.id, dp_secret=secret.encode())
+    pinned = governance_public_key(settings)
+    result = replay(logged, task.id, governance_key=pinned, dp_secret=secret.encode())
     assert result.ok and all(v.reproduced for v in result.versions)  # weights and moments, bit for bit
     assert not replay(
-        logged, task.id, dp_secret=b"a guess of the right length, 32 bytes or more"
+        logged, task.id, governance_key=pinned, dp_secret=b"a guess of the right length, 32 bytes or more"
     ).ok  # not in the log
