@@ -11,6 +11,10 @@ plain memory copy of the same number of bytes and with ``safetensors.torch.save`
 same state dict (``load`` also returns tensors that alias its input), each on fresh buffers too. The
 copying variants (``to_wire()`` / ``from_wire()``, which own their memory) are shown below them.
 Figures are medians of ``--reps`` runs after one warm-up; the machine is shared, so run it three times.
+sign / verify = the update's Ed25519 signature over its canonical form (``meshfl.identity``), which
+names the state by its SHA-256: the state is hashed once a side (the signer while signing, the verifier
+while verifying), then the signature covers a few hundred bytes. The rows give the hash alone and sign /
+verify with the hash already known, so both costs show.
 
 With 40 MB messages glibc's malloc trims and re-maps its heap on every message (page faults dominate).
 Long-running consumers can keep the heap instead; compare with
@@ -37,7 +41,8 @@ from safetensors.torch import save as safetensors_save
 
 from meshfl.codec import SingleObjectCodec, default_store
 from meshfl.events import ModelUpdate, utcnow
-from meshfl.tensors import from_wire, to_wire
+from meshfl.identity import Signer, generate_private_key, state_digests, verify_event
+from meshfl.tensors import from_wire, tensors_sha256, to_wire
 
 T = TypeVar("T")
 
@@ -119,6 +124,10 @@ def main() -> None:
     saved = safetensors_save(state)
     flat = np.frombuffer(payload, dtype=np.uint8)
     update = make_update(True)
+    signer = Signer("bench", generate_private_key())
+    digests = state_digests(update)
+    signed = signer.sign(update, digests=digests)
+    verify_event(signed, signer.public_key)  # the verifier's own hash agrees
 
     with warnings.catch_warnings():  # safetensors.load warns that its tensors alias read-only bytes
         warnings.simplefilter("ignore", UserWarning)
@@ -139,6 +148,20 @@ def main() -> None:
             ),
             "  codec.encode only (owned tensors)": median_seconds(lambda _: codec.encode(update), args.reps),
             "  codec.decode only": median_seconds(codec.decode, args.reps, fresh_payload),
+            "signatures:": float("nan"),
+            "  tensors SHA-256 (once a side)": median_seconds(
+                lambda _: tensors_sha256(update.tensors), args.reps
+            ),
+            "  sign, state hash known": median_seconds(
+                lambda _: signer.sign(update, digests=digests), args.reps
+            ),
+            "  verify, state hash known": median_seconds(
+                lambda _: verify_event(signed, signer.public_key, digests=digests), args.reps
+            ),
+            "  sign incl. hashing": median_seconds(lambda _: signer.sign(update), args.reps),
+            "  verify incl. hashing": median_seconds(
+                lambda _: verify_event(signed, signer.public_key), args.reps
+            ),
         }
 
     memcpy = rows["memcpy (numpy.copy)"]
@@ -163,6 +186,13 @@ def main() -> None:
     ):
         print(f"\n{what}: {ratio:.2f} (aim <= 1.0: {'met' if ratio <= 1.0 else 'NOT met'})", end="")
     print()
+    encode_time = rows["meshfl encode (state -> bytes)"]
+    signatures = rows["  sign, state hash known"] + rows["  verify, state hash known"]
+    hashing = 2 * rows["  tensors SHA-256 (once a side)"]
+    verdict = "met" if signatures / encode_time < 0.05 else "NOT met"
+    print(f"sign + verify / encode time: {signatures / encode_time:.2%} (aim < 5%: {verdict})")
+    both = (signatures + hashing) / encode_time
+    print(f"with the state's SHA-256 on both sides (integrity, not signing): {both:.0%}")
 
 
 if __name__ == "__main__":

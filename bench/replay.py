@@ -24,6 +24,7 @@ import torch
 
 from governance.audit import events_from_bus, replay
 from meshfl.broker import LocalBroker, free_port_block
+from meshfl.identity import load_public_key
 from meshfl.settings import MeshflSettings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -88,7 +89,9 @@ def main() -> int:
             started = time.perf_counter()
             events = events_from_bus(settings, task_id)
             read_seconds = time.perf_counter() - started
-            result = replay(events, task_id)
+            # the demo made governance's key pair under its --out folder; the auditor pins its public half
+            pinned = load_public_key(work / "demo" / "keys" / "governance.pub")
+            result = replay(events, task_id, governance_key=pinned)
             replay_seconds = time.perf_counter() - started
         finally:
             if broker is not None:

@@ -33,6 +33,8 @@ from meshfl.domain.training import evaluate, train_centralized
 from meshfl.errors import MeshflError
 from meshfl.events import FederationMode, ModelVersion, StrategySpec, TrainingTask
 from meshfl.extras import require
+from meshfl.identity.local import identity_env, provision_local
+from meshfl.identity.trust import EnvelopeVerifier
 from meshfl.logs import get_logger
 from meshfl.settings import MeshflSettings
 from meshfl.tensors import from_wire
@@ -174,12 +176,13 @@ class _Fleet:
         )
 
     def start(self) -> None:
-        self._start("governance", ["governance", "run", "--tasks", str(self._plan.task_file)])
+        governance_env = identity_env(self._settings, with_private_key=True)
+        self._start("governance", ["governance", "run", "--tasks", str(self._plan.task_file)], governance_env)
         for domain_dir, config in zip(self._plan.domain_dirs, self._plan.domains, strict=True):
             args = ["domain", "run", "--domain", str(domain_dir)]
             if config.name == self._plan.slow_domain:
                 args += ["--simulate-delay", str(self._plan.slow_delay)]
-            self._start(f"agent-{config.name}", args)
+            self._start(f"agent-{config.name}", args, identity_env(self._settings, with_private_key=False))
 
     def check_alive(self) -> None:
         for name, proc in self._procs.items():
@@ -227,6 +230,9 @@ def run_demo(
     """Run the federation to its last round, then the centralized baseline; return the summary."""
     torch.set_num_threads(1)
     ensure_topics(settings)
+    # Signed from the first event: governance's key pair (out_dir/keys unless set), a key per domain.
+    settings = provision_local(settings, plan.out_dir / "keys", plan.domain_dirs)
+    verifier = EnvelopeVerifier.for_governance_events(settings, reader="demo")
     x_test, y_test = load_xy_file(plan.test_file, plan.task)
     fleet = _Fleet(settings, plan)
     records: list[RoundRecord] = []
@@ -245,6 +251,7 @@ def run_demo(
                     env is None
                     or not isinstance(env.event, ModelVersion)
                     or env.event.task_id != plan.task.id
+                    or not verifier.accept(env)
                 ):
                     continue
                 version = env.event

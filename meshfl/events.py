@@ -92,6 +92,8 @@ class Tensor(_Model):
 class Signature(_Model):
     """A detached Ed25519 signature over the event's canonical form, with what it binds."""
 
+    model_config = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")  # JSON-safe in --json
+
     signer: str = Field(description="a domain name, or 'governance'")
     key_id: str = Field(description="32 hex digits: the first 16 bytes of SHA-256 of the raw public key")
     timestamp: datetime

@@ -15,6 +15,8 @@ from governance.registry import ModelRegistry, VersionNotFoundError
 from meshfl.bus import EventProducer
 from meshfl.cli.catalog import app as catalog_app
 from meshfl.cli.models import app as models_app
+from meshfl.events import ModelVersion
+from meshfl.identity.local import identity_env
 from meshfl.settings import MeshflSettings
 from meshfl.subscribe import subscribe, watch_versions
 from meshfl.tensors import from_wire
@@ -23,6 +25,11 @@ from tests.audit.audit_builders import DOMAINS
 from tests.audit.test_audit_bus import bus_signers, publish_federation
 
 pytestmark = pytest.mark.kafka
+
+
+def _plain(version: ModelVersion) -> ModelVersion:
+    """A version as the federation builder made it, before it was signed for the bus."""
+    return version.model_copy(update={"signature": None})
 
 
 def _args(settings: MeshflSettings) -> list[str]:
@@ -37,8 +44,9 @@ def test_registry_reads_and_pulls(settings: MeshflSettings, tmp_path: Path) -> N
     listed = registry.versions(task_id)
     assert [(v.version, v.sha256) for v in listed] == [(v.version, v.sha256) for v in fed.versions]
     assert all(v.tensors == [] for v in listed)
-    assert registry.get(task_id, 2) == fed.versions[2]
-    assert registry.latest(task_id) == fed.versions[-1]
+    assert _plain(registry.get(task_id, 2)) == fed.versions[2]
+    latest = registry.latest(task_id)
+    assert latest is not None and _plain(latest) == fed.versions[-1]
     with pytest.raises(VersionNotFoundError):
         registry.get(task_id, 99)
 
@@ -52,7 +60,7 @@ def test_registry_reads_and_pulls(settings: MeshflSettings, tmp_path: Path) -> N
     assert meta["task"] == task_id and meta["version"] == "2" and meta["parent"] == "1"
     assert meta["sha256"] == fed.versions[2].sha256
 
-    runner = CliRunner()
+    runner = CliRunner(env=identity_env(settings, with_private_key=False))
     listing = runner.invoke(models_app, ["list", "--task", task_id, "--json", *_args(settings)])
     assert listing.exit_code == 0, listing.output
     assert [v["version"] for v in json.loads(listing.output)] == [0, 1, 2, 3]

@@ -18,8 +18,9 @@ from _round.breakdown import breakdown
 from _round.procs import Children, meshfl_command, profiled
 from _round.workload import SideResult, round_figures
 from meshfl.broker import LocalBroker, free_port_block
-from meshfl.bus import read_all
+from meshfl.bus import ensure_topics, read_all
 from meshfl.events import ModelUpdate, ModelVersion, TrainingTask
+from meshfl.identity.local import identity_env, provision_local
 from meshfl.settings import load_settings
 from meshfl.topics import Topic
 
@@ -54,6 +55,10 @@ def run_meshfl(
     run_id = uuid.uuid4().hex[:8]
     prefix = f"bench-{run_id}."
     settings = load_settings(bootstrap_servers=bootstrap, topic_prefix=prefix)
+    ensure_topics(settings)
+    settings = provision_local(settings, work / "keys", domain_dirs)  # signed, as in production
+    governance_env = {**DAEMON_ENV, **identity_env(settings, with_private_key=True)}
+    agent_env = {**DAEMON_ENV, **identity_env(settings, with_private_key=False)}
     common = ["--bootstrap", bootstrap, "--topic-prefix", prefix]
     children = Children(work / "logs-meshfl")
     try:
@@ -63,12 +68,12 @@ def run_meshfl(
         )  # fmt: skip
         if profile_dir is not None:
             command = profiled(command, profile_dir / "governance.prof")
-        governance = children.start("governance", command, DAEMON_ENV)
+        governance = children.start("governance", command, governance_env)
         for index, folder in enumerate(domain_dirs):
             command = meshfl_command("domain", "run", "--domain", str(folder), *common)
             if profile_dir is not None and index == 0:
                 command = profiled(command, profile_dir / "agent.prof")
-            children.start(f"agent-{folder.name}", command, DAEMON_ENV)
+            children.start(f"agent-{folder.name}", command, agent_env)
         deadline = time.monotonic() + timeout
         while governance.poll() is None and time.monotonic() < deadline:
             failed = children.failed()

@@ -171,3 +171,8 @@ def demo(
         f"federated / centralized = [bold]{summary.ratio_to_centralized:.3f}[/bold]\n"
         f"plot: {plot}" + (f"\nsummary: {json_path}" if json_path else "")
     )
+    pinned = settings.governance_public_key or f"{out / 'keys' / 'governance.pub'}"
+    console.print(
+        f"audit it: MESHFL_GOVERNANCE_PUBLIC_KEY={pinned} meshfl audit replay --task {summary.task_id} "
+        f"--topic-prefix {summary.topic_prefix}"
+    )

@@ -54,8 +54,15 @@ def with_governance_keys(settings: MeshflSettings, key_dir: Path) -> MeshflSetti
 
 
 def provision_local(settings: MeshflSettings, key_dir: Path, domain_dirs: Sequence[Path]) -> MeshflSettings:
-    """Keys for governance and every domain folder, domain keys registered; the settings to run with."""
-    pinned = with_governance_keys(settings, key_dir)
+    """Keys for governance and every domain folder, domain keys registered; the settings to run with.
+
+    Governance keys already set in ``settings`` are used as they are; otherwise a pair is made in
+    ``key_dir`` (once) and pinned.
+    """
+    if settings.governance_public_key and settings.governance_private_key is not None:
+        pinned = settings
+    else:
+        pinned = with_governance_keys(settings, key_dir)
     signer = governance_signer(pinned)
     known = {record.key_id for record in read_registry(pinned)}
     for domain_dir in domain_dirs:

@@ -11,6 +11,7 @@ from governance.audit import events_from_bus, events_from_file, export_task, rep
 from meshfl.bus import EventProducer, ensure_topics, read_all
 from meshfl.cli.audit import app as audit_app
 from meshfl.events import ModelUpdate
+from meshfl.identity.local import identity_env
 from meshfl.identity.trust import governance_public_key, governance_signer
 from meshfl.settings import MeshflSettings
 from meshfl.topics import Topic
@@ -68,7 +69,8 @@ def federation(settings: MeshflSettings) -> Federation:
 
 def _cli(settings: MeshflSettings, *args: str) -> tuple[int, str]:
     common = ["--bootstrap", settings.bootstrap_servers, "--topic-prefix", settings.topic_prefix]
-    result = CliRunner().invoke(audit_app, [*args, *common])
+    runner = CliRunner(env=identity_env(settings, with_private_key=False))
+    result = runner.invoke(audit_app, [*args, *common])
     return result.exit_code, result.output
 
 
