@@ -2,7 +2,7 @@
 
 An update must be signed by the domain it names, with a key the trust registry holds for that domain
 and not revoked, fresh (signing time within the window of its record time, sequence not seen) and
-with the update id bound to its domain (``meshfl.identity.update_id_for``). A failure becomes a
+with the update id bound to its domain (``meshfl.identity.binding``). A failure becomes a
 rejection decision naming the check (``IDENTITY_POLICIES``); such a decision does not settle the
 update id, so a forger who writes first under someone else's id cannot shut its owner out.
 Descriptors not signed by their domain are ignored (logged and counted): they never enter the catalog.
@@ -14,7 +14,7 @@ from governance.policies import Verdict
 from meshfl.bus import Envelope
 from meshfl.events import ModelUpdate
 from meshfl.identity import TrustRegistry
-from meshfl.identity.binding import update_id_for
+from meshfl.identity.binding import is_bound, update_id_for
 from meshfl.identity.trust import EnvelopeVerifier, KeyFeed, governance_public_key
 from meshfl.settings import MeshflSettings
 
@@ -28,16 +28,22 @@ IDENTITY_POLICIES = frozenset(
 class IdentityGate:
     """The registry (kept current from the keys topic) and the replay memory of the update stream."""
 
-    def __init__(self, settings: MeshflSettings) -> None:
-        self.registry = TrustRegistry(governance_public_key(settings))
+    def __init__(self, registry: TrustRegistry, *, window_seconds: float) -> None:
+        self.registry = registry
         self._feed: KeyFeed | None = None
-        window = settings.signature_window_seconds
+        window = window_seconds
         self.updates = EnvelopeVerifier(
             self.registry, window_seconds=window, reader="governance", refresh=self.drain
         )
         self.catalog = EnvelopeVerifier(
             self.registry, window_seconds=window, reader="governance-catalog", refresh=self.drain
         )
+
+    @classmethod
+    def from_settings(cls, settings: MeshflSettings) -> IdentityGate:
+        """Governance's gate: its own pinned key, domain keys from the ``keys`` topic (``attach``)."""
+        registry = TrustRegistry(governance_public_key(settings))
+        return cls(registry, window_seconds=settings.signature_window_seconds)
 
     def attach(self, feed: KeyFeed) -> None:
         self._feed = feed
@@ -61,8 +67,8 @@ class IdentityGate:
         if problem is not None:
             self.updates.refused[problem.policy] += 1
             return Verdict(False, problem.policy, problem.reason)
-        bound = update_id_for(update.task_id, update.round, update.domain)
-        if update.update_id != bound:
+        if not is_bound(update.update_id, update.task_id, update.round, update.domain):
+            bound = update_id_for(update.task_id, update.round, update.domain)
             self.updates.refused[UPDATE_ID_POLICY] += 1
             return Verdict(
                 False,

@@ -86,10 +86,13 @@ class GovernanceService:
         self._poll_timeout = poll_timeout
         self._exit_when_complete = exit_when_complete
         self._state = ServiceState()
-        self._gate = IdentityGate(settings)
+
+    def _wire(self) -> None:
+        """The parts, once the tasks are known good: the identity gate needs the pinned key."""
+        self._gate = IdentityGate.from_settings(self._settings)
         self._catalog = CatalogView(self._gate.catalog)
         self._decider = Decider(self._state, self._catalog, self._gate)
-        self._closer = RoundCloser(settings, self._state, self._catalog)
+        self._closer = RoundCloser(self._settings, self._state, self._catalog)
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -100,6 +103,7 @@ class GovernanceService:
             _say_round_memory(task, strategy)
             dp_secret(self._settings, task)
         signer = governance_signer(self._settings)  # no key, no service: it never publishes unsigned
+        self._wire()
         ensure_topics(self._settings)
         group = governance_id(self._settings, self._service_id)
         producer = EventProducer(

@@ -4,7 +4,10 @@ One thread consumes the federation's topics from the beginning (no consumer grou
 console is an auditor and needs only read ACLs) and folds each event into the view under a lock. A
 second thread replays each task whose versions changed, on the events already read, so the page shows
 a replay verdict per version without a second read of the log. ``changes`` counts folds, so the web
-layer can push a new snapshot only when something happened.
+layer can push a new snapshot only when something happened. Only signed events reach the view: keys
+from governance-signed key events, everything else signed by its sender (``meshfl.identity``); a
+forged heartbeat, descriptor or decision is counted in ``refused`` and never shown as fact (the
+replay still lists it as a finding).
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ from governance.audit.log import AUDITED_TOPICS
 from meshfl.bus import Envelope, EventConsumer, committed_ranges
 from meshfl.console.view import ConsoleView
 from meshfl.errors import BusError, MeshflError
-from meshfl.events import ModelVersion, TrainingTask
+from meshfl.events import KeyEvent, ModelVersion, TrainingTask
+from meshfl.identity import TrustRegistry
+from meshfl.identity.trust import EnvelopeVerifier, governance_public_key
 from meshfl.logs import get_logger
 from meshfl.metrics import METRICS
 from meshfl.settings import MeshflSettings
@@ -36,6 +41,13 @@ class BusFollower:
         self, settings: MeshflSettings, *, replay_interval: float = 5.0, poll_timeout: float = 0.5
     ) -> None:
         self._settings = settings
+        self._pinned = governance_public_key(
+            settings
+        )  # no pinned key, no console: it shows only signed facts
+        self._verifier = EnvelopeVerifier(
+            TrustRegistry(self._pinned), window_seconds=settings.signature_window_seconds, reader="console"
+        )
+        self.refused = 0
         self._view = ConsoleView()
         self._lock = threading.Lock()
         self._events: list[LoggedEvent] = []
@@ -115,17 +127,30 @@ class BusFollower:
         topic = self._logical.get(envelope.topic)
         event = envelope.event
         with self._lock:
-            self._view.apply(event)
-            METRICS.console_events.inc()
-            if topic in AUDITED_TOPICS:
+            if topic in AUDITED_TOPICS:  # the replay sees everything, and names what is forged
                 self._events.append(
                     LoggedEvent(topic, envelope.partition, envelope.offset, envelope.timestamp_ms, event)
                 )
+            if not self._trusted(envelope):
+                self.refused += 1
+                return
+            self._view.apply(event)
+            METRICS.console_events.inc()
             if isinstance(event, ModelVersion):
                 self._dirty_tasks.add(event.task_id)
             elif isinstance(event, TrainingTask):
                 self._dirty_tasks.add(event.id)
             self.changes += 1
+
+    def _trusted(self, envelope: Envelope) -> bool:
+        if isinstance(envelope.event, KeyEvent):
+            try:
+                self._verifier.registry.apply(envelope.event)
+            except MeshflError as exc:
+                log.warning("key event refused", offset=envelope.offset, reason=str(exc))
+                return False
+            return True
+        return self._verifier.accept(envelope)
 
     # --- replaying ---------------------------------------------------------------------------
 
@@ -143,7 +168,13 @@ class BusFollower:
     def _replay_task(self, events: list[LoggedEvent], task_id: str) -> dict[int, dict[str, Any]]:
         started = time.perf_counter()
         try:
-            result = replay(events, task_id, dp_secret=self._settings.dp_key())
+            result = replay(
+                events,
+                task_id,
+                governance_key=self._pinned,
+                window_seconds=self._settings.signature_window_seconds,
+                dp_secret=self._settings.dp_key(),
+            )
         except MeshflError as exc:
             log.info("console replay not possible", task=task_id, reason=str(exc))
             return {}

@@ -10,7 +10,15 @@ from meshfl.errors import ReplayError
 from meshfl.events import ModelVersion, PrivacyPolicy, StrategySpec, UpdateChecks
 from meshfl.tensors import from_wire, tensors_sha256, to_wire
 from meshfl.topics import Topic
-from tests.audit.audit_builders import GOVERNANCE_KEY, SECRET, forged, make_task, memory_federation, perturbed
+from tests.audit.audit_builders import (
+    GOVERNANCE_KEY,
+    SECRET,
+    SIGNERS,
+    forged,
+    make_task,
+    memory_federation,
+    perturbed,
+)
 
 
 def _version_offset(memory_events: list, number: int) -> int:
@@ -193,7 +201,7 @@ def test_replay_flags_versions_beyond_the_epsilon_budget() -> None:
     second, third = (privacy_spent(1.1, 1.0, k, privacy.target_delta).epsilon for k in (2, 3))
     task = make_task(privacy=privacy.model_copy(update={"max_epsilon": (second + third) / 2}))
     memory, _ = memory_federation(task, dp_secret=SECRET)
-    result = replay(memory.events, task.id, dp_secret=SECRET)
+    result = replay(memory.events, task.id, governance_key=GOVERNANCE_KEY, dp_secret=SECRET)
     assert all(v.reproduced for v in result.versions)
     assert not result.ok
     flagged = [f for f in result.findings if f.kind == "budget_exceeded"]
@@ -201,19 +209,20 @@ def test_replay_flags_versions_beyond_the_epsilon_budget() -> None:
     assert f"epsilon to {third:.4g}" in flagged[0].message
     within = make_task(privacy=privacy.model_copy(update={"max_epsilon": third * 1.01}))
     memory, _ = memory_federation(within, dp_secret=SECRET)
-    assert replay(memory.events, within.id, dp_secret=SECRET).ok
+    assert replay(memory.events, within.id, governance_key=GOVERNANCE_KEY, dp_secret=SECRET).ok
 
 
 def test_replay_refuses_a_short_secret_and_flags_an_uncalibrated_dp_task() -> None:
     task = make_task(privacy=PrivacyPolicy(clip_norm=0.5, noise_multiplier=1.1))
     memory, _ = memory_federation(task, dp_secret=SECRET)
     with pytest.raises(ReplayError, match="too short"):
-        replay(memory.events, task.id, dp_secret=b"s3cret")
-    median = task.model_copy(update={"strategy": StrategySpec(name="fedmedian")})
+        replay(memory.events, task.id, governance_key=GOVERNANCE_KEY, dp_secret=b"s3cret")
+    # governance itself ran the task uncalibrated (it signs what it publishes)
+    median = SIGNERS.sign(task.model_copy(update={"strategy": StrategySpec(name="fedmedian")}))
     events = [
         LoggedEvent(e.topic, e.partition, e.offset, e.timestamp_ms, median) if e.topic == Topic.TASKS else e
         for e in memory.events
     ]
-    result = replay(events, task.id, dp_secret=SECRET)
+    result = replay(events, task.id, governance_key=GOVERNANCE_KEY, dp_secret=SECRET)
     assert not result.ok
     assert any(f.kind == "privacy_config" and "fedmedian" in f.message for f in result.findings)

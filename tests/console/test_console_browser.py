@@ -25,7 +25,7 @@ from meshfl.domain.agent import DomainAgent
 from meshfl.events import DecisionOutcome, GovernanceDecision, ModelUpdate
 from meshfl.settings import MeshflSettings
 from meshfl.topics import Topic
-from tests.federation.conftest import HOSPITALS, Threads, events, hospital_task, wait_for
+from tests.federation.conftest import HOSPITALS, Threads, events, hospital_task, register_domain, wait_for
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -100,6 +100,7 @@ def test_the_page_follows_a_live_federation(
                 producer.produce(Topic.UPDATES, forged, key=task.id)
                 producer.flush()
             for name in HOSPITALS:  # a second of simulated training a round, so the page sees each one
+                register_domain(settings, mesh_root / name)
                 agent = DomainAgent(settings, mesh_root / name, heartbeat_interval=1.0, simulate_delay=1.0)
                 daemons.start(f"agent-{name}", agent.run)
 

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -21,12 +22,14 @@ from meshfl.datasets import materialize
 from meshfl.domain.agent import DomainAgent
 from meshfl.domain.tasks import load_task_file
 from meshfl.events import Event, RoundPolicy, TrainingTask
+from meshfl.identity import GOVERNANCE, Signer, generate_private_key, sender_of
 from meshfl.identity.local import ensure_domain_key, identity_env
-from meshfl.identity.trust import governance_signer, register_domain_dir
+from meshfl.identity.trust import domain_signer, governance_signer, publish_key_event, register_domain_dir
 from meshfl.settings import MeshflSettings
 from meshfl.topics import Topic
 
 REPO = Path(__file__).resolve().parents[2]
+E = TypeVar("E", bound=Event)
 HOSPITALS = ["hospital-central", "hospital-north", "hospital-south"]
 
 
@@ -66,6 +69,39 @@ def hospital_task(mesh_root: Path, **overrides: object) -> TrainingTask:
 def write_task(task: TrainingTask, path: Path) -> Path:
     path.write_text(task.model_dump_json())
     return path
+
+
+@dataclass
+class EventSigners:
+    """Signs hand-made events as their senders would: a mesh domain with its folder's key, any other
+    domain name with a fresh key governance registers for it, governance with the session's key."""
+
+    settings: MeshflSettings
+    mesh_root: Path
+    _signers: dict[str, Signer] = field(default_factory=dict)
+
+    def signer(self, domain: str) -> Signer:
+        if domain not in self._signers:
+            folder = self.mesh_root / domain
+            if domain == GOVERNANCE:
+                self._signers[domain] = governance_signer(self.settings)
+            elif (folder / "domain.toml").is_file():
+                register_domain(self.settings, folder)
+                self._signers[domain] = domain_signer(folder, domain)
+            else:
+                signer = Signer(domain, generate_private_key())
+                ensure_topics(self.settings)
+                publish_key_event(self.settings, governance_signer(self.settings), domain, signer.public_key)
+                self._signers[domain] = signer
+        return self._signers[domain]
+
+    def sign(self, event: E) -> E:
+        return self.signer(sender_of(event)).sign(event)
+
+
+@pytest.fixture
+def signers(settings: MeshflSettings, mesh_root: Path) -> EventSigners:
+    return EventSigners(settings, mesh_root)
 
 
 @dataclass

@@ -28,7 +28,16 @@ from meshfl.events import (
 )
 from meshfl.settings import MeshflSettings
 from meshfl.topics import Topic
-from tests.federation.conftest import Processes, Threads, events, hospital_task, wait_for, write_task
+from tests.federation.conftest import (
+    E,
+    EventSigners,
+    Processes,
+    Threads,
+    events,
+    hospital_task,
+    wait_for,
+    write_task,
+)
 
 pytestmark = pytest.mark.kafka
 
@@ -45,16 +54,21 @@ def _register(settings: MeshflSettings, mesh_root: Path) -> tuple[str, list[Data
     hospital = load_domain(mesh_root / "hospital-north")
     descriptor = hospital.descriptors()[0]
     with EventProducer(settings) as producer:
-        producer.produce(Topic.CATALOG, descriptor, key=descriptor.id)
+        producer.produce(Topic.CATALOG, _sign(settings, mesh_root, descriptor), key=descriptor.id)
         producer.flush()
     return hospital.name, [DataProductRef(id=descriptor.id, version=descriptor.version)]
+
+
+def _sign(settings: MeshflSettings, mesh_root: Path, event: E) -> E:
+    """Signed by its domain, as a hostile but registered domain would send it."""
+    return EventSigners(settings, mesh_root).sign(event)
 
 
 def _overflowing(task: TrainingTask, domain: str, refs: list[DataProductRef]) -> ModelUpdate:
     tensors = list(initial_version(task).tensors)
     tensors[0] = Tensor(name=tensors[0].name, dtype=TensorDType.FLOAT32, shape=[2**62, 2**62, 0], data=b"")
     return ModelUpdate(
-        update_id="numel-overflow",
+        update_id=f"{domain}/numel-overflow",
         task_id=task.id,
         round=1,
         base_version=0,
@@ -73,11 +87,15 @@ def test_numel_overflow_is_a_rejection_and_governance_restarts_clean(
     ensure_topics(settings)
     domain, refs = _register(settings, mesh_root)
     with EventProducer(settings) as producer:
-        producer.produce(Topic.UPDATES, _overflowing(task, domain, refs), key=task.id)
+        producer.produce(
+            Topic.UPDATES, _sign(settings, mesh_root, _overflowing(task, domain, refs)), key=task.id
+        )
         producer.flush()
     gov = processes.start("governance", "governance", "run", "--tasks", str(task_file))
-    wait_for(lambda: bool(_decisions(settings, "numel-overflow")), timeout=120, what="the rejection")
-    (decision,) = _decisions(settings, "numel-overflow")
+    wait_for(
+        lambda: bool(_decisions(settings, f"{domain}/numel-overflow")), timeout=120, what="the rejection"
+    )
+    (decision,) = _decisions(settings, f"{domain}/numel-overflow")
     assert decision.outcome == DecisionOutcome.REJECTED
     assert decision.policy == "tensor_layout" and "elements" in decision.reason
     assert gov.poll() is None, processes.log("governance")
@@ -92,7 +110,7 @@ def test_numel_overflow_is_a_rejection_and_governance_restarts_clean(
     )
     assert again.poll() is None
     assert processes.terminate("governance-2") == 0
-    assert len(_decisions(settings, "numel-overflow")) == 1
+    assert len(_decisions(settings, f"{domain}/numel-overflow")) == 1
 
 
 def test_an_exception_inside_a_policy_becomes_a_rejection(
@@ -104,7 +122,7 @@ def test_an_exception_inside_a_policy_becomes_a_rejection(
     real = deciding.evaluate_update
 
     def exploding(candidate, context):  # type: ignore[no-untyped-def]
-        if candidate.update.update_id == "explodes":
+        if candidate.update.update_id.endswith("/explodes"):
             raise RuntimeError("numel: integer multiplication overflow (deep in a policy)")
         return real(candidate, context)
 
@@ -114,7 +132,7 @@ def test_an_exception_inside_a_policy_becomes_a_rejection(
     with EventProducer(settings) as producer:
         for update_id in ("explodes", "fine"):
             update = ModelUpdate(
-                update_id=update_id,
+                update_id=f"{domain}/{update_id}",
                 task_id=task.id,
                 round=1,
                 base_version=0,
@@ -123,18 +141,18 @@ def test_an_exception_inside_a_policy_becomes_a_rejection(
                 num_examples=10,
                 tensors=good,
             )
-            producer.produce(Topic.UPDATES, update, key=task.id)
+            producer.produce(Topic.UPDATES, _sign(settings, mesh_root, update), key=task.id)
         producer.flush()
     wait_for(
-        lambda: bool(_decisions(settings, "fine")),
+        lambda: bool(_decisions(settings, f"{domain}/fine")),
         timeout=120,
         what="the next update's decision",
         check=daemons.check,
     )
-    (exploded,) = _decisions(settings, "explodes")
+    (exploded,) = _decisions(settings, f"{domain}/explodes")
     assert exploded.outcome == DecisionOutcome.REJECTED and exploded.policy == "evaluation_error"
     assert "RuntimeError" in exploded.reason
-    assert _decisions(settings, "fine")[0].outcome == DecisionOutcome.ACCEPTED
+    assert _decisions(settings, f"{domain}/fine")[0].outcome == DecisionOutcome.ACCEPTED
 
 
 def test_state_rebuild_skips_a_forged_task_and_a_version_that_does_not_fit(
@@ -155,7 +173,7 @@ def test_state_rebuild_skips_a_forged_task_and_a_version_that_does_not_fit(
         producer.flush()
     daemons.start("governance", GovernanceService(settings, [task]).run)
     update = ModelUpdate(
-        update_id="after-forgery",
+        update_id=f"{domain}/after-forgery",
         task_id=task.id,
         round=1,
         base_version=0,
@@ -165,15 +183,15 @@ def test_state_rebuild_skips_a_forged_task_and_a_version_that_does_not_fit(
         tensors=list(initial_version(task).tensors),
     )
     with EventProducer(settings) as producer:
-        producer.produce(Topic.UPDATES, update, key=task.id)
+        producer.produce(Topic.UPDATES, _sign(settings, mesh_root, update), key=task.id)
         producer.flush()
     wait_for(
-        lambda: bool(_decisions(settings, "after-forgery")),
+        lambda: bool(_decisions(settings, f"{domain}/after-forgery")),
         timeout=120,
         what="a decision",
         check=daemons.check,
     )
-    (decision,) = _decisions(settings, "after-forgery")
+    (decision,) = _decisions(settings, f"{domain}/after-forgery")
     assert decision.outcome == DecisionOutcome.ACCEPTED, decision.reason
     versions = [e for e in events(settings, Topic.MODEL_VERSIONS) if getattr(e, "task_id", None) == task.id]
     assert [v.version for v in versions if v.version == 0]  # governance published its own version 0

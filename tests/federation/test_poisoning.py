@@ -7,7 +7,6 @@ domains are real agents; the compromised one is a registered domain whose publis
 from __future__ import annotations
 
 import threading
-import uuid
 from pathlib import Path
 
 import pytest
@@ -20,10 +19,12 @@ from meshfl.domain.data import load_xy_file, prepare_local_data
 from meshfl.domain.tasks import load_task_file
 from meshfl.domain.training import evaluate, train_local
 from meshfl.events import ModelUpdate, ModelVersion, RoundPolicy, StrategySpec, TrainingTask
+from meshfl.identity.binding import update_id_for
+from meshfl.identity.trust import EnvelopeVerifier, domain_signer
 from meshfl.settings import MeshflSettings
 from meshfl.tensors import from_wire, to_wire
 from meshfl.topics import Topic
-from tests.federation.conftest import Threads, events, wait_for
+from tests.federation.conftest import Threads, events, register_domain, wait_for
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -36,7 +37,9 @@ def _attacker(settings: MeshflSettings, domain_dir: Path, task: TrainingTask, st
     """Trains honestly, then publishes global + 100 x (local - global) for every round."""
     config = load_domain(domain_dir)
     data = prepare_local_data(config, task)
-    with EventProducer(settings) as producer:
+    register_domain(settings, domain_dir)  # a registered domain: it signs its poison with its own key
+    verifier = EnvelopeVerifier.for_governance_events(settings, reader="attacker")
+    with EventProducer(settings, signer=domain_signer(domain_dir, config.name)) as producer:
         for descriptor in config.descriptors():
             producer.produce(Topic.CATALOG, descriptor, key=descriptor.id)
         producer.flush()
@@ -44,7 +47,7 @@ def _attacker(settings: MeshflSettings, domain_dir: Path, task: TrainingTask, st
         with EventConsumer(settings, [Topic.MODEL_VERSIONS]) as consumer:
             while not stop.is_set():
                 env = consumer.poll(0.5)
-                if env is None or not isinstance(env.event, ModelVersion):
+                if env is None or not isinstance(env.event, ModelVersion) or not verifier.accept(env):
                     continue
                 version = env.event
                 if version.round >= task.rounds or version.round in done:
@@ -54,7 +57,7 @@ def _attacker(settings: MeshflSettings, domain_dir: Path, task: TrainingTask, st
                 local = train_local(task, base, data.x_train, data.y_train, seed=version.round)
                 poisoned = {k: base[k] + 100.0 * (local.state[k] - base[k]) for k in base}
                 update = ModelUpdate(
-                    update_id=str(uuid.uuid4()),
+                    update_id=update_id_for(task.id, version.round + 1, config.name),
                     task_id=task.id,
                     round=version.round + 1,
                     base_version=version.version,

@@ -27,7 +27,7 @@ from meshfl.events import (
 from meshfl.settings import MeshflSettings
 from meshfl.tensors import from_wire, to_wire
 from meshfl.topics import Topic, topic_name
-from tests.federation.conftest import HOSPITALS, Threads, events, hospital_task, wait_for
+from tests.federation.conftest import HOSPITALS, EventSigners, Threads, events, hospital_task, wait_for
 
 pytestmark = pytest.mark.kafka
 
@@ -36,7 +36,7 @@ def _update(
     task: TrainingTask, domain: str, refs: list[DataProductRef], state: dict, **fields: object
 ) -> ModelUpdate:
     values: dict[str, object] = {
-        "update_id": f"{domain}-{fields.pop('tag', 'u')}",
+        "update_id": f"{domain}/{fields.pop('tag', 'u')}",  # bound to its domain
         "task_id": task.id,
         "round": 1,
         "base_version": 0,
@@ -51,7 +51,7 @@ def _update(
 
 
 def test_each_bad_update_is_rejected_with_a_decision(
-    settings: MeshflSettings, mesh_root: Path, daemons: Threads
+    settings: MeshflSettings, mesh_root: Path, daemons: Threads, signers: EventSigners
 ) -> None:
     task = hospital_task(mesh_root, rounds=3)
     ensure_topics(settings)
@@ -59,7 +59,7 @@ def test_each_bad_update_is_rejected_with_a_decision(
     descriptor = hospital.descriptors()[0]
     refs = [DataProductRef(id=descriptor.id, version=descriptor.version)]
     with EventProducer(settings) as producer:
-        producer.produce(Topic.CATALOG, descriptor, key=descriptor.id)
+        producer.produce(Topic.CATALOG, signers.sign(descriptor), key=descriptor.id)
         producer.flush()
 
     daemons.start("governance", GovernanceService(settings, [task]).run)
@@ -87,8 +87,8 @@ def test_each_bad_update_is_rejected_with_a_decision(
     duplicate = _update(task, domain, refs, good, tag="ok")  # same update id again
 
     with EventProducer(settings) as producer:
-        for update in [*cases.values(), accepted_first, duplicate]:
-            producer.produce(Topic.UPDATES, update, key=task.id)
+        for update in [*cases.values(), accepted_first, duplicate]:  # each signed by its domain
+            producer.produce(Topic.UPDATES, signers.sign(update), key=task.id)
         producer.flush()
     # Garbage bytes on the updates topic: dead-lettered, never a crash.
     raw = Producer(settings.client_config())

@@ -13,6 +13,7 @@ import torch
 
 from governance.catalog_view import CatalogView
 from governance.deciding import Decider
+from governance.identity_gate import IdentityGate
 from governance.log_state import LogState
 from governance.policies import delta_l2_norm
 from governance.policies.deltas import scale_delta
@@ -21,10 +22,27 @@ from governance.service_state import ServiceState
 from governance.strategies import ClientUpdate
 from meshfl.bus import Envelope
 from meshfl.events import DecisionOutcome, ModelUpdate, PrivacyPolicy
+from meshfl.identity import TrustRegistry
 from meshfl.tensors import from_wire, to_wire
-from tests.audit.audit_builders import SECRET, make_task, make_update, perturbed, product
+from tests.audit.audit_builders import (
+    GOVERNANCE_KEY,
+    SECRET,
+    SIGNERS,
+    make_task,
+    make_update,
+    perturbed,
+    product,
+)
 
 CLIP = 0.5
+
+
+def _gate() -> IdentityGate:
+    """The builders' governance key pinned, their domain keys registered."""
+    registry = TrustRegistry(GOVERNANCE_KEY)
+    for registration in SIGNERS.key_events():
+        registry.apply(registration)
+    return IdentityGate(registry, window_seconds=900)
 
 
 def _envelope(update: ModelUpdate, offset: int) -> Envelope:
@@ -48,10 +66,11 @@ def test_an_update_failing_its_checks_on_restore_is_never_aggregated_raw() -> No
         log=log_state,
         tasks={task.id: TaskState(task=task, latest=parent, latest_weights=base, server_state={})},
     )
-    catalog = CatalogView()
+    gate = _gate()
+    catalog = CatalogView(gate.catalog)
     for domain in ("beta", "gamma"):  # ... and alpha's product has left the catalog since
-        catalog.record(Envelope("catalog", 0, 0, 0, domain, product(domain)))
-    decider = Decider(state, catalog)
+        catalog.record(Envelope("catalog", 0, 0, 0, domain, SIGNERS.sign(product(domain))))
+    decider = Decider(state, catalog, gate)
     decider.handle(None, _envelope(raw, 0))  # type: ignore[arg-type]  # a restore publishes nothing
     for offset, update in enumerate(others, start=1):
         log_state.decided_at[(0, offset)] = DecisionOutcome.ACCEPTED

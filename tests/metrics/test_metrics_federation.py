@@ -17,7 +17,15 @@ from meshfl.bus import EventProducer, ensure_topics
 from meshfl.events import GovernanceDecision, ModelUpdate, ModelVersion
 from meshfl.settings import MeshflSettings
 from meshfl.topics import Topic
-from tests.federation.conftest import HOSPITALS, Processes, events, hospital_task, wait_for, write_task
+from tests.federation.conftest import (
+    HOSPITALS,
+    EventSigners,
+    Processes,
+    events,
+    hospital_task,
+    wait_for,
+    write_task,
+)
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -63,7 +71,7 @@ def test_counters_match_the_bus(
     wait_for(lambda: _get(gov_port, "/readyz")[0] == 200, timeout=120, what="governance ready")
 
     forged = ModelUpdate(
-        update_id="stranger-1",
+        update_id="stranger/1",
         task_id=task.id,
         round=1,
         base_version=0,
@@ -71,8 +79,8 @@ def test_counters_match_the_bus(
         num_examples=5,
         tensors=initial_version(task).tensors,
     )
-    with EventProducer(settings) as producer:
-        producer.produce(Topic.UPDATES, forged, key=task.id)
+    with EventProducer(settings) as producer:  # a registered stranger with no data product
+        producer.produce(Topic.UPDATES, EventSigners(settings, mesh_root).sign(forged), key=task.id)
         producer.flush()
     agent_ports = {name: _free_port() for name in HOSPITALS}
     for name, port in agent_ports.items():
