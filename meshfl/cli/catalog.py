@@ -28,15 +28,24 @@ def _group() -> None:
 
 
 def catalog_products(settings: MeshflSettings, *, domain: str | None = None) -> list[DataProductDescriptor]:
-    """The latest descriptor of each product (the catalog topic is compacted by product id)."""
+    """The latest descriptor of each product (the catalog topic is compacted by product id), counting
+    only descriptors signed by their domain with a key governance registered (forged ones are logged)."""
     from meshfl.bus import read_all
     from meshfl.events import DataProductDescriptor
+    from meshfl.identity.trust import EnvelopeVerifier, read_registry
     from meshfl.topics import Topic
 
+    verifier = EnvelopeVerifier(
+        read_registry(settings), window_seconds=settings.signature_window_seconds, reader="catalog"
+    )
     latest: dict[str, DataProductDescriptor] = {}
     for envelope in read_all(settings, Topic.CATALOG):
         product = envelope.event
-        if isinstance(product, DataProductDescriptor) and (domain is None or product.domain == domain):
+        if (
+            isinstance(product, DataProductDescriptor)
+            and (domain is None or product.domain == domain)
+            and verifier.accept(envelope)
+        ):
             latest[envelope.key or product.id] = product
     return sorted(latest.values(), key=lambda p: (p.domain, p.id))
 
