@@ -43,7 +43,7 @@ from meshfl.errors import TensorCodecError
 from meshfl.events import Tensor, TensorDType
 from meshfl.limits import DEFAULT_LIMITS, WireLimits, check_tensor_header, check_wire_tensors
 
-__all__ = ["from_wire", "state_sha256", "tensors_sha256", "to_wire"]
+__all__ = ["from_wire", "layout_sha256", "state_sha256", "tensors_sha256", "to_wire"]
 
 _BIG_ENDIAN_HOST = sys.byteorder == "big"
 _U64 = struct.Struct("<Q")
@@ -215,6 +215,23 @@ def tensors_sha256(tensors: Sequence[Tensor]) -> str:
     for tensor in sorted(tensors, key=lambda item: item.name):
         _check(tensor)
         _hash_tensor(digest, tensor.name, TensorDType(tensor.dtype), tensor.shape, tensor.data)
+    return digest.hexdigest()
+
+
+def layout_sha256(tensors: Sequence[Tensor]) -> str:
+    """The same bytes as ``tensors_sha256`` hashed without checking the layout first.
+
+    For a valid state it is ``tensors_sha256``; for any other it is still a digest of exactly what was
+    sent, so a signature can name a state before anyone judges it (``meshfl.identity``): who sent it
+    is checked first, the layout after. Only a number no u64 holds or a name UTF-8 cannot encode has
+    no digest (``TensorCodecError``).
+    """
+    digest = hashlib.sha256()
+    try:
+        for tensor in sorted(tensors, key=lambda item: item.name):
+            _hash_tensor(digest, tensor.name, TensorDType(tensor.dtype), tensor.shape, tensor.data)
+    except (struct.error, UnicodeEncodeError, ValueError, TypeError) as exc:
+        raise TensorCodecError(f"tensors have no canonical digest: {exc}") from exc
     return digest.hexdigest()
 
 

@@ -12,7 +12,9 @@ A signature covers ``DOMAIN_TAG + canonical_json(document)`` where ``DOMAIN_TAG`
   whose value is null (so a nullable field added by a later schema version with default null leaves
   the signatures of older events valid);
 * ``array<Tensor>`` (a model state): the string of 64 lowercase hex digits of its SHA-256 as defined in
-  ``meshfl.tensors`` (``tensors_sha256``): the tensor bytes are hashed once, never signed raw;
+  ``meshfl.tensors`` (``tensors_sha256``'s byte sequence, hashed without judging the layout:
+  ``layout_sha256``, so a sender is identified before its tensors are checked): the tensor bytes are
+  hashed once, never signed raw;
   a single ``Tensor``: the same hash of the one-tensor list;
 * other arrays: JSON arrays; maps: JSON objects (keys sorted like every object);
 * string and enum: JSON strings (the enum's symbol); long and int: JSON integers; boolean: true/false;
@@ -37,7 +39,7 @@ from typing import Any, get_args, get_origin
 from pydantic import BaseModel
 
 from meshfl.events import Event, Signature, Tensor
-from meshfl.tensors import tensors_sha256
+from meshfl.tensors import layout_sha256
 
 __all__ = ["DOMAIN_TAG", "canonical_json", "signed_bytes", "state_digests"]
 
@@ -67,9 +69,9 @@ def state_digests(event: Event) -> dict[str, str]:
     for name, info in type(event).model_fields.items():
         value = getattr(event, name)
         if _is_tensor_list(info.annotation):
-            out[name] = tensors_sha256(value)
+            out[name] = layout_sha256(value)
         elif isinstance(value, Tensor):
-            out[name] = tensors_sha256([value])
+            out[name] = layout_sha256([value])
     return out
 
 
@@ -87,7 +89,7 @@ def _value(value: Any) -> Any:
     if isinstance(value, datetime):
         return millis(value)
     if isinstance(value, Tensor):
-        return tensors_sha256([value])
+        return layout_sha256([value])
     if isinstance(value, BaseModel):
         return _record(value, {})
     if isinstance(value, Mapping):
@@ -106,7 +108,7 @@ def _record(model: BaseModel, digests: Mapping[str, str], *, top: bool = False) 
         if value is None:
             continue
         if _is_tensor_list(info.annotation):
-            out[name] = digests[name] if name in digests else tensors_sha256(value)
+            out[name] = digests[name] if name in digests else layout_sha256(value)
         else:
             out[name] = _value(value)
     return out

@@ -25,7 +25,13 @@ def test_codec_exports() -> None:
 
 
 def test_tensor_exports() -> None:
-    assert sorted(meshfl.tensors.__all__) == ["from_wire", "state_sha256", "tensors_sha256", "to_wire"]
+    assert sorted(meshfl.tensors.__all__) == [
+        "from_wire",
+        "layout_sha256",
+        "state_sha256",
+        "tensors_sha256",
+        "to_wire",
+    ]
 
 
 def test_default_store_is_loaded_once() -> None:

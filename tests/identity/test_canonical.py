@@ -11,7 +11,7 @@ import torch
 from meshfl.errors import SignatureError
 from meshfl.events import ModelVersion, Signature, StrategySpec
 from meshfl.identity import DOMAIN_TAG, Signer, signed_bytes, state_digests, verify_event
-from meshfl.tensors import tensors_sha256, to_wire
+from meshfl.tensors import layout_sha256, tensors_sha256, to_wire
 from tests.identity.identity_builders import WHEN, fixed_key, update
 
 SIGNATURE = Signature(signer="retail", key_id="ab" * 16, timestamp=WHEN, sequence=7, value=b"")
@@ -91,3 +91,9 @@ def test_known_digests_are_used_and_a_wrong_one_fails_verification() -> None:
     lying = signer.sign(event, digests={"tensors": "0" * 64})
     with pytest.raises(SignatureError, match="does not match"):
         verify_event(lying, signer.public_key)
+
+
+def test_layout_digest_is_the_state_hash_for_a_valid_state() -> None:
+    event = update()
+    assert layout_sha256(event.tensors) == tensors_sha256(event.tensors)
+    assert layout_sha256(list(reversed(event.tensors))) == tensors_sha256(event.tensors)

@@ -68,9 +68,24 @@ def test_unsigned_wrong_key_and_truncated_value(retail: Signer, bank: Signer) ->
 
 def test_a_layout_violation_is_a_signature_error_not_a_crash(retail: Signer) -> None:
     signed = retail.sign(update())
-    bad = signed.tensors[0].model_copy(update={"shape": [2**62, 2**62, 0]})
+    overflow = signed.tensors[0].model_copy(update={"shape": [2**62, 2**62, 0], "data": b""})
+    with pytest.raises(SignatureError, match="does not match"):  # hashed as sent, then it differs
+        verify_event(
+            signed.model_copy(update={"tensors": [overflow, *signed.tensors[1:]]}), retail.public_key
+        )
+    negative = signed.tensors[0].model_copy(update={"shape": [-1]})
     with pytest.raises(SignatureError, match="cannot be hashed"):
-        verify_event(signed.model_copy(update={"tensors": [bad, *signed.tensors[1:]]}), retail.public_key)
+        verify_event(
+            signed.model_copy(update={"tensors": [negative, *signed.tensors[1:]]}), retail.public_key
+        )
+
+
+def test_a_hostile_layout_can_be_signed_so_the_policies_judge_it(retail: Signer) -> None:
+    """Who sent it is settled first; a registered domain's absurd shapes are the policies' to refuse."""
+    base = update()
+    overflow = base.tensors[0].model_copy(update={"shape": [2**62, 2**62, 0], "data": b""})
+    hostile = retail.sign(base.model_copy(update={"tensors": [overflow, *base.tensors[1:]]}))
+    assert verify_event(hostile, retail.public_key).signer == "retail"
 
 
 def test_sequences_strictly_increase_across_threads() -> None:
