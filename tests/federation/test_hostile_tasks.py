@@ -29,7 +29,7 @@ from meshfl.events import (
 )
 from meshfl.settings import MeshflSettings
 from meshfl.topics import Topic
-from tests.federation.conftest import Processes, events, hospital_task, wait_for
+from tests.federation.conftest import EventSigners, Processes, events, hospital_task, wait_for
 
 pytestmark = pytest.mark.kafka
 
@@ -63,13 +63,16 @@ def test_agent_refuses_hostile_tasks_and_stops_on_sigterm_while_training(
     overflow = base.model_copy(update={"id": "a-version-overflow"})  # sorted first: tried before slow
     assert isinstance(huge.model, ModelSpec)
     ensure_topics(settings)
-    with EventProducer(settings) as producer:  # an attacker with write access and no key
+    # Signed by governance (a compromised or careless one): without a signature the agent would not even
+    # look at them (tests/federation/test_forgery.py); signed, its own configuration still refuses them.
+    sign = EventSigners(settings, mesh_root).sign
+    with EventProducer(settings) as producer:
         for task in (huge, forever, slow, overflow):
-            producer.produce(Topic.TASKS, task, key=task.id)
-        producer.produce(Topic.MODEL_VERSIONS, _bogus_version(huge.id), key=huge.id)
-        producer.produce(Topic.MODEL_VERSIONS, _bogus_version(forever.id), key=forever.id)
-        producer.produce(Topic.MODEL_VERSIONS, _bogus_version(overflow.id), key=overflow.id)
-        producer.produce(Topic.MODEL_VERSIONS, initial_version(slow), key=slow.id)
+            producer.produce(Topic.TASKS, sign(task), key=task.id)
+        producer.produce(Topic.MODEL_VERSIONS, sign(_bogus_version(huge.id)), key=huge.id)
+        producer.produce(Topic.MODEL_VERSIONS, sign(_bogus_version(forever.id)), key=forever.id)
+        producer.produce(Topic.MODEL_VERSIONS, sign(_bogus_version(overflow.id)), key=overflow.id)
+        producer.produce(Topic.MODEL_VERSIONS, sign(initial_version(slow)), key=slow.id)
         producer.flush()
 
     agent = processes.start("agent", "domain", "run", "--domain", str(domain_dir))

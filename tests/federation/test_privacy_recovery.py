@@ -10,6 +10,7 @@ import pytest
 from governance.audit import events_from_bus, replay
 from meshfl.bus import ensure_topics
 from meshfl.events import ModelUpdate, ModelVersion, PrivacyPolicy, StrategySpec
+from meshfl.identity.trust import governance_public_key
 from meshfl.settings import MeshflSettings
 from meshfl.topics import Topic
 from tests.federation.conftest import HOSPITALS, Processes, events, hospital_task, wait_for, write_task
@@ -58,6 +59,11 @@ def test_dp_federation_survives_a_sigkill_mid_round_and_replays_with_the_secret(
     for version in versions[1:]:
         assert len(set(version.contributing_updates)) == 3  # restored, none lost, none twice
         assert version.privacy is not None and version.server_state
-    result = replay(events_from_bus(settings, task.id), task.id, dp_secret=SECRET.encode())
+    result = replay(
+        events_from_bus(settings, task.id),
+        task.id,
+        governance_key=governance_public_key(settings),
+        dp_secret=SECRET.encode(),
+    )
     assert result.ok, result.findings
     assert all(check.reproduced for check in result.versions)
