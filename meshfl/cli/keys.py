@@ -16,16 +16,9 @@ from rich.table import Table
 
 from meshfl.cli._common import BootstrapOption, PrefixOption, settings_from
 from meshfl.errors import ConfigError, MeshflError
-from meshfl.events import KeyAction
-from meshfl.identity import generate_private_key, key_id, load_public_key, write_key_pair
-from meshfl.identity.trust import (
-    domain_key_path,
-    governance_signer,
-    publish_key_event,
-    read_registry,
-    register_domain_dir,
-    rotate_domain_key,
-)
+
+# The library (torch for state hashes, librdkafka for the bus) is imported by the commands that run,
+# so that ``meshfl --help`` stays light (tests/test_startup.py).
 
 app = typer.Typer(help="Signing keys and the trust registry.", no_args_is_help=True)
 
@@ -48,6 +41,9 @@ def init(
     force: Annotated[bool, typer.Option("--force", help="Replace an existing key (new identity).")] = False,
 ) -> None:
     """Create a key pair: private key mode 0600 (never on the bus), public key beside it as .pub."""
+    from meshfl.identity.keys import generate_private_key, key_id, write_key_pair
+    from meshfl.identity.trust import domain_key_path
+
     if (domain_dir is None) == (governance is None):
         typer.echo("error: give exactly one of --domain-dir or --governance", err=True)
         raise typer.Exit(2)
@@ -74,6 +70,9 @@ def register(
     topic_prefix: PrefixOption = None,
 ) -> None:
     """Governance registers a domain's public key (signed with MESHFL_GOVERNANCE_PRIVATE_KEY)."""
+    from meshfl.identity.keys import load_public_key
+    from meshfl.identity.trust import governance_signer, publish_key_event, register_domain_dir
+
     settings = settings_from(bootstrap, topic_prefix)
     try:
         signer = governance_signer(settings)
@@ -97,6 +96,9 @@ def revoke(
     topic_prefix: PrefixOption = None,
 ) -> None:
     """Governance revokes a domain key: its signatures from now on are refused everywhere."""
+    from meshfl.events import KeyAction
+    from meshfl.identity.trust import governance_signer, publish_key_event, read_registry
+
     settings = settings_from(bootstrap, topic_prefix)
     try:
         signer = governance_signer(settings)
@@ -116,6 +118,8 @@ def rotate(
     topic_prefix: PrefixOption = None,
 ) -> None:
     """A new key for the domain, registered, then the old one revoked (restart the agent after)."""
+    from meshfl.identity.trust import governance_signer, rotate_domain_key
+
     settings = settings_from(bootstrap, topic_prefix)
     try:
         registered, revoked = rotate_domain_key(settings, governance_signer(settings), domain_dir)
@@ -135,6 +139,8 @@ def list_keys(
     topic_prefix: PrefixOption = None,
 ) -> None:
     """The trust registry as the keys topic holds it (only governance-signed key events count)."""
+    from meshfl.identity.trust import read_registry
+
     settings = settings_from(bootstrap, topic_prefix)
     try:
         registry = read_registry(settings)
