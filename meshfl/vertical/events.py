@@ -15,7 +15,7 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from meshfl.events import NAMESPACE, Event, Signature, Tensor, utcnow
+from meshfl.events import NAMESPACE, Buffer, Event, Signature, Tensor, utcnow
 
 GOVERNANCE = "governance"
 """The party name of the governance service in split messages (and its signer name)."""
@@ -108,8 +108,8 @@ class SplitAlignment(Event):
     step: SplitAlignStep
     sender: str
     recipient: str
-    setup: bytes
-    payload: bytes
+    setup: Buffer
+    payload: Buffer
     created_at: datetime = Field(default_factory=utcnow)
     signature: Signature | None = Field(None, description=SIGNATURE_DOC)
 

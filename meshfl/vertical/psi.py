@@ -36,13 +36,13 @@ class PsiClient:
     request: bytes
     _client: object
 
-    def intersection(self, setup: bytes, response: bytes) -> list[int]:
+    def intersection(self, setup: bytes | memoryview, response: bytes | memoryview) -> list[int]:
         """Indices (into ``elements``, sorted) of the elements the server also holds."""
         try:
             server_setup = psi.ServerSetup()
-            server_setup.ParseFromString(setup)
+            server_setup.ParseFromString(bytes(setup))
             parsed = psi.Response()
-            parsed.ParseFromString(response)
+            parsed.ParseFromString(bytes(response))
             indices = self._client.GetIntersection(server_setup, parsed)  # type: ignore[attr-defined]
         except Exception as exc:  # the C++ core and protobuf raise RuntimeError or DecodeError alike
             raise AlignmentError(f"unusable PSI reply: {exc}") from exc
@@ -59,11 +59,13 @@ def new_client(elements: Sequence[str]) -> PsiClient:
     return PsiClient(elements=values, request=request, _client=client)
 
 
-def reply(elements: Sequence[str], request: bytes, *, max_client_elements: int) -> tuple[bytes, bytes]:
+def reply(
+    elements: Sequence[str], request: bytes | memoryview, *, max_client_elements: int
+) -> tuple[bytes, bytes]:
     """The server's (setup, response) to a request, with a fresh key; the server learns only the size."""
     try:
         parsed = psi.Request()
-        parsed.ParseFromString(request)
+        parsed.ParseFromString(bytes(request))
     except Exception as exc:
         raise AlignmentError(f"unusable PSI request: {exc}") from exc
     if len(parsed.encrypted_elements) > max_client_elements:

@@ -114,3 +114,33 @@ def _in_process(
         output = top.evaluate([cut.detach() for cut in cuts])
         probabilities = torch.softmax(output if head is None else head.eval()(output), dim=1)
     return dict(zip(ids, probabilities, strict=True))
+
+
+def test_an_alignment_message_above_the_message_limit_crosses_the_bus(settings: MeshflSettings) -> None:
+    """A PSI request of 35,000 ids is ~1.2 MB: chunked by the producer, reassembled as one event."""
+    from meshfl.bus import EventConsumer, EventProducer
+    from meshfl.vertical.events import SplitAlignment, SplitAlignStep
+    from meshfl.vertical.psi import new_client
+
+    ensure_topics(settings)
+    client = new_client([f"patient-{i}" for i in range(35_000)])
+    assert len(client.request) > settings.max_message_bytes
+    message = SplitAlignment(
+        task_id="t",
+        session="s",
+        step=SplitAlignStep.COLLECT_REQUEST,
+        sender="a",
+        recipient="b",
+        setup=b"",
+        payload=client.request,
+    )
+    with EventConsumer(settings, [Topic.SPLIT_ALIGNMENT], from_beginning=True) as consumer:
+        with EventProducer(settings) as producer:
+            producer.produce(Topic.SPLIT_ALIGNMENT, message, key="t")
+        env = None
+        for _ in range(100):
+            env = consumer.poll(1.0)
+            if env is not None:
+                break
+    assert env is not None and isinstance(env.event, SplitAlignment)
+    assert bytes(env.event.payload) == client.request
