@@ -141,8 +141,9 @@ def load_or_create(data_dir: Path, mode: SecurityMode, host: str) -> BrokerSecur
 
 
 def write_private(path: Path, text: str) -> None:
-    """Write a file only its owner can read (created 0600, never briefly world-readable)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write a file only its owner can read (created 0600, never briefly world-readable), in a
+    folder only its owner can list when this creates it."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as sink:
         sink.write(text)

@@ -105,6 +105,7 @@ def _decision() -> GovernanceDecision:
 def test_credentials_files_are_private_and_hold_tls_and_scram(secured: Secured) -> None:
     path = secured.creds / "domain-alpha.json"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(secured.creds.stat().st_mode) == 0o700
     kafka = secured.kafka("domain-alpha")
     assert kafka["security.protocol"] == "SASL_SSL"
     assert kafka["sasl.mechanism"] == "SCRAM-SHA-512"
