@@ -198,9 +198,10 @@ class LocalBroker:
                     config=security.client_config() if security is not None else None,
                 )
             except BrokerError as exc:
+                tails = self._log_tails(layout)  # before stopping: it names how each node ended
                 for node in stopped:
                     self._stop_node(node, kill=True)
-                raise BrokerError(f"{exc}\n{self._log_tails(layout)}") from exc
+                raise BrokerError(f"{exc}\n{tails}") from exc
         log.info("kafka running", bootstrap=layout.bootstrap, started=[n.node_id for n in stopped])
         return layout.bootstrap
 
