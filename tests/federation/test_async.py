@@ -20,7 +20,7 @@ from meshfl.events import (
 )
 from meshfl.settings import MeshflSettings
 from meshfl.topics import Topic
-from tests.federation.conftest import Threads, events, wait_for
+from tests.federation.conftest import Threads, events, register_domain, wait_for
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -43,6 +43,7 @@ def test_async_mode_does_not_wait_for_a_slow_domain(
     daemons.start("governance", GovernanceService(settings, [task]).run)
     for name in FAST:
         daemons.start_agent(settings, mesh_root / name)
+    register_domain(settings, mesh_root / SLOW)
     slow = DomainAgent(settings, mesh_root / SLOW, heartbeat_interval=1.0, simulate_delay=6.0)
     daemons.start("slow-agent", slow.run)
 

@@ -21,7 +21,7 @@ from meshfl.events import (
 from meshfl.identity.trust import governance_public_key
 from meshfl.settings import MeshflSettings
 from meshfl.topics import Topic
-from tests.federation.conftest import HOSPITALS, Threads, events, hospital_task, wait_for
+from tests.federation.conftest import HOSPITALS, Threads, events, hospital_task, register_domain, wait_for
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -40,6 +40,7 @@ def test_deadline_closes_the_round_without_the_straggler_and_says_so(
     fast, slow = HOSPITALS[:2], HOSPITALS[2]
     for name in fast:
         daemons.start_agent(settings, mesh_root / name)
+    register_domain(settings, mesh_root / slow)
     straggler = DomainAgent(settings, mesh_root / slow, heartbeat_interval=1.0, simulate_delay=30.0)
     daemons.start("straggler", straggler.run)
 
