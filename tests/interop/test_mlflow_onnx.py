@@ -3,6 +3,7 @@ run by onnxruntime, both fed from a federation on the real broker."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from governance.registry import ModelRegistry
 from governance.service import GovernanceService
 from meshfl.domain.data import load_xy_file
 from meshfl.events import ModelUpdate, ModelVersion, TrainingTask
+from meshfl.identity.local import identity_env
 from meshfl.interop import MlflowSync, export_onnx, load_version_model, task_of
 from meshfl.settings import MeshflSettings
 from meshfl.topics import Topic
@@ -102,6 +104,7 @@ def test_versions_in_mlflow_and_onnx(
         capture_output=True,
         text=True,
         timeout=300,
+        env={**os.environ, **identity_env(settings, with_private_key=False)},  # pins governance's key
     )
     assert done.returncode == 0, done.stderr
     session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
