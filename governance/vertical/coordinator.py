@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from governance.vertical.top import TopModel
-from meshfl.events import DecisionOutcome, Event, GovernanceDecision
+from meshfl.events import DecisionOutcome, Event, GovernanceDecision, TensorDType
 from meshfl.logs import get_logger
 from meshfl.tensors import from_wire, tensors_sha256, to_wire
 from meshfl.topics import Topic
@@ -262,6 +262,8 @@ class SplitCoordinator:
         width = self.task.domains[self.domains.index(message.sender)].cut_width
         if len(message.tensor.shape) != 2 or message.tensor.shape[1] != width:
             return []
+        if message.tensor.dtype != TensorDType.FLOAT32:
+            return []
         batch = pending.setdefault(message.batch, {})
         batch.setdefault(message.sender, from_wire([message.tensor])[message.tensor.name])
         if len(batch) < len(self.domains) or len({int(t.shape[0]) for t in batch.values()}) != 1:
@@ -300,6 +302,8 @@ class SplitCoordinator:
         width = self.task.domains[self.domains.index(message.sender)].cut_width
         if rows is None or list(message.tensor.shape) != [rows, width]:
             return []
+        if message.tensor.dtype != TensorDType.FLOAT32:
+            return []  # the top is float32: another dtype would fail its step after the batch is taken
         slot = current.train if message.phase == SplitPhase.TRAIN else current.evaluated
         done_below = current.next_batch if message.phase == SplitPhase.TRAIN else current.next_eval
         if message.batch < done_below:

@@ -18,6 +18,7 @@ import torch
 from governance.vertical.coordinator import Outgoing, SplitCoordinator
 from governance.vertical.recovery import read_recovered
 from meshfl.bus import EventConsumer, EventProducer, ensure_topics, read_all
+from meshfl.errors import MeshflError
 from meshfl.events import Event
 from meshfl.identity import Signer
 from meshfl.logs import get_logger
@@ -36,6 +37,9 @@ from meshfl.vertical.events import (
 log = get_logger("meshfl.governance.vertical")
 
 _TICK_S = 0.5
+_REFUSED = (MeshflError, ValueError, RuntimeError)
+"""What one hostile message can make the coordinator raise (bad tensor bytes, torch shape or dtype
+errors): the message is refused and logged, the daemon goes on."""
 
 
 class SplitGovernance:
@@ -123,6 +127,20 @@ class SplitGovernance:
             producer.produce(topic, event, key=getattr(event, "task_id", None))
 
     def _on_control(self, event: Event) -> list[Outgoing]:
+        try:
+            return self._control(event)
+        except _REFUSED as exc:
+            log.warning("split message refused", event_type=type(event).__name__, reason=str(exc))
+            return []
+
+    def _on_data(self, event: Event) -> list[Outgoing]:
+        try:
+            return self._data(event)
+        except _REFUSED as exc:
+            log.warning("split message refused", event_type=type(event).__name__, reason=str(exc))
+            return []
+
+    def _control(self, event: Event) -> list[Outgoing]:
         coordinator = self.coordinators.get(getattr(event, "task_id", ""))
         if coordinator is None:
             return []
@@ -132,7 +150,7 @@ class SplitGovernance:
             return coordinator.on_report(event, time.monotonic())
         return []
 
-    def _on_data(self, event: Event) -> list[Outgoing]:
+    def _data(self, event: Event) -> list[Outgoing]:
         coordinator = self.coordinators.get(getattr(event, "task_id", ""))
         if coordinator is None or getattr(event, "recipient", None) != GOVERNANCE:
             return []

@@ -122,7 +122,7 @@ class SplitAgent:
                 return runtime.on_command(event)
             if isinstance(event, SplitAlignment):
                 return runtime.on_alignment(event)
-        except MeshflError as exc:
+        except (MeshflError, ValueError, RuntimeError) as exc:
             log.error("split command failed", task=runtime.task.id, domain=self.domain, error=str(exc))
         return []
 
@@ -139,6 +139,13 @@ class SplitAgent:
         return []
 
     def _on_data(self, event: Event) -> list[Outgoing]:
+        try:
+            return self._data(event)
+        except (MeshflError, ValueError, RuntimeError) as exc:  # bad tensor bytes, torch shape errors
+            log.warning("split message refused", domain=self.domain, reason=str(exc))
+            return []
+
+    def _data(self, event: Event) -> list[Outgoing]:
         runtime = self._tasks.get(getattr(event, "task_id", ""))
         if runtime is None or getattr(event, "recipient", None) != self.domain:
             return []

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from meshfl.errors import ConfigError
+from meshfl.errors import ConfigError, TensorCodecError
 from meshfl.events import Event
 from meshfl.logs import get_logger
 from meshfl.tensors import from_wire, to_wire
@@ -263,7 +263,7 @@ class SplitParty:
             return []
         try:
             self.bottom.backward(message.batch, from_wire([message.tensor])[message.tensor.name])
-        except StashError as exc:
+        except (StashError, TensorCodecError) as exc:
             log.warning("split gradient refused", task=self.task.id, batch=message.batch, reason=str(exc))
             return []
         current.stepped.add(message.batch)
@@ -281,7 +281,11 @@ class SplitParty:
         ):
             return []
         assert self.head is not None and self.head_optimizer is not None
-        h = from_wire([message.tensor])[message.tensor.name].to(torch.float32)
+        try:
+            h = from_wire([message.tensor])[message.tensor.name].to(torch.float32)
+        except TensorCodecError as exc:
+            log.warning("split top output refused", task=self.task.id, batch=message.batch, reason=str(exc))
+            return []
         if message.phase == SplitPhase.TRAIN:
             if message.batch in current.head_train or not 0 <= message.batch < len(current.batches):
                 return []

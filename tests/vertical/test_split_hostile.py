@@ -1,0 +1,83 @@
+"""One hostile split message (a tensor whose bytes do not match its shape, or of another dtype, as any
+writer can send: every field it needs is readable on the bus) is refused: it never stops split
+governance or a split party, and the honest parties still finish the epoch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from governance.vertical.service import SplitGovernance
+from meshfl.events import Tensor, TensorDType
+from meshfl.settings import MeshflSettings
+from meshfl.vertical.events import (
+    SplitActivations,
+    SplitCommand,
+    SplitEpoch,
+    SplitGradients,
+    SplitLabelsAt,
+)
+
+from .split_builders import split_task
+from .test_split_protocol import Mesh
+
+_BAD = Tensor(name="h", dtype=TensorDType.FLOAT32, shape=[16, 4], data=b"\x00" * 7)
+
+
+def _started(tmp_path: Path, at: SplitLabelsAt) -> tuple[Mesh, SplitEpoch, SplitGovernance]:
+    mesh = Mesh(split_task(labels_at=at, epochs=1), tmp_path)
+    mesh.align()
+    start = next(e for _, e in mesh.queue if isinstance(e, SplitEpoch) and e.command == SplitCommand.START)
+    service = SplitGovernance(MeshflSettings(), [mesh.task])
+    service.coordinators[mesh.task.id] = mesh.coordinator
+    return mesh, start, service
+
+
+def test_split_governance_refuses_malformed_and_foreign_dtype_activations(tmp_path: Path) -> None:
+    mesh, start, service = _started(tmp_path, SplitLabelsAt.GOVERNANCE)
+    rows = len(mesh.coordinator.current.batches[0])  # type: ignore[union-attr]
+    common = {"task_id": mesh.task.id, "epoch": start.epoch, "attempt": start.attempt, "batch": 0}
+    for tensor in (
+        _BAD.model_copy(update={"shape": [rows, 4]}),
+        Tensor(name="h", dtype=TensorDType.FLOAT64, shape=[rows, 4], data=b"\x00" * (8 * rows * 4)),
+    ):
+        for sender in ("d0", "d1", "d2"):
+            hostile = SplitActivations(
+                **common, phase="train", sender=sender, recipient="governance", tensor=tensor
+            )
+            assert service._on_data(hostile) == []
+    mesh.run()  # the honest parties' copies still count: the epoch completes
+    assert [v.version for v in mesh.versions()] == [1]
+
+
+def test_split_governance_refuses_a_malformed_owner_gradient(tmp_path: Path) -> None:
+    mesh, start, service = _started(tmp_path, SplitLabelsAt.DOMAIN)
+    for party in mesh.parties.values():
+        for _topic, event in party.start(start):
+            if isinstance(event, SplitActivations):
+                mesh.coordinator.on_activations(event, mesh.now)
+            else:
+                mesh.coordinator.on_report(event, mesh.now)  # type: ignore[arg-type]
+    held = mesh.coordinator.top.held_batch  # type: ignore[union-attr]
+    assert held is not None
+    hostile = SplitGradients(
+        task_id=mesh.task.id,
+        epoch=start.epoch,
+        attempt=start.attempt,
+        batch=held,
+        sender="d0",
+        recipient="governance",
+        tensor=_BAD,
+    )
+    assert service._on_data(hostile) == []
+    assert mesh.coordinator.top.held_batch == held  # type: ignore[union-attr]
+
+
+def test_a_split_party_refuses_a_malformed_gradient_and_top_output(tmp_path: Path) -> None:
+    mesh, start, _ = _started(tmp_path, SplitLabelsAt.DOMAIN)
+    owner = mesh.parties["d0"]
+    owner.start(start)
+    common = {"task_id": mesh.task.id, "epoch": start.epoch, "attempt": start.attempt, "batch": 0}
+    gradient = SplitGradients(**common, sender="governance", recipient="d0", tensor=_BAD)
+    top = SplitActivations(**common, phase="train", sender="governance", recipient="d0", tensor=_BAD)
+    assert owner.on_gradient(gradient) == []
+    assert owner.on_top_output(top) == []
