@@ -16,7 +16,6 @@ from governance.log_state import WITHDRAWN
 from governance.policies import buffer_ready, buffer_size, check_secret, round_ready
 from governance.rounds import TaskState, aggregate_version
 from governance.service_state import ServiceState
-from governance.strategies import ClientUpdate
 from meshfl.bus import EventProducer
 from meshfl.errors import ConfigError
 from meshfl.events import TrainingTask, utcnow
@@ -82,16 +81,27 @@ class RoundCloser:
     def _drop_too_stale(self, producer: EventProducer, state: TaskState) -> None:
         """Buffered updates that aged past max_staleness while waiting are withdrawn, with a decision."""
         limit = state.task.round_policy.max_staleness
-        for item in [p for p in state.pending if state.latest.version - p.base_version > limit]:
+        held = {state.latest.version, *state.recent}
+        for item in [
+            p
+            for p in state.pending
+            if state.latest.version - p.base_version > limit or p.base_version not in held
+        ]:
             state.pending.remove(item)
+            staleness = state.latest.version - item.base_version
+            reason = (
+                f"withdrawn from the buffer: staleness {staleness} > max_staleness {limit} "
+                f"by version {state.latest.version + 1}"
+                if staleness > limit
+                else f"withdrawn from the buffer: its base version {item.base_version} is not readable"
+            )
             round_decision(
                 producer,
                 state,
                 update_id=item.update_id,
                 domain=item.domain,
                 policy=WITHDRAWN,
-                reason=f"withdrawn from the buffer: staleness {state.latest.version - item.base_version} "
-                f"> max_staleness {limit} by version {state.latest.version + 1}",
+                reason=reason,
                 marker=f"withdrawn/{item.update_id}",
             )
             self._state.log.aggregated.add(item.update_id)  # settled: never restored into a buffer
@@ -104,17 +114,8 @@ class RoundCloser:
             chosen = sorted(state.pending, key=lambda p: (p.partition, p.first_offset))[
                 : buffer_size(state.task.round_policy)
             ]
-        updates = [
-            ClientUpdate(
-                update_id=item.update_id,
-                domain=item.domain,
-                weights=item.weights,
-                num_examples=item.num_examples,
-                staleness=state.latest.version - item.base_version,
-            )
-            for item in chosen
-        ]
         try:
+            updates = state.client_updates(chosen)
             with METRICS.aggregate_seconds.labels(state.task.id).time():
                 version = aggregate_version(
                     state.task,

@@ -50,6 +50,9 @@ class TaskState:
     latest_weights: dict[str, torch.Tensor]
     server_state: dict[str, torch.Tensor]
     pending: list[PendingUpdate] = field(default_factory=list)
+    # async: the versions before ``latest`` that buffered updates may have trained from (FedBuff takes each
+    # delta against its own base), at most ``max_staleness`` of them; see governance.version_window
+    recent: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
     failed_with: int = -1  # pending count at which the strategy last refused to aggregate
 
     @property
@@ -87,14 +90,47 @@ class TaskState:
     def accepted_domains(self) -> set[str]:
         return {item.domain for item in self.pending}
 
+    def base_weights(self, version: int) -> Mapping[str, torch.Tensor]:
+        """The weights of ``version``, which an update trained from (async mode keeps a window of them)."""
+        if version == self.latest.version:
+            return self.latest_weights
+        found = self.recent.get(version)
+        if found is None:
+            raise ValueError(f"base version {version} is not held (latest {self.latest.version})")
+        return found
+
+    def client_updates(self, chosen: Sequence[PendingUpdate]) -> list[ClientUpdate]:
+        """The strategy's view of ``chosen``: staleness against the latest version and, in async mode,
+        the weights of the version each update trained from (the same rule in the service and replay)."""
+        return [
+            ClientUpdate(
+                update_id=item.update_id,
+                domain=item.domain,
+                weights=item.weights,
+                num_examples=item.num_examples,
+                staleness=self.latest.version - item.base_version,
+                base=self.base_weights(item.base_version) if self.is_async else None,
+            )
+            for item in chosen
+        ]
+
     def advance(self, version: ModelVersion) -> None:
         """Adopt a newly published version and drop the updates it consumed."""
         consumed = set(version.contributing_updates)
+        if self.is_async:
+            self.recent[self.latest.version] = self.latest_weights
+            floor = window_floor(self.task, version.version)
+            self.recent = {number: w for number, w in self.recent.items() if number >= floor}
         self.latest = version
         self.latest_weights = from_wire(version.tensors)
         self.server_state = from_wire(version.server_state)
         self.pending = [item for item in self.pending if item.update_id not in consumed]
         self.failed_with = -1
+
+
+def window_floor(task: TrainingTask, latest_version: int) -> int:
+    """The oldest version an accepted async update may have trained from: ``latest - max_staleness``."""
+    return latest_version - max(task.round_policy.max_staleness, 0)
 
 
 def initial_version(task: TrainingTask) -> ModelVersion:

@@ -37,6 +37,7 @@ from governance.service_metrics import count_committed
 from governance.service_state import ServiceState
 from governance.strategies import Strategy, build_strategy
 from governance.strategies.memory import round_memory
+from governance.version_window import read_window
 from meshfl.bus import Envelope, EventConsumer, EventProducer, ensure_topics
 from meshfl.errors import BusError
 from meshfl.events import ModelUpdate, TrainingTask
@@ -200,6 +201,8 @@ class GovernanceService:
             self._state.tasks[task.id] = TaskState(
                 task=effective, latest=latest, latest_weights=decoded[0], server_state=decoded[1]
             )
+            if self._state.tasks[task.id].is_async:
+                self._state.tasks[task.id].recent = read_window(self._settings, effective, latest)
         log.info(
             "state rebuilt from the log",
             versions={k: v.version for k, v in log_state.latest.items()},

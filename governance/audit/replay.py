@@ -31,7 +31,7 @@ from governance.policies import check_secret, dp_config_problems, privacy_spent
 from governance.rounds import aggregate_version, initial_version
 from governance.strategies import ClientUpdate
 from meshfl.errors import ReplayError, TensorCodecError
-from meshfl.events import DecisionOutcome, GovernanceDecision, ModelUpdate, ModelVersion
+from meshfl.events import DecisionOutcome, FederationMode, GovernanceDecision, ModelUpdate, ModelVersion
 from meshfl.logs import get_logger
 from meshfl.tensors import from_wire, tensors_sha256
 
@@ -46,6 +46,7 @@ class _Replayer:
         self.dp_secret = dp_secret
         self.task = index.task
         self.findings: list[Finding] = []
+        self._bases: dict[int, Mapping[str, torch.Tensor] | None] = {}
 
     def find(self, severity: Severity, kind: str, message: str, **where: object) -> str:
         self.findings.append(Finding(severity=severity, kind=kind, message=message, **where))  # type: ignore[arg-type]
@@ -135,6 +136,20 @@ class _Replayer:
                     )
                 )
                 continue
+            base = None
+            if self.task.mode == FederationMode.ASYNC:  # FedBuff: the delta against the update's own base
+                base = parent_weights if staleness == 0 else self.published_weights(update.base_version)
+                if base is None:
+                    problems.append(
+                        self.find(
+                            "error",
+                            "lineage",
+                            f"update {update_id} trained on version {update.base_version}, "
+                            "which is not on the log",
+                            **where,
+                        )
+                    )
+                    continue
             updates.append(
                 ClientUpdate(
                     update_id=update.update_id,
@@ -142,9 +157,20 @@ class _Replayer:
                     weights=final,
                     num_examples=update.num_examples,
                     staleness=staleness,
+                    base=base,
                 )
             )
         return updates, problems
+
+    def published_weights(self, number: int) -> Mapping[str, torch.Tensor] | None:
+        """The weights of version ``number`` as first published (what the domains trained from)."""
+        if number not in self._bases:
+            copies = self.index.versions.get(number)
+            try:
+                self._bases[number] = from_wire(copies[0].event.tensors) if copies else None  # type: ignore[attr-defined]
+            except TensorCodecError:
+                self._bases[number] = None
+        return self._bases[number]
 
     def check_version(
         self, published: ModelVersion, parent: ModelVersion | None, recomputed_parent: ModelVersion | None

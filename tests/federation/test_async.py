@@ -1,4 +1,8 @@
-"""Asynchronous federation (FedBuff): versions keep coming while a slow domain is still training."""
+"""Asynchronous federation (FedBuff): versions keep coming while a slow domain is still training.
+
+Each buffered update is aggregated as its delta against the version it trained from (its own base), and
+an audit replay reproduces every version bit for bit from the log, stale updates included.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from governance.audit import events_from_bus, replay
+from governance.rounds import aggregate_version
 from governance.service import GovernanceService
+from governance.strategies import ClientUpdate
 from meshfl.domain.agent import DomainAgent
 from meshfl.domain.tasks import load_task_file
 from meshfl.events import (
@@ -19,6 +26,7 @@ from meshfl.events import (
     StrategySpec,
 )
 from meshfl.settings import MeshflSettings
+from meshfl.tensors import from_wire
 from meshfl.topics import Topic
 from tests.federation.conftest import Threads, events, register_domain, wait_for
 
@@ -72,3 +80,39 @@ def test_async_mode_does_not_wait_for_a_slow_domain(
             continue
         # the only rejections in a healthy async run are stale updates or the finished task
         assert decision.policy in {"task_and_round", "task_complete", "buffer_staleness"}, decision
+
+    # five domains train on every version and K = 3 close the next one: some updates are aggregated stale
+    stale = [
+        (version, updates[u])
+        for version in published[1:]
+        for u in version.contributing_updates
+        if updates[u].base_version < version.parent_version
+    ]
+    assert stale, "no update was aggregated into a version later than the one it trained from"
+    # a version with a stale update is the mean of each update's delta against its own base: recompute one
+    version, _ = stale[0]
+    by_number = {v.version: v for v in published}
+    parent = by_number[version.version - 1]
+    recomputed = aggregate_version(
+        task,
+        parent,
+        from_wire(parent.tensors),
+        from_wire(parent.server_state),
+        [
+            ClientUpdate(
+                update_id=u,
+                domain=updates[u].domain,
+                weights=from_wire(updates[u].tensors),
+                num_examples=updates[u].num_examples,
+                staleness=parent.version - updates[u].base_version,
+                base=from_wire(by_number[updates[u].base_version].tensors),
+            )
+            for u in version.contributing_updates
+        ],
+        created_at=version.created_at,
+    )
+    assert recomputed.sha256 == version.sha256
+    daemons.stop_all()
+    result = replay(events_from_bus(settings, task.id), task.id)
+    assert result.ok, result.findings
+    assert all(v.reproduced for v in result.versions)
