@@ -25,6 +25,7 @@ from meshfl.events import (
     RoundPolicy,
     StrategySpec,
 )
+from meshfl.identity.trust import governance_public_key
 from meshfl.settings import MeshflSettings
 from meshfl.tensors import from_wire
 from meshfl.topics import Topic
@@ -113,6 +114,8 @@ def test_async_mode_does_not_wait_for_a_slow_domain(
     )
     assert recomputed.sha256 == version.sha256
     daemons.stop_all()
-    result = replay(events_from_bus(settings, task.id), task.id)
+    result = replay(
+        events_from_bus(settings, task.id), task.id, governance_key=governance_public_key(settings)
+    )
     assert result.ok, result.findings
     assert all(v.reproduced for v in result.versions)
