@@ -25,6 +25,7 @@ the label owner's head takes the top's output to one logit per class::
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 
 import torch
@@ -39,6 +40,8 @@ MAX_LAYERS = 64
 MAX_WIDTH = 1 << 16
 MAX_COLUMNS = 1 << 14
 OPTIMIZERS = ("adam", "sgd")
+SAFE_TASK_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+"""A split task's id names its state folder in each domain: one path component, never '..' or '/'."""
 
 
 def output_width(layers: Sequence[SplitLayer], in_features: int) -> int:
@@ -98,6 +101,8 @@ def top_output_width(task: SplitTask) -> int:
 
 def check_split_task(task: SplitTask) -> None:
     """Raise ``ConfigError`` if the split task cannot be trained as written."""
+    if not SAFE_TASK_ID.fullmatch(task.id):
+        raise ConfigError(f"task id {task.id!r}: 1-128 of A-Z a-z 0-9 . _ -, not starting with '.'")
     names = [domain.domain for domain in task.domains]
     if not 1 <= len(names) <= MAX_DOMAINS or len(set(names)) != len(names):
         raise ConfigError(f"domains: 1 to {MAX_DOMAINS}, each named once")

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from governance.vertical.service import SplitGovernance
+from meshfl.errors import ConfigError
 from meshfl.events import Tensor, TensorDType
 from meshfl.settings import MeshflSettings
 from meshfl.vertical.events import (
@@ -16,6 +19,7 @@ from meshfl.vertical.events import (
     SplitGradients,
     SplitLabelsAt,
 )
+from meshfl.vertical.spec import check_split_task
 
 from .split_builders import split_task
 from .test_split_protocol import Mesh
@@ -81,3 +85,11 @@ def test_a_split_party_refuses_a_malformed_gradient_and_top_output(tmp_path: Pat
     top = SplitActivations(**common, phase="train", sender="governance", recipient="d0", tensor=_BAD)
     assert owner.on_gradient(gradient) == []
     assert owner.on_top_output(top) == []
+
+
+def test_a_split_task_id_that_leaves_the_state_folder_is_refused() -> None:
+    """The id names ``<domain>/.meshfl/split/<id>``: a task from the bus cannot point it elsewhere."""
+    check_split_task(split_task())
+    for hostile in ("../../../tmp/owned", "/etc", "..", "a/b", ""):
+        with pytest.raises(ConfigError, match="task id"):
+            check_split_task(split_task(id=hostile))
