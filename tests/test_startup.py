@@ -45,3 +45,10 @@ def test_commands_that_do_not_train_never_import_torch(args: list[str], tmp_path
 def test_help_loads_neither_librdkafka_nor_structlog(tmp_path: Path) -> None:
     loaded = _modules(["--help"], tmp_path)
     assert not {"confluent_kafka", "structlog", "fastavro"} & loaded, sorted(loaded)
+
+
+def test_the_cli_spells_the_broker_security_modes_as_the_enum_does() -> None:
+    from meshfl.broker import SecurityMode
+    from meshfl.cli.broker import SECURITY_MODES
+
+    assert [mode.value for mode in SecurityMode] == SECURITY_MODES

@@ -10,13 +10,19 @@ stopped (the reason on stderr), 2 bad settings.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
+import click
 import typer
 
-from meshfl.broker import LocalBroker, SecurityMode
 from meshfl.cli._common import BootstrapOption, PrefixOption, settings_from
 from meshfl.errors import BrokerError, MeshflError
+
+if TYPE_CHECKING:  # meshfl.broker loads pydantic-settings and more: only when a command runs
+    from meshfl.broker import LocalBroker
+
+SECURITY_MODES = ["none", "scram", "scram-tls"]
+"""The values of ``meshfl.broker.SecurityMode``, spelled here so that ``--help`` needs no import."""
 
 app = typer.Typer(
     help="A local Apache Kafka broker (KRaft, from Maven jars; no Docker).", no_args_is_help=True
@@ -33,12 +39,19 @@ def _broker(
     port: int | None = None,
     brokers: int | None = None,
     heap: str = "512m",
-    security: SecurityMode | None = None,
+    security: str | None = None,
 ) -> LocalBroker:
+    from meshfl.broker import LocalBroker, SecurityMode
+
     settings = settings_from()
     try:
         return LocalBroker(
-            settings, data_dir=data_dir, port=port, brokers=brokers, heap=heap, security=security
+            settings,
+            data_dir=data_dir,
+            port=port,
+            brokers=brokers,
+            heap=heap,
+            security=None if security is None else SecurityMode(security),
         )
     except BrokerError as exc:
         _fail(exc)
@@ -68,9 +81,10 @@ def start(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the cluster to answer.")] = 90.0,
     heap: Annotated[str, typer.Option(help="Java heap of each node (-Xmx).")] = "512m",
     security: Annotated[
-        SecurityMode | None,
+        str | None,
         typer.Option(
             "--security",
+            click_type=click.Choice(SECURITY_MODES),
             help="none, scram (SASL SCRAM-SHA-512 + ACLs) or scram-tls (and TLS with a generated CA); "
             "fixed when the data dir is first formatted (default: what it holds, else none).",
         ),
@@ -84,7 +98,7 @@ def start(
         _fail(exc)
     status = broker.status()
     typer.echo(f"kafka {status.kafka_version}: {len(status.nodes)} node(s), data in {status.data_dir}")
-    if status.security != SecurityMode.NONE:
+    if status.security != "none":
         typer.echo(
             f"security {status.security}: admin client settings (MESHFL_KAFKA) in "
             f"{status.data_dir / 'security' / 'admin.json'}; `meshfl broker provision` adds principals"
