@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from governance.vertical.top import TopModel
+from meshfl.errors import TensorCodecError
 from meshfl.events import DecisionOutcome, Event, GovernanceDecision, TensorDType
 from meshfl.logs import get_logger
 from meshfl.tensors import from_wire, tensors_sha256, to_wire
@@ -131,8 +132,13 @@ class SplitCoordinator:
         labels = None
         if self.owner is None:
             shared = reports[self.task.labels.domain].labels
-            labels = from_wire(shared).get("labels") if shared else None
-            if labels is None or labels.shape != (rows,):
+            try:  # a report from the log: its bytes, shape and values are checked before use
+                labels = from_wire(shared).get("labels") if shared else None
+            except TensorCodecError:
+                return False
+            if labels is None or labels.shape != (rows,) or labels.is_floating_point() or labels.is_complex():
+                return False
+            if rows and not (int(labels.min()) >= 0 and int(labels.max()) < self.task.num_classes):
                 return False
         self.session, self.aligned, self.rows, self.labels = session, dict(reports), rows, labels
         return True

@@ -7,17 +7,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
+from governance.vertical.coordinator import Recovered, SplitCoordinator
 from governance.vertical.service import SplitGovernance
 from meshfl.errors import ConfigError
 from meshfl.events import Tensor, TensorDType
 from meshfl.settings import MeshflSettings
+from meshfl.tensors import to_wire
 from meshfl.vertical.events import (
     SplitActivations,
     SplitCommand,
     SplitEpoch,
     SplitGradients,
     SplitLabelsAt,
+    SplitReport,
 )
 from meshfl.vertical.spec import check_split_task
 
@@ -93,3 +97,33 @@ def test_a_split_task_id_that_leaves_the_state_folder_is_refused() -> None:
     for hostile in ("../../../tmp/owned", "/etc", "..", "a/b", ""):
         with pytest.raises(ConfigError, match="task id"):
             check_split_task(split_task(id=hostile))
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [
+        [Tensor(name="labels", dtype=TensorDType.INT64, shape=[240], data=b"\x00" * 9)],  # bytes too short
+        to_wire({"labels": torch.full((240,), 7, dtype=torch.int64)}),  # classes the task does not have
+        to_wire({"labels": torch.zeros(240)}),  # float labels
+    ],
+)
+def test_a_hostile_aligned_report_in_the_log_does_not_stop_split_governance_at_start(labels) -> None:  # type: ignore[no-untyped-def]
+    """Recovery takes the first ``aligned`` report of each party from the log: one written there by
+    anyone, with labels that cannot be used, made every (re)start raise; now the task aligns again."""
+    task = split_task()
+    reports = {
+        spec.domain: SplitReport(
+            task_id=task.id,
+            party=spec.domain,
+            kind="aligned",
+            session="s",
+            rows=240,
+            alignment_digest="d",
+            labels=labels if spec.domain == task.labels.domain else [],
+        )
+        for spec in task.domains
+    }
+    coordinator = SplitCoordinator(task, Recovered(session="s", aligned=reports))
+    out = coordinator.begin(0.0)
+    assert [e.command for _, e in out if isinstance(e, SplitEpoch)] == [SplitCommand.ALIGN]
+    assert coordinator.current is None
