@@ -36,6 +36,11 @@ class CatalogView:
             product = env.event
             self.products.setdefault(product.domain, {})[product.id] = product
 
+    def forget(self, _topic: str, key: str | None) -> None:
+        """A catalog tombstone: the product keyed ``key`` was withdrawn."""
+        for products in self.products.values():
+            products.pop(key or "", None)
+
     def take(self) -> None:
         """Take in whatever catalog records are already fetched, without a broker round trip."""
         if self.consumer is None:

@@ -8,14 +8,18 @@ the same), and records in the audit trail who was left out (stragglers, stale bu
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from governance.catalog_view import CatalogView
 from governance.deciding import round_decision
-from governance.log_state import WITHDRAWN
+from governance.log_state import FORM_REFUSED, ROUND_FAILED, WITHDRAWN
 from governance.policies import buffer_ready, buffer_size, check_secret, round_ready
-from governance.rounds import TaskState, aggregate_version
+from governance.policies.transforms import reapply_transforms
+from governance.rounds import PendingUpdate, TaskState, aggregate_version
 from governance.service_state import ServiceState
+from governance.strategies import ClientUpdate, TooFewUpdates
+from meshfl import faults
 from meshfl.bus import EventProducer
 from meshfl.errors import ConfigError
 from meshfl.events import TrainingTask, utcnow
@@ -50,7 +54,12 @@ class RoundCloser:
         self._catalog = catalog
 
     def ready(self, state: TaskState, now: datetime, *, closing: bool) -> bool:
-        if state.complete or not state.pending or len(state.pending) == state.failed_with:
+        if (
+            state.error is not None
+            or state.complete
+            or not state.pending
+            or len(state.pending) == state.failed_with
+        ):
             return False
         policy = state.task.round_policy
         if state.is_async:
@@ -69,14 +78,32 @@ class RoundCloser:
             log.info("round ready", task=state.task.id, round=state.open_round, reason=readiness.reason)
         return readiness.ready
 
-    def any_ready(self, now: datetime) -> bool:
-        return any(self.ready(s, now, closing=False) for s in self._state.tasks.values())
+    def any_ready(self, tasks: Iterable[TaskState], now: datetime) -> bool:
+        return any(self.ready(s, now, closing=False) for s in tasks)
 
-    def close_ready(self, producer: EventProducer) -> None:
+    def close_ready(self, producer: EventProducer, tasks: Iterable[TaskState]) -> None:
         """Publish a version for every task whose round (or async buffer) is ready, as often as it is."""
-        for state in self._state.tasks.values():
+        for state in tasks:
             while self.ready(state, datetime.now(UTC), closing=True):
                 self._close_round(producer, state)
+
+    def _withdraw(
+        self, producer: EventProducer, state: TaskState, item: PendingUpdate, *, policy: str, reason: str
+    ) -> None:
+        """Take an accepted update out of its round for good, with a decision that settles it."""
+        state.pending.remove(item)
+        marker = "withdrawn" if policy == WITHDRAWN else "refused"
+        round_decision(
+            producer,
+            state,
+            update_id=item.update_id,
+            domain=item.domain,
+            policy=policy,
+            reason=reason,
+            marker=f"{marker}/{item.update_id}",
+        )
+        self._state.log.aggregated.add(item.update_id)  # settled: never restored into a round
+        log.warning("accepted update withdrawn", task=state.task.id, update=item.update_id, reason=reason)
 
     def _drop_too_stale(self, producer: EventProducer, state: TaskState) -> None:
         """Buffered updates that aged past max_staleness while waiting are withdrawn, with a decision."""
@@ -87,7 +114,6 @@ class RoundCloser:
             for p in state.pending
             if state.latest.version - p.base_version > limit or p.base_version not in held
         ]:
-            state.pending.remove(item)
             staleness = state.latest.version - item.base_version
             reason = (
                 f"withdrawn from the buffer: staleness {staleness} > max_staleness {limit} "
@@ -95,27 +121,45 @@ class RoundCloser:
                 if staleness > limit
                 else f"withdrawn from the buffer: its base version {item.base_version} is not readable"
             )
-            round_decision(
-                producer,
-                state,
-                update_id=item.update_id,
-                domain=item.domain,
-                policy=WITHDRAWN,
-                reason=reason,
-                marker=f"withdrawn/{item.update_id}",
-            )
-            self._state.log.aggregated.add(item.update_id)  # settled: never restored into a buffer
+            self._withdraw(producer, state, item, policy=WITHDRAWN, reason=reason)
+
+    def _formed(
+        self, producer: EventProducer, state: TaskState, chosen: list[PendingUpdate]
+    ) -> list[ClientUpdate]:
+        """The chosen updates in the form the policies pass against the parent (norm clip, DP clip).
+
+        Never the raw tensors: an update the transforming policies now refuse is withdrawn instead.
+        """
+        formed = []
+        for item in chosen:
+            weights, refused = reapply_transforms(state.task, item.weights, state.latest_weights)
+            if refused is not None:
+                self._withdraw(
+                    producer,
+                    state,
+                    item,
+                    policy=FORM_REFUSED,
+                    reason=f"withdrawn: the policies refuse it against version {state.latest.version}: "
+                    f"{refused}",
+                )
+                continue
+            formed.append(replace(item, weights=weights))
+        return state.client_updates(formed)
 
     def _close_round(self, producer: EventProducer, state: TaskState) -> None:
         chosen = state.pending
         if state.is_async:
             self._drop_too_stale(producer, state)
+            if not buffer_ready(state.task.round_policy, len(state.pending)).ready:
+                return  # fewer than K left after the stale ones went: wait for more
             # FedBuff: the K oldest accepted updates in log order (the same after a restart).
             chosen = sorted(state.pending, key=lambda p: (p.partition, p.first_offset))[
                 : buffer_size(state.task.round_policy)
             ]
+        updates = self._formed(producer, state, list(chosen))
+        if len(updates) < len(chosen):
+            return  # some were withdrawn: readiness is checked again without them
         try:
-            updates = state.client_updates(chosen)
             with METRICS.aggregate_seconds.labels(state.task.id).time():
                 version = aggregate_version(
                     state.task,
@@ -126,17 +170,21 @@ class RoundCloser:
                     created_at=utcnow(),
                     dp_secret=dp_secret(self._settings, state.task),
                 )
-        except ValueError as exc:
-            # e.g. Bulyan with fewer than 4f+3 updates: wait for more rather than publish a weak version.
+        except TooFewUpdates as exc:
+            # The strategy's declared minimum (e.g. Bulyan's 4f+3): wait for more, never a weak version.
             state.failed_with = len(state.pending)
-            log.error(
-                "strategy cannot aggregate these updates; waiting for more",
+            log.warning(
+                "strategy needs more updates; waiting for more",
                 task=state.task.id,
                 round=state.open_round,
                 updates=len(updates),
                 error=str(exc),
             )
             return
+        except (ValueError, RuntimeError, ArithmeticError) as exc:
+            self._fail_round(producer, state, exc)
+            return
+        faults.kill_point("governance.mid-aggregation")
         self._report_stragglers(producer, state, version.contributing_domains)
         # the version's sha256 is the hash its signature names: the state is hashed once
         producer.produce(
@@ -150,6 +198,27 @@ class RoundCloser:
             version=version.version,
             domains=version.contributing_domains,
             sha256=version.sha256,
+        )
+
+    def _fail_round(self, producer: EventProducer, state: TaskState, exc: Exception) -> None:
+        """Any other strategy error: a decision that says the round failed, and the task stops there
+        (``TaskState.error``, shown by ``meshfl governance status``) instead of waiting forever."""
+        reason = f"round {state.open_round} failed: {type(exc).__name__}: {exc}"
+        state.error = reason
+        round_decision(
+            producer,
+            state,
+            update_id=f"round-error/{state.task.id}/{state.open_round}",
+            domain="*",
+            policy=ROUND_FAILED,
+            reason=reason,
+        )
+        log.error(
+            "round failed: no version until the task is fixed",
+            task=state.task.id,
+            round=state.open_round,
+            updates=len(state.pending),
+            error=str(exc),
         )
 
     def _report_stragglers(

@@ -19,6 +19,7 @@ import uuid
 
 from governance.catalog_view import CatalogView
 from governance.identity_gate import IDENTITY_POLICIES, IdentityGate
+from governance.log_state import FORM_REFUSED
 from governance.policies import Candidate, PolicyContext, Verdict, evaluate_update
 from governance.rounds import PendingUpdate, TaskState
 from governance.service_state import ServiceState
@@ -64,7 +65,7 @@ class Decider:
                 and state is not None
                 and update.update_id not in log_state.aggregated
             ):
-                self._restore(update, env, state)
+                self._restore(producer, update, env, state)
             return
         refusal = self.screen(env, update)
         if refusal is not None:
@@ -83,25 +84,25 @@ class Decider:
             state.pending.append(pending_update(update, env, weights))
         self._decide(producer, update, env, verdict)
 
-    def _restore(self, update: ModelUpdate, env: Envelope, state: TaskState) -> None:
-        """Put an update accepted before a restart back into its round, with the same transformation
-        (clipping) its checks applied then: the policies are pure, so evaluating again reproduces it."""
-        verdict, weights = self.judge(update, state, restoring=True)
-        if verdict.policy in (EVALUATION_ERROR, "tensor_layout"):
-            log.error(
-                "accepted update cannot be evaluated on restore; left out",
-                update=update.update_id,
-                reason=verdict.reason,
+    def _restore(self, producer: EventProducer, update: ModelUpdate, env: Envelope, state: TaskState) -> None:
+        """Put an update accepted before a restart back into its round. Its decision stands (it is in
+        the log), so its checks are not run again (they depend on the moment: catalog, round); the form
+        it is aggregated in is computed when the round closes, against the version it goes into, as
+        for every accepted update (``closing``). Tensors that no longer decode withdraw it."""
+        try:
+            weights = from_wire(update.tensors, max_elements=spec_elements(state.expected()), copy=False)
+        except TensorCodecError as exc:
+            round_decision(
+                producer,
+                state,
+                update_id=update.update_id,
+                domain=update.domain,
+                policy=FORM_REFUSED,
+                reason=f"withdrawn on restore: the accepted tensors do not decode: {exc}",
+                marker=f"refused/{update.update_id}",
             )
+            self._state.log.aggregated.add(update.update_id)
             return
-        if not verdict.accepted:
-            log.warning(
-                "accepted update fails its checks on restore; using it as recorded",
-                update=update.update_id,
-                policy=verdict.policy,
-                reason=verdict.reason,
-            )
-            weights = from_wire(update.tensors, copy=False)  # read only, like every update's weights
         state.pending.append(pending_update(update, env, weights))
         log.info("accepted update restored into its round", update=update.update_id)
 
@@ -114,20 +115,17 @@ class Decider:
             log.error("update signature check failed; rejected", update=update.update_id, error=reason)
             return Verdict(False, "bad_signature", reason)
 
-    def judge(
-        self, update: ModelUpdate, state: TaskState | None, *, restoring: bool = False
-    ) -> tuple[Verdict, dict]:
+    def judge(self, update: ModelUpdate, state: TaskState | None) -> tuple[Verdict, dict]:
         """Evaluate one update, guarded: a verdict always comes out, never an exception."""
         try:
-            return self._evaluate(update, state, restoring=restoring)
+            return self._evaluate(update, state)
         except Exception as exc:  # whatever one message makes a policy raise is that message's fault
             reason = f"{type(exc).__name__}: {exc}"[:_MAX_REASON]
             log.error("update evaluation failed; rejected", update=update.update_id, error=reason)
             return Verdict(False, EVALUATION_ERROR, reason), {}
 
-    def _evaluate(
-        self, update: ModelUpdate, state: TaskState | None, *, restoring: bool = False
-    ) -> tuple[Verdict, dict]:
+    def _evaluate(self, update: ModelUpdate, state: TaskState | None) -> tuple[Verdict, dict]:
+        """The verdict, and the decoded tensors (as sent: the policies' transforms apply at close)."""
         if state is None:
             return Verdict(False, "known_task", f"task {update.task_id!r} is not run by this service"), {}
         if state.complete:
@@ -144,7 +142,6 @@ class Decider:
             weights = from_wire(update.tensors, max_elements=spec_elements(expected), copy=False)
         except TensorCodecError as exc:
             return Verdict(False, "tensor_layout", str(exc)), {}
-        decided = self._state.log.decided_ids
         context = PolicyContext(
             task=state.task,
             open_round=state.open_round,
@@ -152,13 +149,12 @@ class Decider:
             global_weights=state.latest_weights,
             expected=expected,
             catalog=self._catalog.snapshot(),
-            # No copy of the (ever-growing) decided set per update, except to restore one update.
-            decided_update_ids=(decided - {update.update_id} if restoring else decided),
+            decided_update_ids=self._state.log.decided_ids,
             accepted_domains_this_round=frozenset(state.accepted_domains()),
         )
         with METRICS.check_seconds.labels(state.task.id).time():
-            verdict, final = evaluate_update(Candidate(update=update, weights=weights), context)
-        return verdict, dict(final)
+            verdict, _final = evaluate_update(Candidate(update=update, weights=weights), context)
+        return verdict, weights
 
     def _decide(self, producer: EventProducer, update: ModelUpdate, env: Envelope, verdict: Verdict) -> None:
         outcome = DecisionOutcome.ACCEPTED if verdict.accepted else DecisionOutcome.REJECTED
@@ -192,7 +188,7 @@ class Decider:
 
 
 def pending_update(update: ModelUpdate, env: Envelope, weights: dict) -> PendingUpdate:
-    """An accepted update as its round keeps it: the weights the policies passed, and its coordinate."""
+    """An accepted update as its round keeps it: its decoded tensors and its coordinate."""
     return PendingUpdate(
         update_id=update.update_id,
         domain=update.domain,

@@ -25,6 +25,12 @@ from meshfl.topics import Topic
 
 WITHDRAWN = "buffer_staleness"
 """Policy of the decision that withdraws an accepted update from the async buffer: it is settled."""
+FORM_REFUSED = "policy_form"
+"""Policy of the decision that withdraws an accepted update whose transforming policies (norm bound,
+DP clip) refuse it against the version it would go into: settled, never aggregated raw."""
+ROUND_FAILED = "aggregation_error"
+"""Policy of the decision that says a round failed (the strategy raised): the task stops there."""
+SETTLED_POLICIES = frozenset({WITHDRAWN, FORM_REFUSED})
 
 log = get_logger("meshfl.governance")
 
@@ -38,6 +44,7 @@ class LogState:
     decided_at: dict[tuple[int, int], DecisionOutcome] = field(default_factory=dict)  # (partition, offset)
     ignored_versions: int = 0  # versions skipped because they do not fit their task's model
     refused: int = 0  # events on these topics that governance did not sign: ignored
+    failed_rounds: dict[str, tuple[int, str]] = field(default_factory=dict)  # task -> (round, reason)
 
 
 def read_log_state(
@@ -80,8 +87,10 @@ def read_log_state(
         if isinstance(decision, GovernanceDecision) and verifier.accept(env):
             if decision.policy not in IDENTITY_POLICIES:
                 state.decided_ids.add(decision.update_id)
-            if decision.policy == WITHDRAWN:
+            if decision.policy in SETTLED_POLICIES:
                 state.aggregated.add(decision.update_id)
+            if decision.policy == ROUND_FAILED:
+                state.failed_rounds[decision.task_id] = (decision.round, decision.reason)
             if decision.source_partition is not None and decision.source_offset is not None:
                 key = (decision.source_partition, decision.source_offset)
                 state.decided_at.setdefault(key, decision.outcome)

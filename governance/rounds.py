@@ -54,6 +54,7 @@ class TaskState:
     # delta against its own base), at most ``max_staleness`` of them; see governance.version_window
     recent: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
     failed_with: int = -1  # pending count at which the strategy last refused to aggregate
+    error: str | None = None  # why the open round failed (strategy error): no version until fixed
 
     @property
     def open_round(self) -> int:

@@ -2,20 +2,28 @@
 
 Exactly-once argument (the log is the state):
 
-* Every batch of work is one Kafka transaction: the decisions it makes, any version it publishes and
-  the consumer offsets it commits become visible together or not at all. A crash mid-batch leaves an
-  aborted transaction, which the restarted service fences (same ``transactional.id``) and redoes.
+* Every batch of work is one Kafka transaction per updates partition: the decisions it makes, any
+  version it publishes, its dead letters and the consumer offsets it commits become visible together
+  or not at all. A crash mid-batch leaves an open transaction, which the next owner of the partition
+  fences (``init_transactions`` on the partition's transactional id) before it reads the log.
+* One active governance per task: a task's updates share a partition (keyed by task id), the group
+  gives that partition to one member, and the partition's transactional id fences any other instance
+  (``governance.ownership``). State is rebuilt after fencing and after every assignment change.
 * The committed offset never passes an accepted update that is still waiting for its round (the
-  ``holds``), so after a restart the service re-reads exactly the updates of the open rounds.
-* On start it rebuilds its state from the log: the latest version of each task (model versions
-  topic), and the decisions already taken (decisions topic, keyed by the source offset). A re-read
-  update that already has a decision is not decided again: if it was accepted and no published version
-  consumed it, it goes back into its round; otherwise it is skipped.
+  ``holds``, the minimum over the tasks of a partition), so after a restart the service re-reads
+  exactly the updates of the open rounds.
+* On (re)assignment it rebuilds its state from the log: the latest version of each owned task, and the
+  decisions already taken (keyed by the source offset). A re-read update that already has a decision
+  is not decided again: if it was accepted and no published version consumed it, it goes back into its
+  round, in the form its policies passed (``governance.deciding``); otherwise it is skipped.
 * Aggregation sorts updates by (domain, update id), so the version bytes do not depend on arrival
   order, and a crash between the last update and the version gives the same bytes as no crash.
+* Static group membership (``group.instance.id``): a restarted instance gets its partitions back at
+  once; a standby takes over when the dead member's session (``session_timeout_ms``) expires.
 
 The parts: ``catalog_view`` (which domains serve a task), ``deciding`` (one update's decision),
-``closing`` (ready rounds into versions); this module is the transaction loop that drives them.
+``closing`` (ready rounds into versions), ``ownership`` (partitions, fencing); this module is the
+transaction loop that drives them.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from governance.deciding import Decider
 from governance.identity_gate import IdentityGate
 from governance.log_checks import decode_version, effective_task
 from governance.log_state import read_log_state
+from governance.ownership import PartitionProducers, owned_tasks, task_partition
 from governance.policies import check_dp_config
 from governance.rounds import TaskState, initial_version, strategy_params
 from governance.service_metrics import count_committed
@@ -38,8 +47,9 @@ from governance.service_state import ServiceState
 from governance.strategies import Strategy, build_strategy
 from governance.strategies.memory import round_memory
 from governance.version_window import read_window
-from meshfl.bus import Envelope, EventConsumer, EventProducer, ensure_topics
-from meshfl.errors import BusError
+from meshfl import faults
+from meshfl.bus import Envelope, EventConsumer, EventProducer, ensure_topics, partition_count
+from meshfl.errors import BusError, FencedError
 from meshfl.events import ModelUpdate, TrainingTask
 from meshfl.identity.trust import KeyFeed, governance_signer
 from meshfl.logs import get_logger
@@ -65,10 +75,18 @@ def _say_round_memory(task: TrainingTask, strategy: Strategy) -> None:
 _MAX_BATCH = 64
 _BATCH_LINGER_S = 0.02
 _PUBLISHED_VISIBLE_S = 30.0
+SESSION_TIMEOUT_MS = 6000
+"""The broker's smallest allowed session (``group.min.session.timeout.ms``): a standby takes over
+about this long after the active instance dies."""
 
 
 class GovernanceService:
-    """Runs the tasks of a task file until stopped; ``run`` returns the process exit code."""
+    """Runs the tasks of a task file until stopped; ``run`` returns the process exit code.
+
+    ``service_id`` names the consumer group; ``instance_id`` (default: the service id) names this
+    member within it (static membership): instances of one service with different instance ids share
+    the tasks by partition; a restart with the same instance id resumes at once.
+    """
 
     def __init__(
         self,
@@ -76,16 +94,21 @@ class GovernanceService:
         tasks: Sequence[TrainingTask],
         *,
         service_id: str = "governance",
+        instance_id: str | None = None,
         poll_timeout: float = 0.2,
         exit_when_complete: bool = False,
         health: Health | None = None,
+        session_timeout_ms: int = SESSION_TIMEOUT_MS,
     ) -> None:
         self._settings = settings
         self._health = health or Health()
         self._configured = list(tasks)
         self._service_id = service_id
+        self._instance_id = instance_id or service_id
         self._poll_timeout = poll_timeout
         self._exit_when_complete = exit_when_complete
+        self._session_timeout_ms = session_timeout_ms
+        self._partitions = 1
         self._state = ServiceState()
 
     def _wire(self) -> None:
@@ -106,67 +129,112 @@ class GovernanceService:
         signer = governance_signer(self._settings)  # no key, no service: it never publishes unsigned
         self._wire()
         ensure_topics(self._settings)
+        self._partitions = partition_count(self._settings, Topic.UPDATES)
         group = governance_id(self._settings, self._service_id)
-        producer = EventProducer(
-            self._settings,
-            transactional_id=group,
-            client_id=f"{group}-producer",
-            on_committed=count_committed,
-            signer=signer,
+        member = f"{group}-{self._instance_id}"
+        producers = PartitionProducers(
+            self._settings, client_prefix=member, on_committed=count_committed, signer=signer
         )
-        keys = KeyFeed(self._settings, self._gate.registry, client_id=f"{group}-keys")
+        keys = KeyFeed(self._settings, self._gate.registry, client_id=f"{member}-keys")
         self._gate.attach(keys)
-        catalog = EventConsumer(self._settings, [Topic.CATALOG], client_id=f"{group}-catalog")
+        catalog = EventConsumer(
+            self._settings, [Topic.CATALOG], client_id=f"{member}-catalog", on_tombstone=self._catalog.forget
+        )
         self._catalog.attach(catalog)
         updates: EventConsumer | None = None
         try:
             keys.drain()
             self._catalog.drain()
-            self._rebuild()
-            self._publish_missing_tasks(producer)
             updates = EventConsumer(
                 self._settings,
                 [Topic.UPDATES],
                 group_id=group,
-                client_id=f"{group}-updates",
+                client_id=f"{member}-updates",
                 accept=(ModelUpdate,),
+                instance_id=member,
+                session_timeout_ms=self._session_timeout_ms,
+                transactional_dead_letters=True,
             )
             self._health.set_ready()
-            log.info("governance started", tasks=sorted(self._state.tasks), group=group)
+            log.info("governance started", tasks=[t.id for t in self._configured], group=group, member=member)
+            seen_changes = 0
             while not stop.is_set():
                 self._gate.take()
                 self._catalog.take()
                 batch = self._poll_batch(updates)
-                self._step(producer, updates, batch)
-                if self._exit_when_complete and all(s.complete for s in self._state.tasks.values()):
+                if updates.assignment_changes != seen_changes:
+                    seen_changes = updates.assignment_changes
+                    # The batch was read before this instance fenced and rebuilt: the rewind re-reads it.
+                    self._take_over(producers, updates)
+                    continue
+                self._steps(producers, updates, batch)
+                if self._exit_when_complete and self._all_complete():
                     log.info("all tasks complete")
                     break
+        except FencedError as exc:
+            log.error("fenced: another governance instance now runs these tasks; stopping", error=str(exc))
+            raise
         finally:
             if updates is not None:
                 updates.close()
             catalog.close()
             keys.close()
-            producer.close()
+            producers.close()
         return 0
 
-    def _step(self, producer: EventProducer, updates: EventConsumer, batch: list[Envelope]) -> None:
+    def _all_complete(self) -> bool:
+        owned = self._state.tasks
+        return len(owned) == len(self._configured) and all(s.complete for s in owned.values())
+
+    def _take_over(self, producers: PartitionProducers, updates: EventConsumer) -> None:
+        """After an assignment change: fence the owned partitions first, then rebuild their tasks."""
+        owned = [partition for _topic, partition in updates.assigned()]
+        producers.own(owned)
+        updates.rewind_to_committed()
+        self._rebuild(owned)
+        self._publish_missing_tasks(producers)
+        log.info("owning", partitions=owned, tasks=sorted(self._state.tasks))
+
+    def _steps(self, producers: PartitionProducers, updates: EventConsumer, batch: list[Envelope]) -> None:
+        for partition in producers.partitions:
+            mine = [env for env in batch if env.partition == partition]
+            if not self._step(producers, updates, partition, mine):
+                return  # aborted and rewound: the rest of the batch is read again
+
+    def _step(
+        self, producers: PartitionProducers, updates: EventConsumer, partition: int, batch: list[Envelope]
+    ) -> bool:
         """One transaction: decide the batch, close ready rounds, commit offsets with the output."""
-        if not batch and not self._closer.any_ready(datetime.now(UTC)):
-            return
+        tasks = [s for s in self._state.tasks.values() if self._partition_of(s.task.id) == partition]
+        if not batch and not self._closer.any_ready(tasks, datetime.now(UTC)):
+            return True
+        producer = producers.get(partition)
         producer.begin_transaction()
         try:
             for envelope in batch:
                 self._decider.handle(producer, envelope)
-                self._closer.close_ready(producer)
-            self._closer.close_ready(producer)
+                faults.kill_point("governance.after-consume")
+                self._closer.close_ready(producer, tasks)
+            self._closer.close_ready(producer, tasks)
+            faults.kill_point("governance.before-commit")
+            faults.fail_point("governance.commit")
             topic = topic_name(self._settings, Topic.UPDATES)
-            holds = {(topic, partition): offset for partition, offset in self._state.holds().items()}
-            producer.commit_transaction(consumer=updates, offsets=updates.safe_offsets(holds))
+            holds = {(topic, p): offset for p, offset in self._state.holds().items() if p == partition}
+            offsets = [tp for tp in updates.safe_offsets(holds) if tp.partition == partition]
+            producer.commit_transaction(consumer=updates, offsets=offsets)
+            return True
+        except FencedError:
+            raise
         except BusError as exc:
             log.error("transaction failed; aborting and rebuilding from the log", error=str(exc))
-            producer.abort_transaction()
+            faults.kill_point("governance.during-abort")
+            producer.abort_transaction()  # a no-op if the commit already aborted it
             updates.rewind_to_committed()
-            self._rebuild()
+            self._rebuild(producers.partitions)
+            return False
+
+    def _partition_of(self, task_id: str) -> int:
+        return task_partition(task_id, self._partitions)
 
     def _poll_batch(self, consumer: EventConsumer) -> list[Envelope]:
         first = consumer.poll(self._poll_timeout)
@@ -183,13 +251,13 @@ class GovernanceService:
 
     # --- state from the log --------------------------------------------------------------------
 
-    def _rebuild(self) -> None:
+    def _rebuild(self, partitions: Sequence[int]) -> None:
         configured = {task.id: task for task in self._configured}
         log_state = read_log_state(self._settings, configured)
         self._state.log = log_state
         self._gate.reset()
         self._state.tasks.clear()
-        for task in self._configured:
+        for task in owned_tasks(self._configured, partitions, self._partitions):
             effective = effective_task(task, log_state.tasks.get(task.id))
             latest = log_state.latest.get(task.id)
             if latest is None:
@@ -198,8 +266,13 @@ class GovernanceService:
             if isinstance(decoded, str):
                 log.error("latest version cannot be decoded; task not run", task=task.id, error=decoded)
                 continue
+            failed = log_state.failed_rounds.get(task.id)
             self._state.tasks[task.id] = TaskState(
-                task=effective, latest=latest, latest_weights=decoded[0], server_state=decoded[1]
+                task=effective,
+                latest=latest,
+                latest_weights=decoded[0],
+                server_state=decoded[1],
+                error=failed[1] if failed is not None and failed[0] == latest.round + 1 else None,
             )
             if self._state.tasks[task.id].is_async:
                 self._state.tasks[task.id].recent = read_window(self._settings, effective, latest)
@@ -211,23 +284,25 @@ class GovernanceService:
             ignored_unsigned=log_state.refused,
         )
 
-    def _publish_missing_tasks(self, producer: EventProducer) -> None:
-        missing = [t for t in self._configured if t.id not in self._state.log.latest]
+    def _publish_missing_tasks(self, producers: PartitionProducers) -> None:
+        owned = owned_tasks(self._configured, producers.partitions, self._partitions)
+        missing = [t for t in owned if t.id not in self._state.log.latest]
         if not missing:
             return
-        producer.begin_transaction()
         for task in missing:
+            producer: EventProducer = producers.get(self._partition_of(task.id))
+            producer.begin_transaction()
             if task.id not in self._state.log.tasks:
                 producer.produce(Topic.TASKS, task, key=task.id)
             effective = effective_task(task, self._state.log.tasks.get(task.id))
             version = initial_version(effective)
             producer.produce(Topic.MODEL_VERSIONS, version, key=task.id, digests={"tensors": version.sha256})
-        producer.commit_transaction()
+            producer.commit_transaction()
         log.info("tasks published", tasks=[t.id for t in missing])
         # The commit returns before the transaction markers move the last stable offset, so a snapshot
         # read at once may miss the versions just published: read again until they are there.
         deadline = time.monotonic() + _PUBLISHED_VISIBLE_S
-        self._rebuild()
+        self._rebuild(producers.partitions)
         while any(t.id not in self._state.log.latest for t in missing) and time.monotonic() < deadline:
             time.sleep(0.2)
-            self._rebuild()
+            self._rebuild(producers.partitions)

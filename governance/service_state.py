@@ -20,7 +20,10 @@ class ServiceState:
     tasks: dict[str, TaskState] = field(default_factory=dict)
 
     def holds(self) -> dict[int, int]:
-        """Per updates partition, the offset the committed position must not pass."""
-        return {
-            partition: offset for state in self.tasks.values() for partition, offset in state.holds().items()
-        }
+        """Per updates partition, the offset the committed position must not pass: the lowest hold of
+        any task (several tasks share a partition; the earliest waiting update must be read again)."""
+        out: dict[int, int] = {}
+        for state in self.tasks.values():
+            for partition, offset in state.holds().items():
+                out[partition] = min(out.get(partition, offset), offset)
+        return out

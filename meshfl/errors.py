@@ -4,7 +4,8 @@
     ├── ConfigError          bad settings, domain config or task file
     ├── BrokerError          the local Kafka launcher could not do what was asked
     ├── BusError             a Kafka operation failed (translated from confluent_kafka.KafkaException)
-    │   └── ChunkError       a chunked payload is incomplete, corrupt or too large
+    │   ├── ChunkError       a chunked payload is incomplete, corrupt or too large
+    │   └── FencedError      a newer producer with the same transactional id took over
     ├── CodecError           bytes could not be framed or decoded as a meshfl event
     │   └── UnknownSchemaError   the writer schema (fingerprint or registry id) is not known
     ├── TensorCodecError     a tensor payload violates the documented layout
@@ -38,6 +39,10 @@ class BusError(MeshflError):
 
 class ChunkError(BusError):
     """A chunked payload could not be reassembled (missing, corrupt or oversized)."""
+
+
+class FencedError(BusError):
+    """A newer instance holds this transactional id: this one must stop producing (it is a zombie)."""
 
 
 class CodecError(MeshflError):

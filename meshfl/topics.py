@@ -69,6 +69,11 @@ AGENT_ID = "agent-"
 """A domain agent's ``transactional.id``: ``client_name`` of this plus the domain name."""
 
 
+def is_compacted(topic: Topic) -> bool:
+    """Whether the topic keeps the latest record per key (a null value there is a deletion)."""
+    return _CONFIGS[topic].get("cleanup.policy") == "compact"
+
+
 def topic_name(settings: MeshflSettings, topic: Topic) -> str:
     return f"{settings.topic_prefix}{topic.value}"
 

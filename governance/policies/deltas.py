@@ -8,6 +8,12 @@ step: they are left out of the norm and passed through unchanged. Arithmetic is 
 dtype (float16 and bfloat16 in float32), one temporary per tensor: these run on every update, and on a
 loaded 2-core machine the allocations of float64 copies cost more than the arithmetic. Clipping is
 therefore exact up to the tensor dtype's rounding. Inputs are never mutated.
+
+The norm decides whether an update is clipped, and by how much, so a replay on another machine must get
+the same bits: it never uses a multi-threaded reduction (torch's ``vector_norm`` splits the sum by
+thread count). Squares are summed in float64 blocks of ``NORM_BLOCK`` elements by numpy's pairwise sum
+(single-threaded, a fixed order), and the block sums are added with ``math.fsum`` (exactly rounded, so
+in any order): the result depends only on the values, not on threads, block scheduling or the machine.
 """
 
 from __future__ import annotations
@@ -15,7 +21,21 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
+import numpy as np
 import torch
+
+NORM_BLOCK = 1 << 20
+"""Elements squared and summed at a time (8 MiB of float64 temporaries)."""
+
+
+def sum_of_squares(tensor: torch.Tensor) -> float:
+    """``sum(x**2)`` in float64, independent of thread count (see the module docstring)."""
+    flat = tensor.detach().reshape(-1).cpu().numpy()
+    partials = []
+    for start in range(0, flat.size, NORM_BLOCK):
+        block = flat[start : start + NORM_BLOCK].astype(np.float64)
+        partials.append(float(np.add.reduce(np.multiply(block, block, out=block))))
+    return math.fsum(partials)
 
 
 def _float_names(weights: Mapping[str, torch.Tensor]) -> list[str]:
@@ -42,12 +62,11 @@ def _delta(tensor: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
 
 def delta_l2_norm(weights: Mapping[str, torch.Tensor], global_weights: Mapping[str, torch.Tensor]) -> float:
     """``||weights - global||_2`` over all floating-point tensors taken as one vector."""
-    total = 0.0
+    squares = []
     for name in _float_names(weights):
         tensor = weights[name]
-        delta = _delta(tensor, _aligned_global(name, tensor, global_weights))
-        total += float(torch.linalg.vector_norm(delta)) ** 2
-    return math.sqrt(total)
+        squares.append(sum_of_squares(_delta(tensor, _aligned_global(name, tensor, global_weights))))
+    return math.sqrt(math.fsum(squares))
 
 
 def scale_delta(

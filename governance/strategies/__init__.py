@@ -13,7 +13,7 @@ import typing
 from collections.abc import Mapping
 
 from governance.strategies.accumulator import WeightedSumAccumulator
-from governance.strategies.base import AggregateResult, ClientUpdate, Strategy, Weights
+from governance.strategies.base import AggregateResult, ClientUpdate, Strategy, TooFewUpdates, Weights
 from governance.strategies.bulyan import Bulyan
 from governance.strategies.centeredclip import CenteredClipping
 from governance.strategies.fedadagrad import FedAdagrad
@@ -51,6 +51,7 @@ __all__ = [
     "MultiKrum",
     "NormBound",
     "Strategy",
+    "TooFewUpdates",
     "TrustScore",
     "WeightedSumAccumulator",
     "Weights",

@@ -23,6 +23,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 
+from governance.strategies.base import TooFewUpdates
+
 FOLD_CHUNK = 1 << 18
 """Elements converted to float64 per step of :func:`fold_scaled_`: the scratch stays in cache."""
 
@@ -160,7 +162,7 @@ def trimmed_mean(tensors: Sequence[torch.Tensor], *, num_trim: int) -> torch.Ten
     """Coordinate-wise mean after dropping the ``num_trim`` largest and smallest values (Yin et al. 2018)."""
     n = _check_same_shape(tensors)
     if num_trim < 0 or n - 2 * num_trim < 1:
-        raise ValueError(f"cannot trim {num_trim} values at each end of {n}")
+        raise TooFewUpdates(f"cannot trim {num_trim} values at each end of {n}")
     return _coordinate_wise(tensors, lambda values: _ordered_mean(values, num_trim, n - num_trim))
 
 
@@ -213,11 +215,23 @@ def pairwise_squared_distances(
             for i, flat in enumerate(flats):
                 rows[i].copy_(flat[start:stop])
             rows.sub_(ref[start:stop].to(torch.float64))
-            gram.addmm_(rows, rows.T)
+            _add_gram(gram, rows)
     squares = gram.diagonal()
     distances = squares[:, None] + squares[None, :] - 2.0 * gram
     distances = ((distances + distances.T) * 0.5).clamp_(min=0.0)
     return distances.fill_diagonal_(0.0)
+
+
+def _add_gram(gram: torch.Tensor, rows: torch.Tensor) -> None:
+    """``gram += rows @ rows.T`` without BLAS: a GEMM splits its sums by thread count, and the Krum and
+    Bulyan choices must not depend on it (a replay elsewhere must agree). Each dot product is numpy's
+    pairwise sum along a row: single-threaded, a fixed order."""
+    values = rows.numpy()
+    out = gram.numpy()
+    for i in range(values.shape[0]):
+        dots = np.add.reduce(values[i:] * values[i], axis=1)
+        out[i, i:] += dots
+        out[i + 1 :, i] += dots[1:]
 
 
 def krum_scores(distances: torch.Tensor, *, num_byzantine: int) -> list[float]:
@@ -239,7 +253,7 @@ def krum_select(distances: torch.Tensor, *, num_byzantine: int, num_selected: in
     """
     n = distances.shape[0]
     if num_byzantine < 0 or n < 2 * num_byzantine + 3:
-        raise ValueError(f"Krum needs n >= 2f + 3 updates, got n={n}, f={num_byzantine}")
+        raise TooFewUpdates(f"Krum needs n >= 2f + 3 updates, got n={n}, f={num_byzantine}")
     if not 1 <= num_selected <= n:
         raise ValueError(f"cannot select {num_selected} of {n} updates")
     scores = krum_scores(distances, num_byzantine=num_byzantine)
@@ -255,7 +269,7 @@ def bulyan_select(distances: torch.Tensor, *, num_byzantine: int) -> list[int]:
     """
     n = distances.shape[0]
     if num_byzantine < 0 or n < 4 * num_byzantine + 3:
-        raise ValueError(f"Bulyan needs n >= 4f + 3 updates, got n={n}, f={num_byzantine}")
+        raise TooFewUpdates(f"Bulyan needs n >= 4f + 3 updates, got n={n}, f={num_byzantine}")
     remaining = list(range(n))
     selected: list[int] = []
     for _ in range(n - 2 * num_byzantine):

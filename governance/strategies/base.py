@@ -11,7 +11,8 @@ The contract (tested for every strategy):
   ``(domain, update_id)`` before any floating-point reduction;
 - the output has exactly the names, shapes and dtypes of ``global_weights``;
 - inputs (updates, global weights, state) are never mutated and never aliased by the output;
-- ``ValueError`` on an empty list, duplicate update keys, or names, shapes or dtypes that differ from
+- ``TooFewUpdates`` (a ``ValueError``) when more updates are needed; ``ValueError`` on an empty list,
+  duplicate update keys, or names, shapes or dtypes that differ from
   ``global_weights``.
 """
 
@@ -27,6 +28,12 @@ import torch
 
 Weights: TypeAlias = Mapping[str, torch.Tensor]
 """Named tensors: a model state dict."""
+
+
+class TooFewUpdates(ValueError):
+    """The strategy needs more updates than it was given (Krum's 2f+3, Bulyan's 4f+3, a trim that
+    leaves nothing). The only failure that makes governance wait for more updates: any other error
+    of a strategy is a failed round, with a decision."""
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ def run_governance(
     stop: threading.Event,
     *,
     service_id: str = "governance",
+    instance_id: str | None = None,
     exit_when_complete: bool = False,
     signer: Signer | None = None,
     health: Health | None = None,
@@ -41,6 +42,7 @@ def run_governance(
                 settings,
                 horizontal,
                 service_id=service_id,
+                instance_id=instance_id,
                 exit_when_complete=exit_when_complete,
                 health=health,
             ).run

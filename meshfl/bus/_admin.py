@@ -11,7 +11,7 @@ from meshfl.bus._config import bus_error, is_retriable
 from meshfl.errors import BusError
 from meshfl.logs import get_logger
 from meshfl.settings import MeshflSettings
-from meshfl.topics import topic_specs
+from meshfl.topics import Topic, topic_name, topic_specs
 
 log = get_logger("meshfl.bus.admin")
 
@@ -90,6 +90,18 @@ def warn_single_replicas(admin: AdminClient, names: list[str], *, timeout: float
             topics=single,
         )
     return single
+
+
+def partition_count(settings: MeshflSettings, topic: Topic, *, timeout: float = 10.0) -> int:
+    """How many partitions a topic has now (it may have been created elsewhere with another count)."""
+    name = topic_name(settings, topic)
+    try:
+        metadata = admin_client(settings).list_topics(name, timeout=timeout).topics.get(name)
+    except KafkaException as exc:
+        raise bus_error(f"reading the metadata of {name}", exc) from exc
+    if metadata is None or metadata.error is not None or not metadata.partitions:
+        raise BusError(f"topic {name} is not available: {metadata.error if metadata else 'unknown'}")
+    return len(metadata.partitions)
 
 
 def _topics_with_leaders(admin: AdminClient, timeout: float) -> set[str]:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import KafkaError, KafkaException
 
-from meshfl.errors import BusError
+from meshfl.errors import BusError, FencedError
 from meshfl.settings import MeshflSettings
 from meshfl.topics import READER_GROUP_PREFIX
 
@@ -72,11 +72,18 @@ def producer_config(
 
 
 def consumer_config(
-    settings: MeshflSettings, *, group_id: str | None, client_id: str | None = None
+    settings: MeshflSettings,
+    *,
+    group_id: str | None,
+    client_id: str | None = None,
+    instance_id: str | None = None,
+    session_timeout_ms: int | None = None,
 ) -> dict[str, Any]:
     """A consumer config; without a group, a private throw-away ``group.id`` that is never committed.
 
-    librdkafka insists on a ``group.id`` even for ``assign()``-only consumers.
+    librdkafka insists on a ``group.id`` even for ``assign()``-only consumers. ``instance_id`` makes
+    the member static (KIP-345): a restart with the same id gets its partitions back at once, without
+    waiting for the session of the dead member to expire or a rebalance of the others.
     """
     config: dict[str, Any] = {"auto.offset.reset": "earliest"}
     config.update(settings.client_config())
@@ -91,6 +98,11 @@ def consumer_config(
     )
     if group_id is not None:
         config["auto.offset.reset"] = "earliest"
+        if instance_id is not None:
+            config["group.instance.id"] = instance_id
+        if session_timeout_ms is not None:
+            config["session.timeout.ms"] = session_timeout_ms
+            config["heartbeat.interval.ms"] = max(500, session_timeout_ms // 4)
     if client_id is not None:
         config["client.id"] = client_id
     return with_statistics(settings, config, client_id or group_id or "reader")
@@ -106,11 +118,24 @@ def with_statistics(settings: MeshflSettings, config: dict[str, Any], role: str)
     return config
 
 
+FENCED_CODES = frozenset(
+    {
+        KafkaError._FENCED,
+        KafkaError.PRODUCER_FENCED,
+        KafkaError.INVALID_PRODUCER_EPOCH,
+        KafkaError.FENCED_INSTANCE_ID,
+    }
+)
+"""A newer producer (same transactional id) or group member (same group.instance.id) took over."""
+
+
 def bus_error(action: str, exc: KafkaException) -> BusError:
-    """A ``BusError`` that says what was being done and what librdkafka answered."""
+    """A ``BusError`` that says what was being done and what librdkafka answered (``FencedError``
+    when a newer instance took over)."""
     error = exc.args[0] if exc.args else None
     if isinstance(error, KafkaError):
-        return BusError(f"{action} failed: {error.name()} ({error.str()})")
+        kind = FencedError if error.code() in FENCED_CODES else BusError
+        return kind(f"{action} failed: {error.name()} ({error.str()})")
     return BusError(f"{action} failed: {exc}")
 
 

@@ -9,7 +9,7 @@ It reads ``read_committed`` always, so aborted transactions never surface.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
@@ -35,8 +35,9 @@ from meshfl.errors import BusError, CodecError, UnknownSchemaError
 from meshfl.events import Chunk, Event
 from meshfl.logs import get_logger
 from meshfl.metrics import METRICS
+from meshfl.retry import retrying
 from meshfl.settings import MeshflSettings
-from meshfl.topics import Topic, topic_name
+from meshfl.topics import Topic, is_compacted, topic_name
 
 if TYPE_CHECKING:
     from meshfl.codec import EventCodec
@@ -62,14 +63,24 @@ class EventConsumer:
         dead_letters: bool = True,
         chunk_timeout: float = 600.0,
         accept: tuple[type[Event], ...] | None = None,
+        instance_id: str | None = None,
+        session_timeout_ms: int | None = None,
+        transactional_dead_letters: bool = False,
+        on_tombstone: Callable[[str, str | None], None] | None = None,
     ) -> None:
         self._settings = settings
         self._accept = accept  # other event types are dead-lettered, never handed out
         self._codec = resolve_codec(settings, codec)
         self._names = [topic_name(settings, topic) for topic in topics]
+        self._compacted = {topic_name(settings, t) for t in topics if is_compacted(t)}
+        self._on_tombstone = on_tombstone
         self._group_id = group_id
         self._role = client_id or group_id or "reader"
-        self._dead_letters = DeadLetterWriter(settings, enabled=dead_letters, group_id=group_id)
+        self._dead_letters = DeadLetterWriter(
+            settings, enabled=dead_letters, group_id=group_id, transactional=transactional_dead_letters
+        )
+        self.assignment_changes = 0
+        """Incremented by every assignment or revocation: a caller's cue to rebuild what it owns."""
         self._reassembler = Reassembler(
             max_buffered_bytes=settings.max_payload_bytes,
             max_sender_bytes=settings.max_payload_bytes,
@@ -81,7 +92,13 @@ class EventConsumer:
         self._clock_ms: dict[PartitionKey, int] = {}
         self._create_time_topics: set[str] = set()
         self._fatal: KafkaError | None = None
-        config = consumer_config(settings, group_id=group_id, client_id=client_id)
+        config = consumer_config(
+            settings,
+            group_id=group_id,
+            client_id=client_id,
+            instance_id=instance_id,
+            session_timeout_ms=session_timeout_ms,
+        )
         config["error_cb"] = self._on_client_error
         try:
             self._consumer = Consumer(config)
@@ -127,6 +144,10 @@ class EventConsumer:
             if high > low and (position is None or position < high):
                 return False
         return True
+
+    def assigned(self) -> list[PartitionKey]:
+        """The (topic, partition) pairs this consumer owns now."""
+        return sorted(self._assigned)
 
     # --- offsets --------------------------------------------------------------------------------
 
@@ -192,6 +213,7 @@ class EventConsumer:
             ]
         for target in targets:
             self._seek(target)
+        self._dead_letters.discard()
         self._reassembler.drop()
         self._next.clear()
         log.info("rewound", offsets={f"{tp.topic}[{tp.partition}]": tp.offset for tp in targets})
@@ -210,6 +232,11 @@ class EventConsumer:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+    def take_dead_letters(self, partitions: set[PartitionKey] | None = None) -> list[DeadLetter]:
+        """Dead letters kept for the caller's transaction (``transactional_dead_letters``) from the
+        source ``partitions`` (default all): handed out once."""
+        return self._dead_letters.take(partitions)
 
     def _flush_dead_letters(self) -> None:
         """Store pending dead letters: before any commit that moves past them."""
@@ -263,6 +290,11 @@ class EventConsumer:
         timestamp_ms: int,
     ) -> Envelope | None:
         value = message.value()
+        if value is None and topic in self._compacted:
+            # A tombstone: the key's record was deleted on purpose (compaction drops it), not bad data.
+            if self._on_tombstone is not None:
+                self._on_tombstone(topic, decode_key(message.key()))
+            return None
         if value is None:
             self._dead_letters.send(DeadLetter.of(message, REASON_EMPTY, "record without a value"))
             return None
@@ -380,36 +412,44 @@ class EventConsumer:
 
     def _watermarks(self, tp: TopicPartition) -> tuple[int, int]:
         """(low, high) watermarks from the leader, retried while the leader is moving."""
-        deadline = time.monotonic() + _METADATA_TIMEOUT
-        while True:
-            try:
-                low, high = self._consumer.get_watermark_offsets(tp, timeout=_METADATA_TIMEOUT, cached=False)
-                return int(low), int(high)
-            except KafkaException as exc:
-                error = exc.args[0]
-                if not is_retriable(error) or time.monotonic() > deadline:
-                    raise bus_error(f"reading the watermarks of {tp.topic}[{tp.partition}]", exc) from exc
-                time.sleep(0.1)
+        moving = retrying(
+            f"reading the watermarks of {tp.topic}[{tp.partition}]",
+            retry_on=lambda exc: isinstance(exc, KafkaException) and is_retriable(exc.args[0]),
+            deadline=_METADATA_TIMEOUT,
+        )
+        try:
+            for attempt in moving:
+                with attempt:
+                    low, high = self._consumer.get_watermark_offsets(
+                        tp, timeout=_METADATA_TIMEOUT, cached=False
+                    )
+        except KafkaException as exc:
+            raise bus_error(f"reading the watermarks of {tp.topic}[{tp.partition}]", exc) from exc
+        return int(low), int(high)
 
     def _seek(self, target: TopicPartition) -> None:
-        deadline = time.monotonic() + _METADATA_TIMEOUT
-        while True:
-            try:
-                self._consumer.seek(target)
-                return
-            except KafkaException as exc:
-                # A partition whose fetcher has not started yet refuses seeks for a moment.
-                if time.monotonic() > deadline:
-                    raise bus_error(f"seeking {target.topic}[{target.partition}]", exc) from exc
-                time.sleep(0.05)
+        # A partition whose fetcher has not started yet refuses seeks for a moment.
+        starting = retrying(
+            f"seeking {target.topic}[{target.partition}]",
+            retry_on=lambda exc: isinstance(exc, KafkaException),
+            deadline=_METADATA_TIMEOUT,
+        )
+        try:
+            for attempt in starting:
+                with attempt:
+                    self._consumer.seek(target)
+        except KafkaException as exc:
+            raise bus_error(f"seeking {target.topic}[{target.partition}]", exc) from exc
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._assigned.update((tp.topic, tp.partition) for tp in partitions)
+        self.assignment_changes += 1
         log.info("partitions assigned", partitions=[f"{tp.topic}[{tp.partition}]" for tp in partitions])
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         keys = {(tp.topic, tp.partition) for tp in partitions}
         self._assigned -= keys
+        self.assignment_changes += 1
         self._reassembler.drop(keys)
         for key in keys:
             self._next.pop(key, None)

@@ -10,13 +10,14 @@ source topic, which keeps every chunk.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from meshfl.bus._config import bus_error, producer_config
 from meshfl.errors import BusError
 from meshfl.logs import get_logger
+from meshfl.retry import retrying
 from meshfl.settings import MeshflSettings
 from meshfl.topics import Topic, topic_name
 
@@ -36,6 +37,7 @@ REASON_UNDECODABLE = "undecodable"
 REASON_UNEXPECTED = "unexpected-event"
 
 _MAX_ERROR_TEXT = 1000
+_QUEUE_FULL_TIMEOUT = 300.0
 
 log = get_logger("meshfl.bus.dead_letter")
 
@@ -53,6 +55,22 @@ class DeadLetter:
     key: bytes | None = None
     headers: tuple[tuple[str, bytes], ...] = ()
     extra: Mapping[str, str] | None = None
+    group: str | None = None
+
+    def wire_headers(self) -> list[tuple[str, bytes]]:
+        """The record's own headers, then why and where it came from."""
+        headers = [
+            *self.headers,
+            (REASON_HEADER, self.reason.encode()),
+            (SOURCE_TOPIC_HEADER, self.topic.encode()),
+            (SOURCE_PARTITION_HEADER, str(self.partition).encode()),
+            (SOURCE_OFFSET_HEADER, str(self.offset).encode()),
+            (ERROR_HEADER, self.error[:_MAX_ERROR_TEXT].encode()),
+            *((name, value.encode()) for name, value in (self.extra or {}).items()),
+        ]
+        if self.group is not None:
+            headers.append((GROUP_HEADER, self.group.encode()))
+        return headers
 
     @classmethod
     def of(
@@ -73,18 +91,43 @@ class DeadLetter:
 
 
 class DeadLetterWriter:
-    """Writes dead letters through its own idempotent producer, created on first use."""
+    """Writes dead letters through its own idempotent producer, created on first use.
+
+    ``transactional=True`` keeps them instead, for the caller's transactional producer to write with
+    the offsets that pass them (``take``): an aborted batch then leaves no dead letter behind, and
+    the redo writes each exactly once.
+    """
 
     def __init__(
-        self, settings: MeshflSettings, *, enabled: bool = True, group_id: str | None = None
+        self,
+        settings: MeshflSettings,
+        *,
+        enabled: bool = True,
+        group_id: str | None = None,
+        transactional: bool = False,
     ) -> None:
         self._settings = settings
         self._enabled = enabled
         self._group_id = group_id
+        self._transactional = transactional
+        self._kept: list[DeadLetter] = []
         self._topic = topic_name(settings, Topic.DEAD_LETTERS)
         self._producer: Producer | None = None
         self._failures: list[str] = []
         self.sent = 0
+
+    def take(self, partitions: set[tuple[str, int]] | None = None) -> list[DeadLetter]:
+        """The letters kept for the caller's transaction, of the source ``partitions`` (default all)."""
+        if partitions is None:
+            kept, self._kept = self._kept, []
+            return kept
+        taken = [letter for letter in self._kept if (letter.topic, letter.partition) in partitions]
+        self._kept = [letter for letter in self._kept if (letter.topic, letter.partition) not in partitions]
+        return taken
+
+    def discard(self) -> None:
+        """Forget kept letters: their records will be read (and dead-lettered) again after a rewind."""
+        self._kept.clear()
 
     def send(self, letter: DeadLetter) -> None:
         log.warning(
@@ -98,34 +141,33 @@ class DeadLetterWriter:
         )
         if not self._enabled:
             return
-        headers = [
-            *letter.headers,
-            (REASON_HEADER, letter.reason.encode()),
-            (SOURCE_TOPIC_HEADER, letter.topic.encode()),
-            (SOURCE_PARTITION_HEADER, str(letter.partition).encode()),
-            (SOURCE_OFFSET_HEADER, str(letter.offset).encode()),
-            (ERROR_HEADER, letter.error[:_MAX_ERROR_TEXT].encode()),
-            *((name, value.encode()) for name, value in (letter.extra or {}).items()),
-        ]
-        if self._group_id is not None:
-            headers.append((GROUP_HEADER, self._group_id.encode()))
-        producer = self._ensure_producer()
-        while True:
-            try:
-                producer.produce(
-                    self._topic,
-                    value=letter.value,
-                    key=letter.key,
-                    headers=headers,
-                    on_delivery=self._delivered,
-                )
-                break
-            except BufferError:
-                producer.poll(0.1)
-            except KafkaException as exc:
-                raise bus_error(f"dead-lettering to {self._topic}", exc) from exc
-        producer.poll(0)
+        letter = replace(letter, group=self._group_id)
         self.sent += 1
+        if self._transactional:
+            self._kept.append(letter)
+            return
+        producer = self._ensure_producer()
+        queue_full = retrying(
+            f"dead-lettering to {self._topic} (queue full)",
+            retry_on=lambda exc: isinstance(exc, BufferError),
+            deadline=_QUEUE_FULL_TIMEOUT,
+            sleep=producer.poll,
+        )
+        try:
+            for attempt in queue_full:
+                with attempt:
+                    producer.produce(
+                        self._topic,
+                        value=letter.value,
+                        key=letter.key,
+                        headers=letter.wire_headers(),
+                        on_delivery=self._delivered,
+                    )
+        except BufferError:
+            raise BusError(f"dead-letter queue still full after {_QUEUE_FULL_TIMEOUT} s") from None
+        except KafkaException as exc:
+            raise bus_error(f"dead-lettering to {self._topic}", exc) from exc
+        producer.poll(0)
 
     def flush(self, timeout: float = 30.0) -> None:
         """Wait until every dead letter is stored; a commit must not pass a record that is not."""

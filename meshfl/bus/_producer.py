@@ -17,12 +17,15 @@ from typing import TYPE_CHECKING, Self
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from meshfl import faults
 from meshfl.bus._chunking import chunk_overhead, chunk_size_for, iter_chunks
 from meshfl.bus._config import bus_error, is_fatal, producer_config, resolve_codec
+from meshfl.bus._dead_letter import DeadLetter
 from meshfl.bus._envelope import CHUNK_HEADER, SENDER_HEADER, headers_to_list
 from meshfl.errors import BusError
 from meshfl.events import Event
 from meshfl.logs import get_logger
+from meshfl.retry import retrying
 from meshfl.settings import MeshflSettings
 from meshfl.topics import Topic, topic_name
 
@@ -118,6 +121,9 @@ class EventProducer:
         for chunk in iter_chunks(payload, chunk_size=self._chunk_size, message_id=message_id):
             self._send(name, self._codec.encode(chunk), key=key, headers=chunk_headers, partition=partition)
             count += 1
+            if faults.armed("producer.chunk"):
+                self._producer.flush(_TXN_TIMEOUT)  # the chunks so far reach the broker, then die
+                faults.kill_point("producer.chunk")
         log.info(
             "chunked event queued",
             topic=name,
@@ -140,13 +146,31 @@ class EventProducer:
             raise BusError(f"{remaining} messages not delivered within {timeout} s{why}")
         self._raise_failures()
 
+    @property
+    def in_transaction(self) -> bool:
+        return self._in_transaction
+
+    def init_transactions(self) -> None:
+        """Fence every earlier producer with this ``transactional.id`` and settle its open transaction.
+
+        Call it before reading the state the transactions will build on: once it returns, no zombie
+        can commit, and its unfinished transaction is aborted (invisible to read_committed readers).
+        """
+        if not self._transactional:
+            raise BusError("init_transactions needs a producer built with a transactional_id")
+        if self._initialized:
+            return
+        try:
+            self._producer.init_transactions(_TXN_TIMEOUT)
+        except KafkaException as exc:
+            raise bus_error("initializing transactions", exc) from exc
+        self._initialized = True
+
     def begin_transaction(self) -> None:
         if not self._transactional:
             raise BusError("begin_transaction needs a producer built with a transactional_id")
+        self.init_transactions()
         try:
-            if not self._initialized:
-                self._producer.init_transactions(_TXN_TIMEOUT)
-                self._initialized = True
             self._producer.begin_transaction()
         except KafkaException as exc:
             raise bus_error("beginning a transaction", exc) from exc
@@ -166,8 +190,12 @@ class EventProducer:
             raise BusError("offsets can only be committed with the consumer whose group they belong to")
         try:
             if consumer is not None:
-                consumer._flush_dead_letters()  # the offsets may pass records that were dead-lettered
                 to_commit = list(offsets) if offsets is not None else consumer.safe_offsets()
+                # Dead letters of the records these offsets pass go in the same transaction.
+                passed = {(tp.topic, tp.partition) for tp in to_commit}
+                for letter in consumer.take_dead_letters(passed):
+                    self.produce_dead_letter(letter)
+                consumer._flush_dead_letters()  # the offsets may pass records that were dead-lettered
                 if to_commit:
                     self._producer.send_offsets_to_transaction(
                         to_commit, consumer.consumer_group_metadata(), _TXN_TIMEOUT
@@ -187,7 +215,13 @@ class EventProducer:
         self._raise_failures()
 
     def abort_transaction(self) -> None:
-        """Abort: nothing produced since ``begin_transaction`` becomes visible to read_committed readers."""
+        """Abort: nothing produced since ``begin_transaction`` becomes visible to read_committed readers.
+
+        A no-op when no transaction is open (``commit_transaction`` already aborted on an abortable
+        error): librdkafka refuses a second abort.
+        """
+        if not self._in_transaction:
+            return
         try:
             self._producer.abort_transaction(_TXN_TIMEOUT)
         except KafkaException as exc:
@@ -202,7 +236,11 @@ class EventProducer:
         """Flush (or abort an open transaction), then release the client."""
         try:
             if self._in_transaction:
-                self.abort_transaction()
+                try:
+                    self.abort_transaction()
+                except BusError as exc:
+                    # Fenced or failed: the broker aborts what this producer left open; nothing is lost.
+                    log.warning("open transaction not aborted on close", error=str(exc))
             else:
                 self.flush()
         finally:
@@ -219,6 +257,11 @@ class EventProducer:
     ) -> None:
         self.close()
 
+    def produce_dead_letter(self, letter: DeadLetter) -> None:
+        """Queue a dead letter (raw bytes and reason headers) through this producer's transaction."""
+        name = topic_name(self._settings, Topic.DEAD_LETTERS)
+        self._send(name, letter.value, key=letter.key, headers=letter.wire_headers(), partition=None)
+
     # --- internals ------------------------------------------------------------------------------
 
     def _send(
@@ -231,19 +274,23 @@ class EventProducer:
         partition: int | None,
     ) -> None:
         kwargs = {} if partition is None else {"partition": partition}
-        deadline = time.monotonic() + _QUEUE_FULL_TIMEOUT
-        while True:
-            try:
-                self._producer.produce(
-                    name, value=value, key=key, headers=headers, on_delivery=self._delivered, **kwargs
-                )
-                break
-            except BufferError:
-                if time.monotonic() > deadline:
-                    raise BusError(f"producer queue still full after {_QUEUE_FULL_TIMEOUT} s") from None
-                self._producer.poll(0.1)
-            except KafkaException as exc:
-                raise bus_error(f"producing to {name}", exc) from exc
+        # A full local queue drains as deliveries complete: wait for room by serving callbacks.
+        queue_full = retrying(
+            f"producing to {name} (queue full)",
+            retry_on=lambda exc: isinstance(exc, BufferError),
+            deadline=_QUEUE_FULL_TIMEOUT,
+            sleep=self._producer.poll,
+        )
+        try:
+            for attempt in queue_full:
+                with attempt:
+                    self._producer.produce(
+                        name, value=value, key=key, headers=headers, on_delivery=self._delivered, **kwargs
+                    )
+        except BufferError:
+            raise BusError(f"producer queue still full after {_QUEUE_FULL_TIMEOUT} s") from None
+        except KafkaException as exc:
+            raise bus_error(f"producing to {name}", exc) from exc
         self._producer.poll(0)
 
     def _partition_for(self, name: str, message_id: str) -> int:
@@ -260,16 +307,19 @@ class EventProducer:
         return zlib.crc32(message_id.encode()) % count
 
     def _commit_with_retries(self) -> None:
-        while True:
-            try:
+        """Commit; a retriable failure (the outcome is not known yet) is retried until the deadline."""
+        commit = retrying(
+            "committing a transaction",
+            retry_on=lambda exc: (
+                isinstance(exc, KafkaException)
+                and isinstance(exc.args[0], KafkaError)
+                and exc.args[0].retriable()
+            ),
+            deadline=_TXN_TIMEOUT,
+        )
+        for attempt in commit:
+            with attempt:
                 self._producer.commit_transaction(_TXN_TIMEOUT)
-                return
-            except KafkaException as exc:
-                error = exc.args[0]
-                if isinstance(error, KafkaError) and error.retriable():
-                    log.warning("transaction commit will be retried", error=error.str())
-                    continue
-                raise
 
     def _on_client_error(self, error: KafkaError) -> None:
         """Client-level errors (no delivery report): authentication refused, brokers down..."""

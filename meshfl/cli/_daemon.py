@@ -44,6 +44,9 @@ def run_daemon(
     def _on_signal(signum: int, _frame: object) -> None:
         _log().info("stop requested", daemon=name, signal=signal.Signals(signum).name)
         stop.set()
+        from meshfl.retry import SHUTDOWN
+
+        SHUTDOWN.set()  # pending retries give up now instead of at their deadline
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)

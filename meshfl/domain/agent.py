@@ -27,7 +27,7 @@ from meshfl.domain.admission import admits
 from meshfl.domain.config import DomainConfig, load_domain
 from meshfl.domain.data import LocalData, prepare_local_data, product_serves
 from meshfl.domain.training import LocalResult, train_local
-from meshfl.errors import BusError, DataContractError, MeshflError, TrainingStopped
+from meshfl.errors import BusError, DataContractError, FencedError, MeshflError, TrainingStopped
 from meshfl.events import (
     AgentProgress,
     AgentStatus,
@@ -283,6 +283,7 @@ class DomainAgent:
             log.error("local data violates its contract; task refused", task=task_id, error=str(exc))
             return
         self._status, self._current_round = AgentStatus.TRAINING, round_
+        log.info("training", domain=self._domain, task=task_id, round=round_, base_version=version.version)
         started = time.perf_counter()
         result = self._train_guarded(task, version, data, round_)
         if result is None:
@@ -317,11 +318,14 @@ class DomainAgent:
             producer.produce(Topic.UPDATES, update, key=task_id)
             producer.produce(Topic.AGENT_PROGRESS, progress, key=f"{self._domain}/{task_id}")
             producer.commit_transaction()
+        except FencedError:
+            log.error("fenced: another agent of this domain took over; stopping", domain=self._domain)
+            raise
         except BusError as exc:
             # Nothing of an aborted transaction is visible; the round is trained again next loop.
             log.error("update not published; will retry", domain=self._domain, round=round_, error=str(exc))
-            producer.abort_transaction()
-            time.sleep(1.0)
+            producer.abort_transaction()  # a no-op if the commit already aborted it
+            self._stop.wait(1.0)
             return
         self._view.progress[task_id] = round_
         log.info(

@@ -161,19 +161,23 @@ class Processes:
     log_dir: Path
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
-    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
-        env = dict(os.environ)
-        env.update(
+    def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """Start ``python -m meshfl *args``; ``env`` adds variables (e.g. the ``MESHFL_KILL_AT`` hooks)."""
+        full = dict(os.environ)
+        full.update(
             MESHFL_BOOTSTRAP_SERVERS=self.settings.bootstrap_servers,
             MESHFL_TOPIC_PREFIX=self.settings.topic_prefix,
+            MESHFL_PARTITIONS=str(self.settings.partitions),
+            MESHFL_MAX_MESSAGE_BYTES=str(self.settings.max_message_bytes),
             MESHFL_LOG_FORMAT="json",
             **identity_env(self.settings, with_private_key=args[:1] == ("governance",)),
+            **(env or {}),
         )
         if args[:2] == ("domain", "run") and "--domain" in args:
             register_domain(self.settings, Path(args[args.index("--domain") + 1]))
         log = (self.log_dir / f"{name}.log").open("ab")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "meshfl", *args], stdout=log, stderr=subprocess.STDOUT, env=env
+            [sys.executable, "-m", "meshfl", *args], stdout=log, stderr=subprocess.STDOUT, env=full
         )
         self.procs[name] = proc
         return proc
