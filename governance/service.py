@@ -54,6 +54,7 @@ from meshfl.events import ModelUpdate, TrainingTask
 from meshfl.identity.trust import KeyFeed, governance_signer
 from meshfl.logs import get_logger
 from meshfl.metrics import Health
+from meshfl.retry import retrying
 from meshfl.settings import MeshflSettings
 from meshfl.topics import Topic, governance_id, topic_name
 
@@ -73,6 +74,7 @@ def _say_round_memory(task: TrainingTask, strategy: Strategy) -> None:
 
 
 _MAX_BATCH = 64
+_RECOVERY_DEADLINE_S = 600.0
 _BATCH_LINGER_S = 0.02
 _PUBLISHED_VISIBLE_S = 30.0
 SESSION_TIMEOUT_MS = 6000
@@ -228,9 +230,17 @@ class GovernanceService:
         except BusError as exc:
             log.error("transaction failed; aborting and rebuilding from the log", error=str(exc))
             faults.kill_point("governance.during-abort")
-            producer.abort_transaction()  # a no-op if the commit already aborted it
-            updates.rewind_to_committed()
-            self._rebuild(producers.partitions)
+            # The broker may be away (that may be why it failed): retry the recovery, not the daemon.
+            for attempt in retrying(
+                "aborting, rewinding and rebuilding",
+                retry_on=lambda e: isinstance(e, BusError) and not isinstance(e, FencedError),
+                deadline=_RECOVERY_DEADLINE_S,
+                max_wait=5.0,
+            ):
+                with attempt:
+                    producer.abort_transaction()  # a no-op if the commit already aborted it
+                    updates.rewind_to_committed()
+                    self._rebuild(producers.partitions)
             return False
 
     def _partition_of(self, task_id: str) -> int:

@@ -17,7 +17,8 @@ from tenacity import (
     retry_if_exception,
     stop_after_delay,
     stop_any,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 from tenacity.stop import stop_base
 
@@ -56,7 +57,7 @@ def retrying(
     return Retrying(
         retry=retry_if_exception(retry_on),
         stop=stop_any(stop_after_delay(deadline), _StopOnShutdown()),
-        wait=wait_exponential_jitter(initial=initial, max=max_wait, jitter=initial),
+        wait=wait_exponential(multiplier=initial, max=max_wait) + wait_random(0, initial),
         sleep=sleep if sleep is not None else SHUTDOWN.wait,
         before_sleep=_log,
         reraise=True,
