@@ -49,7 +49,7 @@ from governance.strategies.memory import round_memory
 from governance.version_window import read_window
 from meshfl import faults
 from meshfl.bus import Envelope, EventConsumer, EventProducer, ensure_topics, partition_count
-from meshfl.errors import BusError, FencedError
+from meshfl.errors import BusError, FencedError, RegistryUnavailableError
 from meshfl.events import ModelUpdate, TrainingTask
 from meshfl.identity.trust import KeyFeed, governance_signer
 from meshfl.logs import get_logger
@@ -227,7 +227,7 @@ class GovernanceService:
             return True
         except FencedError:
             raise
-        except BusError as exc:
+        except (BusError, RegistryUnavailableError) as exc:
             log.error("transaction failed; aborting and rebuilding from the log", error=str(exc))
             faults.kill_point("governance.during-abort")
             # The broker may be away (that may be why it failed): retry the recovery, not the daemon.

@@ -7,7 +7,8 @@
     │   ├── ChunkError       a chunked payload is incomplete, corrupt or too large
     │   └── FencedError      a newer producer with the same transactional id took over
     ├── CodecError           bytes could not be framed or decoded as a meshfl event
-    │   └── UnknownSchemaError   the writer schema (fingerprint or registry id) is not known
+    │   ├── UnknownSchemaError   the writer schema (fingerprint or registry id) is not known
+    │   └── RegistryUnavailableError   the Schema Registry did not answer (transport, timeout, 5xx)
     ├── TensorCodecError     a tensor payload violates the documented layout
     ├── DataContractError    a data product does not satisfy a task's data contract
     ├── TrainingStopped      local training was asked to stop (SIGTERM) before it finished
@@ -51,6 +52,10 @@ class CodecError(MeshflError):
 
 class UnknownSchemaError(CodecError):
     """The writer schema named by a message is not known to this reader."""
+
+
+class RegistryUnavailableError(CodecError):
+    """The Schema Registry is unreachable or failing for now: retry later, never dead-letter for it."""
 
 
 class TensorCodecError(MeshflError):

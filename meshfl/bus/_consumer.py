@@ -31,11 +31,11 @@ from meshfl.bus._dead_letter import (
 from meshfl.bus._envelope import CHUNK_HEADER, Envelope, decode_key, headers_to_dict
 from meshfl.bus._provenance import chunk_sender, log_time
 from meshfl.bus._reassembly import ChunkSetError, Reassembled, Reassembler
-from meshfl.errors import BusError, CodecError, UnknownSchemaError
+from meshfl.errors import BusError, CodecError, RegistryUnavailableError, UnknownSchemaError
 from meshfl.events import Chunk, Event
 from meshfl.logs import get_logger
 from meshfl.metrics import METRICS
-from meshfl.retry import retrying
+from meshfl.retry import SHUTDOWN, retrying
 from meshfl.settings import MeshflSettings
 from meshfl.topics import Topic, is_compacted, topic_name
 
@@ -45,6 +45,17 @@ if TYPE_CHECKING:
 log = get_logger("meshfl.bus.consumer")
 
 PartitionKey = tuple[str, int]
+_REGISTRY_MAX_BACKOFF_S = 5.0
+
+
+class _RegistryPause(Exception):
+    """Internal: the record at ``offset`` (a chunk set's first) waits for the Schema Registry."""
+
+    def __init__(self, offset: int, error: RegistryUnavailableError) -> None:
+        super().__init__(str(error))
+        self.offset, self.error = offset, error
+
+
 _METADATA_TIMEOUT = 10.0
 
 
@@ -79,6 +90,7 @@ class EventConsumer:
         self._dead_letters = DeadLetterWriter(
             settings, enabled=dead_letters, group_id=group_id, transactional=transactional_dead_letters
         )
+        self._registry_failures = 0
         self.assignment_changes = 0
         """Incremented by every assignment or revocation: a caller's cue to rebuild what it owns."""
         self._reassembler = Reassembler(
@@ -265,9 +277,14 @@ class EventConsumer:
         broker_ms = self._broker_time(message, topic)
         self._clock_ms[key] = clock = max(self._clock_ms.get(key, broker_ms), broker_ms)
         started = time.perf_counter()
-        envelope = self._decode(message, topic, partition, offset, broker_ms, timestamp_ms)
+        try:
+            envelope = self._decode(message, topic, partition, offset, broker_ms, timestamp_ms)
+        except _RegistryPause as pause:
+            self._hold_for_registry(key, pause.offset, pause.error)
+            return None
         METRICS.decode_seconds.labels(self._role).observe(time.perf_counter() - started)
         METRICS.chunk_sets_pending.labels(self._role).set(self._reassembler.pending_sets)
+        self._registry_failures = 0
         self._next[key] = offset + 1
         for rejected in self._reassembler.expire(clock, key):
             self._dead_letter_set(rejected, None)
@@ -298,7 +315,9 @@ class EventConsumer:
         if value is None:
             self._dead_letters.send(DeadLetter.of(message, REASON_EMPTY, "record without a value"))
             return None
-        event = self._decode_bytes(value, lambda reason, error: DeadLetter.of(message, reason, error))
+        event = self._decode_bytes(
+            value, lambda reason, error: DeadLetter.of(message, reason, error), offset=offset
+        )
         if event is None:
             return None
         first_offset = offset
@@ -345,9 +364,31 @@ class EventConsumer:
             timestamp_ms=timestamp_ms,
         )
 
-    def _decode_bytes(self, data: bytes, letter: Any) -> Event | None:
+    def _hold_for_registry(self, key: PartitionKey, offset: int, error: RegistryUnavailableError) -> None:
+        """The registry is unreachable (transport, timeout, 5xx): read the record again after a backoff,
+        never dead-letter it and never let a commit pass it (the position goes back to it)."""
+        pending = self._reassembler.first_offsets().get(key)
+        target = offset if pending is None else min(offset, pending)
+        self._reassembler.drop([key])
+        self._next[key] = target
+        self._seek(TopicPartition(key[0], key[1], target))
+        self._registry_failures += 1
+        delay = min(_REGISTRY_MAX_BACKOFF_S, 0.1 * 2 ** min(self._registry_failures, 6))
+        log.warning(
+            "schema registry unavailable; the record will be read again",
+            topic=key[0],
+            partition=key[1],
+            offset=target,
+            retry_in=round(delay, 2),
+            error=str(error),
+        )
+        SHUTDOWN.wait(delay)
+
+    def _decode_bytes(self, data: bytes, letter: Any, *, offset: int = -1) -> Event | None:
         try:
             return self._codec.decode(data)
+        except RegistryUnavailableError as exc:
+            raise _RegistryPause(offset, exc) from exc
         except UnknownSchemaError as exc:
             self._dead_letters.send(letter(REASON_UNKNOWN_SCHEMA, str(exc)))
         except (CodecError, ValidationError) as exc:
@@ -364,6 +405,7 @@ class EventConsumer:
         event = self._decode_bytes(
             done.payload,
             lambda reason, error: DeadLetter.of(message, reason, f"reassembled payload: {error}", extra),
+            offset=done.first_offset,
         )
         if isinstance(event, Chunk):
             self._dead_letters.send(

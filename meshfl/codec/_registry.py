@@ -20,7 +20,7 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient, Schema
 from meshfl.codec._body import decode_body, encode_body
 from meshfl.codec._schemas import SchemaStore, StoredSchema, compile_schema
 from meshfl.codec._single_object import MARKER, SingleObjectCodec, check_type
-from meshfl.errors import CodecError, ConfigError, MeshflError, UnknownSchemaError
+from meshfl.errors import CodecError, ConfigError, MeshflError, RegistryUnavailableError, UnknownSchemaError
 from meshfl.events import Event
 from meshfl.logs import get_logger
 
@@ -31,6 +31,14 @@ _ID = struct.Struct(">I")
 HEADER_SIZE = 1 + _ID.size
 
 E = TypeVar("E", bound=Event)
+
+_TRANSIENT_STATUS = frozenset({408, 425, 429})
+
+
+def _transient(exc: SchemaRegistryError) -> bool:
+    """A registry answer worth retrying: server errors, throttling, timeouts (not 4xx refusals)."""
+    status = exc.http_status_code
+    return status is None or status < 0 or status >= 500 or status in _TRANSIENT_STATUS
 
 
 @cache
@@ -72,8 +80,13 @@ class RegistryCodec:
         with self._lock:
             try:
                 schema_id = self._client.register_schema(schema.full_name, Schema(schema.schema_str, "AVRO"))
-            except Exception as exc:  # the client raises httpx, authlib and registry errors alike
-                raise CodecError(f"cannot register {schema.full_name} at {self.url}: {exc}") from exc
+            except SchemaRegistryError as exc:
+                kind = RegistryUnavailableError if _transient(exc) else CodecError
+                raise kind(f"cannot register {schema.full_name} at {self.url}: {exc}") from exc
+            except Exception as exc:  # transport (httpx, authlib): the registry may come back
+                raise RegistryUnavailableError(
+                    f"cannot register {schema.full_name} at {self.url}: {exc}"
+                ) from exc
             log.info("schema registered", subject=schema.full_name, schema_id=schema_id, url=self.url)
             header = MAGIC + _ID.pack(schema_id)
             self._ids[schema.full_name] = header
@@ -99,9 +112,12 @@ class RegistryCodec:
                 raise UnknownSchemaError(
                     f"schema id {schema_id} is not in the registry at {self.url}"
                 ) from exc
-            raise CodecError(f"cannot fetch schema id {schema_id} from {self.url}: {exc}") from exc
-        except Exception as exc:  # transport errors (httpx) are not SchemaRegistryError
-            raise CodecError(f"cannot fetch schema id {schema_id} from {self.url}: {exc}") from exc
+            kind = RegistryUnavailableError if _transient(exc) else CodecError
+            raise kind(f"cannot fetch schema id {schema_id} from {self.url}: {exc}") from exc
+        except Exception as exc:  # transport errors (httpx) are not SchemaRegistryError: retry later
+            raise RegistryUnavailableError(
+                f"cannot fetch schema id {schema_id} from {self.url}: {exc}"
+            ) from exc
         if registered.schema_type not in (None, "AVRO"):
             raise CodecError(f"schema id {schema_id} is a {registered.schema_type} schema, not Avro")
         try:

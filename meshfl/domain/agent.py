@@ -27,7 +27,14 @@ from meshfl.domain.admission import admits
 from meshfl.domain.config import DomainConfig, load_domain
 from meshfl.domain.data import LocalData, prepare_local_data, product_serves
 from meshfl.domain.training import LocalResult, train_local
-from meshfl.errors import BusError, DataContractError, FencedError, MeshflError, TrainingStopped
+from meshfl.errors import (
+    BusError,
+    DataContractError,
+    FencedError,
+    MeshflError,
+    RegistryUnavailableError,
+    TrainingStopped,
+)
 from meshfl.events import (
     AgentProgress,
     AgentStatus,
@@ -321,7 +328,7 @@ class DomainAgent:
         except FencedError:
             log.error("fenced: another agent of this domain took over; stopping", domain=self._domain)
             raise
-        except BusError as exc:
+        except (BusError, RegistryUnavailableError) as exc:
             # Nothing of an aborted transaction is visible; the round is trained again next loop.
             log.error("update not published; will retry", domain=self._domain, round=round_, error=str(exc))
             producer.abort_transaction()  # a no-op if the commit already aborted it
