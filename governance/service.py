@@ -33,6 +33,8 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+from tenacity import Retrying
+
 from governance.catalog_view import CatalogView
 from governance.closing import RoundCloser, dp_secret
 from governance.deciding import Decider
@@ -167,7 +169,9 @@ class GovernanceService:
                 if updates.assignment_changes != seen_changes:
                     seen_changes = updates.assignment_changes
                     # The batch was read before this instance fenced and rebuilt: the rewind re-reads it.
-                    self._take_over(producers, updates)
+                    for attempt in self._recovering("taking over the assigned partitions"):
+                        with attempt:
+                            self._take_over(producers, updates)
                     continue
                 self._steps(producers, updates, batch)
                 if self._exit_when_complete and self._all_complete():
@@ -231,17 +235,22 @@ class GovernanceService:
             log.error("transaction failed; aborting and rebuilding from the log", error=str(exc))
             faults.kill_point("governance.during-abort")
             # The broker may be away (that may be why it failed): retry the recovery, not the daemon.
-            for attempt in retrying(
-                "aborting, rewinding and rebuilding",
-                retry_on=lambda e: isinstance(e, BusError) and not isinstance(e, FencedError),
-                deadline=_RECOVERY_DEADLINE_S,
-                max_wait=5.0,
-            ):
+            for attempt in self._recovering("aborting, rewinding and rebuilding"):
                 with attempt:
                     producer.abort_transaction()  # a no-op if the commit already aborted it
                     updates.rewind_to_committed()
                     self._rebuild(producers.partitions)
             return False
+
+    @staticmethod
+    def _recovering(what: str) -> Retrying:
+        """Retries of a recovery step while the broker is away (fenced: no retry, another owns it)."""
+        return retrying(
+            what,
+            retry_on=lambda e: isinstance(e, BusError) and not isinstance(e, FencedError),
+            deadline=_RECOVERY_DEADLINE_S,
+            max_wait=5.0,
+        )
 
     def _partition_of(self, task_id: str) -> int:
         return task_partition(task_id, self._partitions)
