@@ -19,7 +19,11 @@ from meshfl.settings import MeshflSettings
 from tests.federation.conftest import Processes, hospital_task, wait_for
 from tests.federation.faults_helpers import accepted, assert_exactly_once, task_args, versions
 
-pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+pytestmark = [
+    pytest.mark.kafka,
+    pytest.mark.slow,
+    pytest.mark.timeout(1200),
+]  # two broker starts
 
 
 @pytest.fixture

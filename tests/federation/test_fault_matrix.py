@@ -27,7 +27,7 @@ from tests.federation.faults_helpers import (
     wait_for_log,
 )
 
-pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(1200)]  # two federations side by side
 
 DOMAINS = ("digits-retail", "digits-finance", "hospital-central", "hospital-north")
 KILLS = [
