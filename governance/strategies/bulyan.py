@@ -20,6 +20,7 @@ from governance.strategies.base import (
     AggregateResult,
     ClientUpdate,
     Strategy,
+    TooFewUpdates,
     Weights,
     check_state,
     sorted_updates,
@@ -55,7 +56,7 @@ class Bulyan(Strategy):
         check_state(state, {})
         f = self.num_byzantine
         if len(ordered) < 4 * f + 3:
-            raise ValueError(f"Bulyan needs n >= 4f + 3 updates, got n={len(ordered)}, f={f}")
+            raise TooFewUpdates(f"Bulyan needs n >= 4f + 3 updates, got n={len(ordered)}, f={f}")
         names = list(global_weights)
         distances = pairwise_squared_distances(
             [[u.weights[name] for name in names] for u in ordered], [global_weights[name] for name in names]
