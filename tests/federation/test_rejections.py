@@ -158,6 +158,12 @@ def test_a_strategy_that_cannot_aggregate_waits_and_the_service_stays_up(
     wait_for(lambda: accepted() == 3, timeout=120, what="three accepted updates", check=daemons.check)
     versions = [e for e in events(settings, Topic.MODEL_VERSIONS) if isinstance(e, ModelVersion)]
     assert [v.version for v in versions] == [0]
+    failed = [
+        e
+        for e in events(settings, Topic.DECISIONS)
+        if isinstance(e, GovernanceDecision) and e.policy == "aggregation_error"
+    ]
+    assert failed == []  # TooFewUpdates waits; it is not a failed round
     daemons.check()
     assert all(thread.is_alive() for thread in daemons.threads)
 

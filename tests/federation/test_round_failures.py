@@ -3,7 +3,8 @@
 Before, any ``ValueError`` while aggregating meant "wait for more updates", forever in a sync round
 whose domains were all in, with nothing on the bus to say why. Now an unexpected strategy error is a
 decision (policy ``aggregation_error``), a failed task state (``meshfl governance status`` exits 4) and a
-clear log line; the service stays up. A declared ``TooFewUpdates`` (Bulyan short of 4f+3) waits quietly.
+clear log line; the service stays up. A declared ``TooFewUpdates`` (Bulyan short of 4f+3) waits: see
+``test_rejections.test_a_strategy_that_cannot_aggregate_waits_and_the_service_stays_up``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import governance.closing
 from governance.service import GovernanceService
 from governance.task_status import TaskPhase, task_statuses
 from meshfl.cli import app
-from meshfl.events import GovernanceDecision, ModelVersion, StrategySpec, TrainingTask
+from meshfl.events import GovernanceDecision, ModelVersion
 from meshfl.settings import MeshflSettings
 from meshfl.topics import Topic
 from tests.federation.conftest import HOSPITALS, Threads, events, hospital_task, wait_for
@@ -71,21 +72,3 @@ def test_a_strategy_error_fails_the_round_with_a_decision(
     assert result.exit_code == 4, result.output
     assert "failed" in result.output and "a bug in the strategy" in result.output
     daemons.check()  # the service is still up
-
-
-def test_too_few_updates_for_the_strategy_waits_without_an_error(
-    settings: MeshflSettings, mesh_root: Path, daemons: Threads
-) -> None:
-    strategy = StrategySpec(name="bulyan", params={"num_byzantine": 1.0})  # needs 7 updates; 3 hospitals
-    task: TrainingTask = hospital_task(mesh_root, rounds=1, strategy=strategy)
-    daemons.start("governance", GovernanceService(settings, [task]).run)
-    for name in HOSPITALS:
-        daemons.start_agent(settings, mesh_root / name)
-    wait_for(
-        lambda: len([d for d in _decisions(settings, "update_checks") if d.task_id == task.id]) >= 3,
-        timeout=180,
-        what="three accepted updates",
-    )
-    assert _decisions(settings, "aggregation_error") == []
-    assert _statuses(settings)[task.id] == TaskPhase.RUNNING
-    daemons.check()
