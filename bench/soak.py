@@ -39,6 +39,7 @@ from meshfl.bus import ensure_topics, read_all
 from meshfl.datasets import DATASETS, DomainSpec, materialize_dataset
 from meshfl.domain.tasks import load_task_file
 from meshfl.events import DecisionOutcome, GovernanceDecision, ModelSpec, ModelVersion, RoundPolicy
+from meshfl.identity.local import identity_env, provision_local
 from meshfl.settings import MeshflSettings
 from meshfl.topics import Topic
 
@@ -57,16 +58,19 @@ def machine() -> dict[str, object]:
 
 
 class Fleet:
-    """The daemons as processes; logs in ``work``."""
+    """The daemons as processes; logs in ``work``. Only governance gets its private key."""
 
-    def __init__(self, work: Path, env: dict[str, str]) -> None:
-        self.work, self.env = work, env
+    def __init__(self, work: Path, env: dict[str, str], settings: MeshflSettings) -> None:
+        self.work, self.settings = work, settings
+        self.env = {**env, **identity_env(settings, with_private_key=False)}
+        self.governance_env = {**env, **identity_env(settings, with_private_key=True)}
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self, name: str, *args: str) -> None:
+        env = self.governance_env if args[:1] == ("governance",) else self.env
         with (self.work / f"{name}.log").open("ab") as log:
             self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "meshfl", *args], stdout=log, stderr=subprocess.STDOUT, env=self.env
+                [sys.executable, "-m", "meshfl", *args], stdout=log, stderr=subprocess.STDOUT, env=env
             )
 
     def kill(self, name: str) -> None:
@@ -182,7 +186,8 @@ def main() -> int:
         task_file = work / "task.json"
         task_file.write_text(task.model_dump_json())
         ensure_topics(settings)
-        fleet = Fleet(work, env)
+        settings = provision_local(settings, work / "keys", domains)  # keys made, domains registered
+        fleet = Fleet(work, env, settings)
         governance = ["governance", "run", "--tasks", str(task_file)]
         fleet.start("governance", *governance)
         for path in domains:
