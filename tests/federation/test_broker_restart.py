@@ -47,10 +47,10 @@ def test_federation_survives_a_broker_restart_mid_round(
     procs = Processes(settings=settings, log_dir=tmp_path)
     try:
         procs.start("governance", "governance", "run", *task_args([task], tmp_path))
-        wait_for(lambda: versions(settings, task.id), timeout=120, what="version 0")
+        wait_for(lambda: versions(settings, task.id), timeout=300, what="version 0")
         for name in ("hospital-central", "hospital-north"):
             procs.start(name, "domain", "run", "--domain", str(mesh_root / name))
-        wait_for(lambda: len(accepted(settings, task.id)) >= 2, timeout=180, what="two accepted updates")
+        wait_for(lambda: len(accepted(settings, task.id)) >= 2, timeout=300, what="two accepted updates")
 
         private_broker.stop()
         time.sleep(5.0)  # everyone is disconnected for a while (not a wait for a condition)

@@ -62,7 +62,7 @@ def test_governance_killed_at_every_point_gives_the_uninterrupted_models(
         for n, env in enumerate(KILLS[1:], start=1):
             proc = processes.procs[f"governance-{n - 1}"]
             wait_for(
-                lambda proc=proc: proc.poll() is not None, timeout=240, what=f"kill point {KILLS[n - 1]}"
+                lambda proc=proc: proc.poll() is not None, timeout=400, what=f"kill point {KILLS[n - 1]}"
             )
             assert proc.returncode == -signal.SIGKILL
             processes.procs.pop(f"governance-{n - 1}")
@@ -94,16 +94,16 @@ def test_an_agent_killed_mid_chunked_upload_is_accepted_once(
     task = small_tasks(mesh_root, rounds=1)[0]
     ensure_topics(settings)
     processes.start("governance", "governance", "run", *task_args([task], processes.log_dir))
-    wait_for(lambda: versions(settings, task.id), timeout=120, what="version 0")
+    wait_for(lambda: versions(settings, task.id), timeout=300, what="version 0")
     victim = mesh_root / "digits-retail"
     doomed = processes.start(
         "digits-retail", "domain", "run", "--domain", str(victim), env={"MESHFL_KILL_AT": "producer.chunk:2"}
     )
-    wait_for(lambda: doomed.poll() is not None, timeout=120, what="the agent to die after two chunks")
+    wait_for(lambda: doomed.poll() is not None, timeout=300, what="the agent to die after two chunks")
     processes.procs.pop("digits-retail")
     processes.start("digits-retail-again", "domain", "run", "--domain", str(victim))
     processes.start("digits-finance", "domain", "run", "--domain", str(mesh_root / "digits-finance"))
-    wait_for(lambda: len(versions(settings, task.id)) >= 2, timeout=240, what="version 1")
+    wait_for(lambda: len(versions(settings, task.id)) >= 2, timeout=400, what="version 1")
     processes.stop_all()
     mine = [d for d in decisions(settings) if d.domain == "digits-retail"]
     assert [d.outcome for d in mine] == [DecisionOutcome.ACCEPTED]
@@ -118,7 +118,7 @@ def test_a_paused_agent_is_rejected_as_stale_then_catches_up(
     task = hospital_task(mesh_root, rounds=2, round_policy=policy, local_epochs=1)
     ensure_topics(settings)
     processes.start("governance", "governance", "run", *task_args([task], processes.log_dir))
-    wait_for(lambda: versions(settings, task.id), timeout=120, what="version 0")
+    wait_for(lambda: versions(settings, task.id), timeout=300, what="version 0")
     for domain in ("hospital-central", "hospital-north"):
         processes.start(domain, "domain", "run", "--domain", str(mesh_root / domain))
     # The slow domain holds its round-1 update for a while; it is paused in the middle of that.
@@ -131,13 +131,13 @@ def test_a_paused_agent_is_rejected_as_stale_then_catches_up(
         "--simulate-delay",
         "5",
     )
-    wait_for_log(processes, "hospital-south", "training", timeout=120, round=1)
+    wait_for_log(processes, "hospital-south", "training", timeout=300, round=1)
     slow.send_signal(signal.SIGSTOP)
     try:
-        wait_for(lambda: len(versions(settings, task.id)) >= 2, timeout=120, what="round 1 closed without it")
+        wait_for(lambda: len(versions(settings, task.id)) >= 2, timeout=300, what="round 1 closed without it")
     finally:
         slow.send_signal(signal.SIGCONT)
-    wait_for(lambda: len(versions(settings, task.id)) >= 3, timeout=180, what="round 2")
+    wait_for(lambda: len(versions(settings, task.id)) >= 3, timeout=300, what="round 2")
     processes.stop_all()
     south = [d for d in decisions(settings) if d.domain == "hospital-south" and d.source_offset is not None]
     stale = [d for d in south if d.round == 1]

@@ -39,19 +39,19 @@ def test_two_tasks_survive_a_sigkill_after_the_first_decisions(
     ensure_topics(settings)
     args = ["governance", "run", *task_args(tasks, processes.log_dir)]
     processes.start("governance", *args)
-    wait_for(lambda: all(versions(settings, t.id) for t in tasks), timeout=120, what="both version 0s")
+    wait_for(lambda: all(versions(settings, t.id) for t in tasks), timeout=300, what="both version 0s")
 
     # digits first, then breast-cancer: the later task's hold is the larger offset on the partition.
     processes.start("digits-retail", "domain", "run", "--domain", str(mesh_root / "digits-retail"))
-    wait_for(lambda: accepted(settings, digits.id), timeout=120, what="digits' first accepted update")
+    wait_for(lambda: accepted(settings, digits.id), timeout=300, what="digits' first accepted update")
     processes.start("hospital-central", "domain", "run", "--domain", str(mesh_root / "hospital-central"))
-    wait_for(lambda: accepted(settings, cancer.id), timeout=120, what="breast-cancer's first acceptance")
+    wait_for(lambda: accepted(settings, cancer.id), timeout=300, what="breast-cancer's first acceptance")
     processes.kill("governance")  # both rounds open, each waiting for its second domain
 
     restarted = time.monotonic()
     processes.start("governance-2", *args)
-    started = wait_for_log(processes, "governance-2", "governance started", timeout=120)
-    owning = wait_for_log(processes, "governance-2", "owning", timeout=120, partitions=[0])
+    started = wait_for_log(processes, "governance-2", "governance started", timeout=300)
+    owning = wait_for_log(processes, "governance-2", "owning", timeout=300, partitions=[0])
     takeover = owning - started
     print(f"takeover after restart: {takeover:.1f} s (process start {started - restarted:.1f} s)")
     assert takeover < TAKEOVER_LIMIT_S
@@ -61,7 +61,7 @@ def test_two_tasks_survive_a_sigkill_after_the_first_decisions(
     for task in tasks:
         wait_for(
             lambda task=task: len(versions(settings, task.id)) >= task.rounds + 1,
-            timeout=240,
+            timeout=400,
             what=f"{task.id}: all versions",
         )
     processes.stop_all()

@@ -54,7 +54,7 @@ def test_a_strategy_error_fails_the_round_with_a_decision(
     daemons.start("governance", GovernanceService(settings, [task]).run)
     for name in HOSPITALS:
         daemons.start_agent(settings, mesh_root / name)
-    wait_for(lambda: _decisions(settings, "aggregation_error"), timeout=180, what="the error decision")
+    wait_for(lambda: _decisions(settings, "aggregation_error"), timeout=300, what="the error decision")
     (failure,) = _decisions(settings, "aggregation_error")
     assert failure.round == 1 and "a bug in the strategy" in failure.reason
     assert _statuses(settings)[task.id] == TaskPhase.FAILED

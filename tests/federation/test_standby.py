@@ -62,20 +62,20 @@ def test_standby_takes_over_when_the_active_instance_dies(
     names = ["gov-a", "gov-b"]
     for name in names:
         processes.start(name, *args, "--instance-id", name)
-    wait_for(lambda: _owner(processes, names, 0) is not None, timeout=120, what="an owner of partition 0")
+    wait_for(lambda: _owner(processes, names, 0) is not None, timeout=300, what="an owner of partition 0")
     active = _owner(processes, names, 0)
     standby = next(n for n in names if n != active)
-    wait_for(lambda: versions(settings, task.id), timeout=120, what="version 0")
+    wait_for(lambda: versions(settings, task.id), timeout=300, what="version 0")
     processes.start("hospital-central", "domain", "run", "--domain", str(mesh_root / "hospital-central"))
-    wait_for(lambda: accepted(settings, task.id), timeout=120, what="the first accepted update")
+    wait_for(lambda: accepted(settings, task.id), timeout=300, what="the first accepted update")
 
     processes.kill(active)
     killed = time.monotonic()
-    wait_for(lambda: _owner(processes, [standby], 0) == standby, timeout=120, what="the standby to take over")
+    wait_for(lambda: _owner(processes, [standby], 0) == standby, timeout=300, what="the standby to take over")
     print(f"standby took over {time.monotonic() - killed:.1f} s after the kill")
 
     processes.start("hospital-north", "domain", "run", "--domain", str(mesh_root / "hospital-north"))
-    wait_for(lambda: len(versions(settings, task.id)) >= task.rounds + 1, timeout=240, what="all versions")
+    wait_for(lambda: len(versions(settings, task.id)) >= task.rounds + 1, timeout=400, what="all versions")
     processes.stop_all()
     assert_exactly_once(settings, [task])
     published = [
@@ -102,7 +102,7 @@ def test_instances_share_tasks_by_partition(
             all(_owner(processes, names, p) is not None for p in parts.values())
             and len({_owner(processes, names, p) for p in parts.values()}) == 2
         ),
-        timeout=120,
+        timeout=300,
         what="the two task partitions owned by two different instances",
     )
     for domain in ("digits-retail", "digits-finance", "hospital-central", "hospital-north"):
@@ -110,7 +110,7 @@ def test_instances_share_tasks_by_partition(
     for task in tasks:
         wait_for(
             lambda task=task: len(versions(settings, task.id)) >= task.rounds + 1,
-            timeout=240,
+            timeout=400,
             what=f"{task.id}: all versions",
         )
     processes.stop_all()
