@@ -32,6 +32,7 @@ from meshfl.topics import Topic, topic_name
 log = get_logger("meshfl.console")
 
 CONSOLE_TOPICS: tuple[Topic, ...] = (*AUDITED_TOPICS, Topic.HEARTBEATS)
+_MAX_WAITING = 10_000
 
 
 class BusFollower:
@@ -48,6 +49,7 @@ class BusFollower:
             TrustRegistry(self._pinned), window_seconds=settings.signature_window_seconds, reader="console"
         )
         self.refused = 0
+        self._waiting: list[Envelope] = []  # signed with a key not (yet) seen on the keys topic
         self._view = ConsoleView()
         self._lock = threading.Lock()
         self._events: list[LoggedEvent] = []
@@ -132,7 +134,6 @@ class BusFollower:
                     LoggedEvent(topic, envelope.partition, envelope.offset, envelope.timestamp_ms, event)
                 )
             if not self._trusted(envelope):
-                self.refused += 1
                 return
             self._view.apply(event)
             METRICS.console_events.inc()
@@ -143,14 +144,28 @@ class BusFollower:
             self.changes += 1
 
     def _trusted(self, envelope: Envelope) -> bool:
+        """Signed by its sender. Topics are read side by side, so a domain's first events may come
+        before the key event that registers it: those wait (bounded) and are folded once it arrives."""
         if isinstance(envelope.event, KeyEvent):
             try:
                 self._verifier.registry.apply(envelope.event)
             except MeshflError as exc:
                 log.warning("key event refused", offset=envelope.offset, reason=str(exc))
                 return False
+            waiting, self._waiting = self._waiting, []
+            for held in waiting:
+                if self._trusted(held):
+                    self._view.apply(held.event)
             return True
-        return self._verifier.accept(envelope)
+        problem = self._verifier.check(envelope)
+        if problem is None:
+            return True
+        if problem.policy == "unknown_key" and len(self._waiting) < _MAX_WAITING:
+            self._waiting.append(envelope)
+            return False
+        self.refused += 1
+        log.warning("event refused", reader="console", policy=problem.policy, reason=problem.reason)
+        return False
 
     # --- replaying ---------------------------------------------------------------------------
 
