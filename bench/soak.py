@@ -39,6 +39,7 @@ from meshfl.bus import ensure_topics, read_all
 from meshfl.datasets import DATASETS, DomainSpec, materialize_dataset
 from meshfl.domain.tasks import load_task_file
 from meshfl.events import DecisionOutcome, GovernanceDecision, ModelSpec, ModelVersion, RoundPolicy
+from meshfl.identity import load_public_key
 from meshfl.identity.local import identity_env, provision_local
 from meshfl.settings import MeshflSettings
 from meshfl.topics import Topic
@@ -229,7 +230,10 @@ def main() -> int:
             fleet.stop_all()
         try:
             figures = verdict(settings, task.id)
-            result = replay(events_from_bus(settings, task.id), task.id)
+            figures["kills"] = dict(kills)
+            print(json.dumps(figures), flush=True)  # before the replay, so a replay failure loses nothing
+            pinned = load_public_key(settings.governance_public_key or "")
+            result = replay(events_from_bus(settings, task.id), task.id, governance_key=pinned)
         finally:
             if broker is not None:
                 broker.stop()
