@@ -211,7 +211,12 @@ def secure_plan(admin: MeshflSettings, plan: DemoPlan) -> MeshflSettings:
     Returns the auditor's settings, with which the demo watches versions (it reads, never writes).
     """
     from meshfl.access import federation, principal_settings, provision
+    from meshfl.bus import ensure_topics
+    from meshfl.identity.local import provision_local
 
+    # Keys first, with the admin's rights: the demo's own reader may not write the keys topic.
+    ensure_topics(admin)
+    admin = provision_local(admin, plan.out_dir / "keys", plan.domain_dirs)
     names = [config.name for config in plan.domains]
     out = plan.out_dir / "credentials"
     done = {item.principal: item.credentials_file for item in provision(admin, federation(admin, names), out)}

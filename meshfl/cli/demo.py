@@ -133,13 +133,8 @@ def demo(
         )
         plan.slow_domain = slow_domain
         if secure:
-            from meshfl.bus import ensure_topics
             from meshfl.demo import secure_plan
-            from meshfl.identity.local import provision_local
 
-            # keys first, with the admin's rights (the demo's own reader may not write the keys topic)
-            ensure_topics(settings)
-            settings = provision_local(settings, out / "keys", plan.domain_dirs)
             settings = secure_plan(settings, plan)
         rows: list[list[str]] = []
         with Live(
