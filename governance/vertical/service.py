@@ -57,6 +57,10 @@ class SplitGovernance:
     ) -> None:
         self._settings = settings
         self._tasks = list(tasks)
+        if signer is None and settings.governance_private_key is not None:
+            from meshfl.identity.trust import governance_signer
+
+            signer = governance_signer(settings)  # what it publishes is what its recovery trusts
         self._signer = signer
         self._exit_when_complete = exit_when_complete
         self._threads = threads

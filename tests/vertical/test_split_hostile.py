@@ -10,9 +10,12 @@ import pytest
 import torch
 
 from governance.vertical.coordinator import Recovered, SplitCoordinator
+from governance.vertical.recovery import governance_signed, recover
 from governance.vertical.service import SplitGovernance
 from meshfl.errors import ConfigError
 from meshfl.events import Tensor, TensorDType
+from meshfl.identity import Signer
+from meshfl.identity.keys import generate_private_key
 from meshfl.settings import MeshflSettings
 from meshfl.tensors import to_wire
 from meshfl.vertical.events import (
@@ -127,3 +130,17 @@ def test_a_hostile_aligned_report_in_the_log_does_not_stop_split_governance_at_s
     out = coordinator.begin(0.0)
     assert [e.command for _, e in out if isinstance(e, SplitEpoch)] == [SplitCommand.ALIGN]
     assert coordinator.current is None
+
+
+def test_recovery_ignores_commands_and_versions_governance_did_not_sign() -> None:
+    """Anyone can write to split-control and split-versions: a forged ``complete`` (or a version of a far
+    epoch) read at start-up ended the task; with governance's key pinned only its own events count."""
+    key = generate_private_key()
+    governance = Signer("governance", key)
+    task = split_task()
+    start = SplitEpoch(task_id=task.id, command="start", session="s", epoch=1, attempt=1)
+    forged_complete = SplitEpoch(task_id=task.id, command="complete", session="s", epoch=2, attempt=0)
+    other = Signer("governance", generate_private_key()).sign(forged_complete)
+    control = governance_signed([governance.sign(start), forged_complete, other], key.public_key())
+    state = recover(task.id, control, [])
+    assert not state.complete and state.open_attempt == (1, 1)
