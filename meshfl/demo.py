@@ -237,7 +237,14 @@ def run_demo(
     torch.set_num_threads(1)
     ensure_topics(settings)
     # Signed from the first event: governance's key pair (out_dir/keys unless set), a key per domain.
-    settings = provision_local(settings, plan.out_dir / "keys", plan.domain_dirs)
+    # Registering domain keys is governance's act: secured (``--secure``), with governance's principal;
+    # the demo itself then reads with its own (read-only) one.
+    registrar = settings
+    if "governance" in plan.client_kafka:
+        registrar = settings.model_copy(update={"kafka": plan.client_kafka["governance"]})
+    settings = provision_local(registrar, plan.out_dir / "keys", plan.domain_dirs).model_copy(
+        update={"kafka": settings.kafka}
+    )
     verifier = EnvelopeVerifier.for_governance_events(settings, reader="demo")
     x_test, y_test = load_xy_file(plan.test_file, plan.task)
     fleet = _Fleet(settings, plan)
