@@ -4,6 +4,8 @@
 service, a developer's own cluster); an ``apache/kafka`` container when a Docker engine answers; else
 meshfl's own ``LocalBroker`` (Kafka from Maven jars, Java 17+) on free ports in a temporary data
 dir. It starts lazily, once a session, only when a test asks for it; it is stopped at session end.
+``schema_registry_url`` is a real Confluent-compatible Schema Registry (Apicurio Registry built from
+Maven Central by ``meshfl.registry_server``) on a free port, started the same way; a failure fails.
 """
 
 from __future__ import annotations
@@ -25,10 +27,12 @@ from meshfl.broker import (
 )
 from meshfl.errors import BrokerError
 from meshfl.identity.local import with_governance_keys
+from meshfl.registry_server import LocalSchemaRegistry, RegistryServerError
 from meshfl.settings import MeshflSettings
 
 KAFKA_IMAGE = f"apache/kafka:{kafka_version()}"
 START_TIMEOUT_S = 120.0
+REGISTRY_START_TIMEOUT_S = 240.0
 
 
 @pytest.fixture(scope="session")
@@ -51,6 +55,27 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def governance_key_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Where the session's governance key pair lives (made once; every test runs signed)."""
     return tmp_path_factory.mktemp("governance-keys")
+
+
+@pytest.fixture(scope="session")
+def schema_registry_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Base URL of a real Confluent-compatible Schema Registry shared by the whole test session."""
+    logs = tmp_path_factory.mktemp("schema-registry")
+    registry = LocalSchemaRegistry(
+        port=free_port_block(1), cache_dir=MeshflSettings().cache_dir, log_path=logs / "registry.log"
+    )
+    try:
+        url = registry.start(timeout=REGISTRY_START_TIMEOUT_S)
+    except RegistryServerError as exc:
+        registry.stop()
+        pytest.fail(
+            "tests of the Schema Registry framing need a real registry: Java 17+ and Maven build one "
+            f"(Apicurio Registry) into the meshfl cache. Starting it failed: {exc}"
+        )
+    try:
+        yield url
+    finally:
+        registry.stop()
 
 
 @pytest.fixture
