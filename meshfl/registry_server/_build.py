@@ -14,6 +14,7 @@ import fcntl
 import hashlib
 import shutil
 import subprocess
+import zipfile
 from pathlib import Path
 from xml.etree import ElementTree
 
@@ -104,9 +105,25 @@ def _build(home: Path, digest: str) -> None:
             f"Maven could not build the Schema Registry (exit {done.returncode}); check access to Maven "
             f"Central or the mirror in ~/.m2/settings.xml, then retry. Command: {' '.join(command)}\n{tail}"
         )
+    install_app_config(built)
     target = home / "quarkus-app"
     shutil.rmtree(target, ignore_errors=True)
     built.rename(target)
     shutil.rmtree(project, ignore_errors=True)
     (home / _MARKER).write_text(digest + "\n")
     log.info("schema registry built", directory=str(target))
+
+
+def install_app_config(app_dir: Path) -> None:
+    """Put Apicurio's own ``application.properties`` where Quarkus reads runtime config (``config/``).
+
+    Quarkus takes build-time config only from the building project, so the application's runtime
+    defaults (auth off, storage, limits) ship inside its jar and are laid beside ``quarkus-run.jar``.
+    """
+    jars = sorted((app_dir / "lib" / "main").glob("io.apicurio.apicurio-registry-app-*.jar"))
+    if not jars:
+        raise RegistryServerError(f"no apicurio-registry-app jar in {app_dir / 'lib' / 'main'}")
+    with zipfile.ZipFile(jars[0]) as archive:
+        config = archive.read("application.properties")
+    (app_dir / "config").mkdir(exist_ok=True)
+    (app_dir / "config" / "application.properties").write_bytes(config)
