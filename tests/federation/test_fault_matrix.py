@@ -114,7 +114,9 @@ def test_an_agent_killed_mid_chunked_upload_is_accepted_once(
 def test_a_paused_agent_is_rejected_as_stale_then_catches_up(
     processes: Processes, mesh_root: Path, settings: MeshflSettings
 ) -> None:
-    policy = RoundPolicy(min_domains=2, deadline_seconds=4.0)
+    # The deadline leaves the slow domain (4 s of simulated training) time to make round 2 once it is
+    # resumed; round 1 closes without it only because it is stopped past the deadline.
+    policy = RoundPolicy(min_domains=2, deadline_seconds=12.0)
     task = hospital_task(mesh_root, rounds=2, round_policy=policy, local_epochs=1)
     ensure_topics(settings)
     processes.start("governance", "governance", "run", *task_args([task], processes.log_dir))
@@ -129,7 +131,7 @@ def test_a_paused_agent_is_rejected_as_stale_then_catches_up(
         "--domain",
         str(mesh_root / "hospital-south"),
         "--simulate-delay",
-        "5",
+        "4",
     )
     wait_for_log(processes, "hospital-south", "training", timeout=300, round=1)
     slow.send_signal(signal.SIGSTOP)
@@ -138,8 +140,14 @@ def test_a_paused_agent_is_rejected_as_stale_then_catches_up(
     finally:
         slow.send_signal(signal.SIGCONT)
     wait_for(lambda: len(versions(settings, task.id)) >= 3, timeout=300, what="round 2")
+
+    def south_decisions() -> list:
+        found = decisions(settings)
+        return [d for d in found if d.domain == "hospital-south" and d.source_offset is not None]
+
+    wait_for(lambda: len(south_decisions()) >= 2, timeout=120, what="both of the slow domain's decisions")
     processes.stop_all()
-    south = [d for d in decisions(settings) if d.domain == "hospital-south" and d.source_offset is not None]
+    south = south_decisions()
     stale = [d for d in south if d.round == 1]
     assert [d.outcome for d in stale] == [DecisionOutcome.REJECTED], stale
     assert any(d.round == 2 and d.outcome == DecisionOutcome.ACCEPTED for d in south), south
