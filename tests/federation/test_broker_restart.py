@@ -15,6 +15,7 @@ import pytest
 
 from meshfl.broker import LocalBroker, free_port_block
 from meshfl.bus import ensure_topics
+from meshfl.identity.local import with_governance_keys
 from meshfl.settings import MeshflSettings
 from tests.federation.conftest import Processes, hospital_task, wait_for
 from tests.federation.faults_helpers import accepted, assert_exactly_once, task_args, versions
@@ -36,12 +37,11 @@ def private_broker(tmp_path: Path) -> Iterator[LocalBroker]:
 
 
 def test_federation_survives_a_broker_restart_mid_round(
-    private_broker: LocalBroker, mesh_root: Path, tmp_path: Path
+    private_broker: LocalBroker, mesh_root: Path, tmp_path: Path, governance_key_dir: Path
 ) -> None:
     bootstrap = private_broker.start(timeout=180)
-    settings = MeshflSettings(
-        bootstrap_servers=bootstrap, topic_prefix="restart.", data_dir=tmp_path / "data"
-    )
+    plain = MeshflSettings(bootstrap_servers=bootstrap, topic_prefix="restart.", data_dir=tmp_path / "data")
+    settings = with_governance_keys(plain, governance_key_dir)  # every process runs signed
     ensure_topics(settings)
     task = hospital_task(mesh_root, rounds=2, local_epochs=1)
     procs = Processes(settings=settings, log_dir=tmp_path)
