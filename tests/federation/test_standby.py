@@ -113,6 +113,8 @@ def test_instances_share_tasks_by_partition(
             timeout=400,
             what=f"{task.id}: all versions",
         )
+    # who holds each partition, read while they run (a stopping instance logs its partitions released)
+    owners = {task.id: _owner(processes, names, parts[task.id]) for task in tasks}
     processes.stop_all()
     assert_exactly_once(settings, tasks)
     # librdkafka's partitioner put every update where ownership expects it.
@@ -121,8 +123,8 @@ def test_instances_share_tasks_by_partition(
         if task_id is not None:
             assert env.partition == parts[task_id]
     for task in tasks:
-        owner = _owner(processes, names, parts[task.id])
-        assert owner is not None
+        owner = owners[task.id]
+        assert owner is not None, owners
         publishers = {
             name
             for name in names
