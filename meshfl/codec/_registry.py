@@ -78,8 +78,15 @@ class RegistryCodec:
         if header is not None:
             return header
         with self._lock:
+            avro = Schema(schema.schema_str, "AVRO")
             try:
-                schema_id = self._client.register_schema(schema.full_name, Schema(schema.schema_str, "AVRO"))
+                try:
+                    schema_id = self._client.register_schema(schema.full_name, avro)
+                except SchemaRegistryError as exc:
+                    if exc.http_status_code != 409:
+                        raise
+                    # another client registered the same schema a moment ago (Apicurio answers 409)
+                    schema_id = self._client.lookup_schema(schema.full_name, avro).schema_id
             except SchemaRegistryError as exc:
                 kind = RegistryUnavailableError if _transient(exc) else CodecError
                 raise kind(f"cannot register {schema.full_name} at {self.url}: {exc}") from exc
