@@ -126,21 +126,23 @@ class RoundCloser:
     def _formed(
         self, producer: EventProducer, state: TaskState, chosen: list[PendingUpdate]
     ) -> list[ClientUpdate]:
-        """The chosen updates in the form the policies pass against the parent (norm clip, DP clip).
+        """The chosen updates in the form the policies pass (norm clip, DP clip) against the parent, or
+        in async mode against each update's own base version (as it was decided).
 
         Never the raw tensors: an update the transforming policies now refuse is withdrawn instead.
         """
         formed = []
         for item in chosen:
-            weights, refused = reapply_transforms(state.task, item.weights, state.latest_weights)
+            reference = state.reference_weights(item.base_version)
+            weights, refused = reapply_transforms(state.task, item.weights, reference)
             if refused is not None:
+                against = item.base_version if state.is_async else state.latest.version
                 self._withdraw(
                     producer,
                     state,
                     item,
                     policy=FORM_REFUSED,
-                    reason=f"withdrawn: the policies refuse it against version {state.latest.version}: "
-                    f"{refused}",
+                    reason=f"withdrawn: the policies refuse it against version {against}: {refused}",
                 )
                 continue
             formed.append(replace(item, weights=weights))

@@ -146,7 +146,7 @@ class Decider:
             task=state.task,
             open_round=state.open_round,
             latest_version=state.latest.version,
-            global_weights=state.latest_weights,
+            global_weights=state.reference_weights(update.base_version),  # async: its own base
             expected=expected,
             catalog=self._catalog.snapshot(),
             decided_update_ids=self._state.log.decided_ids,

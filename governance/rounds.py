@@ -100,6 +100,14 @@ class TaskState:
             raise ValueError(f"base version {version} is not held (latest {self.latest.version})")
         return found
 
+    def reference_weights(self, base_version: int) -> Mapping[str, torch.Tensor]:
+        """What an update's delta is measured against by the norm and DP clips: in async mode the
+        version it trained from when held (its FedBuff delta; the clip then does not depend on which
+        buffer it lands in), else the latest version (sync rounds, or a base the policies will refuse)."""
+        if self.is_async and base_version != self.latest.version and base_version in self.recent:
+            return self.recent[base_version]
+        return self.latest_weights
+
     def client_updates(self, chosen: Sequence[PendingUpdate]) -> list[ClientUpdate]:
         """The strategy's view of ``chosen``: staleness against the latest version and, in async mode,
         the weights of the version each update trained from (the same rule in the service and replay)."""

@@ -109,21 +109,6 @@ class _Replayer:
                 "partition": found.partition,
                 "offset": found.offset,
             }
-            try:
-                weights = from_wire(update.tensors, copy=False)  # read only, as in the service
-                final, refused = reapply_transforms(self.task, weights, parent_weights)
-            except (TensorCodecError, ValueError) as exc:
-                problems.append(self.find("error", "update_unusable", f"update {update_id}: {exc}", **where))
-                continue
-            if refused is not None:
-                problems.append(
-                    self.find(
-                        "error",
-                        "update_fails_policy",
-                        f"accepted update {update_id} now fails {refused}",
-                        **where,
-                    )
-                )
             staleness = parent.version - update.base_version
             if staleness < 0:
                 problems.append(
@@ -150,6 +135,25 @@ class _Replayer:
                         )
                     )
                     continue
+            try:
+                weights = from_wire(update.tensors, copy=False)  # read only, as in the service
+                # the clips measure the delta as the service did: against the parent, or in async mode
+                # against the update's own base (governance.rounds.TaskState.reference_weights)
+                final, refused = reapply_transforms(
+                    self.task, weights, parent_weights if base is None else base
+                )
+            except (TensorCodecError, ValueError) as exc:
+                problems.append(self.find("error", "update_unusable", f"update {update_id}: {exc}", **where))
+                continue
+            if refused is not None:
+                problems.append(
+                    self.find(
+                        "error",
+                        "update_fails_policy",
+                        f"accepted update {update_id} now fails {refused}",
+                        **where,
+                    )
+                )
             updates.append(
                 ClientUpdate(
                     update_id=update.update_id,

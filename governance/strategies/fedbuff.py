@@ -17,6 +17,7 @@ from governance.strategies.accumulator import WeightedSumAccumulator
 from governance.strategies.aggregate import cast_like
 from governance.strategies.base import AggregateResult, ClientUpdate, Weights, check_state, check_weights
 from governance.strategies.fedavg import FedAvg
+from governance.strategies.fedavgm import MOMENTUM_PREFIX
 
 
 def staleness_weight(staleness: int, alpha: float) -> float:
@@ -71,15 +72,27 @@ class FedBuff(FedAvg):
     Updates staler than ``max_staleness`` must be rejected by the caller (a governance decision); they
     raise ``ValueError`` here. With ``server_learning_rate = 1`` and no bases the result is the
     ``s_i n_i``-weighted mean itself (and with ``staleness_alpha = 0`` exactly FedAvg).
+
+    ``server_momentum`` ``m > 0`` runs the server step as SGD with momentum on the buffered mean delta
+    ``d`` (FedBuff's server optimizer, Nguyen et al. Section 5; FedAvgM, Hsu et al. 2019): ``v = m v + d``,
+    ``w = w_g + lr * v``, ``v`` kept in float64 as ``"momentum.<name>"`` for every floating tensor
+    (integer tensors take the buffered mean). ``m = 0`` keeps no state and the same bits as before.
     """
 
     name = "fedbuff"
 
     def __init__(
-        self, *, server_learning_rate: float = 1.0, staleness_alpha: float = 0.5, max_staleness: int = 10
+        self,
+        *,
+        server_learning_rate: float = 1.0,
+        staleness_alpha: float = 0.5,
+        max_staleness: int = 10,
+        server_momentum: float = 0.0,
     ) -> None:
         if not server_learning_rate > 0:
             raise ValueError(f"server_learning_rate must be > 0, got {server_learning_rate}")
+        if not 0.0 <= server_momentum < 1.0:
+            raise ValueError(f"server_momentum must be in [0, 1), got {server_momentum}")
         if not staleness_alpha >= 0:
             raise ValueError(f"staleness_alpha must be >= 0, got {staleness_alpha}")
         if isinstance(max_staleness, bool) or not isinstance(max_staleness, int) or max_staleness < 0:
@@ -87,6 +100,7 @@ class FedBuff(FedAvg):
         self.server_learning_rate = float(server_learning_rate)
         self.staleness_alpha = float(staleness_alpha)
         self.max_staleness = max_staleness
+        self.server_momentum = float(server_momentum)
 
     def update_weight(self, update: ClientUpdate) -> float:
         if update.staleness > self.max_staleness:
@@ -106,18 +120,31 @@ class FedBuff(FedAvg):
         state: Mapping[str, torch.Tensor] | None = None,
     ) -> AggregateResult:
         check_weights(global_weights, accumulator.spec, what="global weights")
-        check_state(state, {})
+        stateful = self.server_momentum > 0
+        previous = check_state(
+            state,
+            {
+                MOMENTUM_PREFIX + name: t.shape
+                for name, t in global_weights.items()
+                if stateful and t.dtype.is_floating_point
+            },
+        )
         bases = accumulator.bases if isinstance(accumulator, FedBuffAccumulator) else None
         if bases is not None and bases.count == 0:
             bases = None
-        if bases is None and self.server_learning_rate == 1.0:
+        if bases is None and self.server_learning_rate == 1.0 and not stateful:
             return AggregateResult(weights=accumulator.result(), state={})
         means = accumulator.mean_float64()
         base_means = bases.mean_float64() if bases is not None else None
         weights: dict[str, torch.Tensor] = {}
+        new_state: dict[str, torch.Tensor] = {}
         for name, reference in global_weights.items():
             current = reference.to(torch.float64, copy=True)
             start = base_means.pop(name) if base_means is not None else current
-            step = means.pop(name).sub_(start).mul_(self.server_learning_rate)
-            weights[name] = cast_like(current.add_(step), reference.dtype)
-        return AggregateResult(weights=weights, state={})
+            step = means.pop(name).sub_(start)
+            if stateful and reference.dtype.is_floating_point:
+                if previous is not None:
+                    step = torch.mul(previous[MOMENTUM_PREFIX + name], self.server_momentum).add_(step)
+                new_state[MOMENTUM_PREFIX + name] = step.clone()
+            weights[name] = cast_like(current.add_(step.mul_(self.server_learning_rate)), reference.dtype)
+        return AggregateResult(weights=weights, state=new_state)

@@ -1,7 +1,8 @@
 """Asynchronous federation (FedBuff): versions keep coming while a slow domain is still training.
 
-Each buffered update is aggregated as its delta against the version it trained from (its own base), and
-an audit replay reproduces every version bit for bit from the log, stale updates included.
+Each buffered update is aggregated as its delta against the version it trained from (its own base), its
+norm clipped against that base too (not against the version it lands in), and an audit replay
+reproduces every version bit for bit from the log, stale and clipped updates included.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from governance.audit import events_from_bus, replay
+from governance.policies.transforms import reapply_transforms
 from governance.rounds import aggregate_version
 from governance.service import GovernanceService
 from governance.strategies import ClientUpdate
@@ -24,6 +26,7 @@ from meshfl.events import (
     ModelVersion,
     RoundPolicy,
     StrategySpec,
+    UpdateChecks,
 )
 from meshfl.identity.trust import governance_public_key
 from meshfl.settings import MeshflSettings
@@ -47,6 +50,8 @@ def test_async_mode_does_not_wait_for_a_slow_domain(
             "mode": FederationMode.ASYNC,
             "strategy": StrategySpec(name="fedbuff"),
             "round_policy": RoundPolicy(min_domains=1, buffer_size=3, max_staleness=2, staleness_alpha=0.5),
+            # deltas are ~1-5 here: most updates are clipped, each against the version it trained from
+            "update_checks": UpdateChecks(max_l2_norm=1.0, norm_action="clip"),
         }
     )
     daemons.start("governance", GovernanceService(settings, [task]).run)
@@ -90,28 +95,43 @@ def test_async_mode_does_not_wait_for_a_slow_domain(
         if updates[u].base_version < version.parent_version
     ]
     assert stale, "no update was aggregated into a version later than the one it trained from"
-    # a version with a stale update is the mean of each update's delta against its own base: recompute one
-    version, _ = stale[0]
+    # a version with a stale, clipped update is the mean of each update's clipped delta against its own
+    # base: recompute one, and check that clipping against the parent instead would give other bits
+    accepted = {d.update_id: d for d in decisions if d.outcome == DecisionOutcome.ACCEPTED}
+    clipped = [(v, u) for v, u in stale if "clipped" in accepted[u.update_id].reason]
+    assert clipped, "no stale update was clipped"
+    version, _ = clipped[0]
     by_number = {v.version: v for v in published}
     parent = by_number[version.version - 1]
-    recomputed = aggregate_version(
-        task,
-        parent,
-        from_wire(parent.tensors),
-        from_wire(parent.server_state),
-        [
-            ClientUpdate(
-                update_id=u,
-                domain=updates[u].domain,
-                weights=from_wire(updates[u].tensors),
-                num_examples=updates[u].num_examples,
-                staleness=parent.version - updates[u].base_version,
-                base=from_wire(by_number[updates[u].base_version].tensors),
+
+    def recompute(against_own_base: bool) -> ModelVersion:
+        updates_in = []
+        for u in version.contributing_updates:
+            base = from_wire(by_number[updates[u].base_version].tensors)
+            reference = base if against_own_base else from_wire(parent.tensors)
+            weights, refused = reapply_transforms(task, from_wire(updates[u].tensors), reference)
+            assert refused is None
+            updates_in.append(
+                ClientUpdate(
+                    update_id=u,
+                    domain=updates[u].domain,
+                    weights=weights,
+                    num_examples=updates[u].num_examples,
+                    staleness=parent.version - updates[u].base_version,
+                    base=base,
+                )
             )
-            for u in version.contributing_updates
-        ],
-        created_at=version.created_at,
-    )
+        return aggregate_version(
+            task,
+            parent,
+            from_wire(parent.tensors),
+            from_wire(parent.server_state),
+            updates_in,
+            created_at=version.created_at,
+        )
+
+    recomputed = recompute(against_own_base=True)
+    assert recompute(against_own_base=False).sha256 != version.sha256
     assert recomputed.sha256 == version.sha256
     daemons.stop_all()
     result = replay(

@@ -137,3 +137,23 @@ def test_a_buffer_mixing_based_and_unbased_updates_is_refused() -> None:
         FedBuff().aggregate(mixed, g)
     with pytest.raises(ValueError, match="shape"):
         FedBuff().aggregate([_based("a", tensors({"w": [1.0]}), tensors({"w": [1.0, 2.0]}))], g)
+
+
+def test_server_momentum_accumulates_the_buffered_deltas() -> None:
+    # delta of each buffer: [2, -1] then [1, 1]; m 0.5, lr 0.5: v1 = [2, -1] -> w1 = g + 0.5 v1 = [1, -0.5];
+    # v2 = 0.5 v1 + [1, 1] = [2, 0.5] -> w2 = w1 + 0.5 v2 = [2, -0.25]
+    strategy = FedBuff(server_learning_rate=0.5, server_momentum=0.5)
+    g = tensors({"w": [0.0, 0.0]})
+    first = strategy.aggregate([_based("a", tensors({"w": [2.0, -1.0]}), g)], g)
+    assert first.weights["w"].tolist() == [1.0, -0.5]
+    assert first.state["momentum.w"].dtype == torch.float64
+    assert first.state["momentum.w"].tolist() == [2.0, -1.0]
+    w1 = first.weights
+    old = tensors({"w": [-1.0, 0.0]})  # a stale update's own base: its delta is [1, 1]
+    second = strategy.aggregate([_based("b", tensors({"w": [0.0, 1.0]}), old, staleness=0)], w1, first.state)
+    assert second.weights["w"].tolist() == [2.0, -0.25]
+    assert second.state["momentum.w"].tolist() == [2.0, 0.5]
+    with pytest.raises(ValueError):  # a foreign or partial state is refused, never silently restarted
+        strategy.aggregate([_based("c", w1, w1)], w1, {"velocity.w": first.state["momentum.w"]})
+    with pytest.raises(ValueError):
+        FedBuff(server_momentum=1.0)
