@@ -43,6 +43,8 @@ from meshfl.domain.config import load_domain  # noqa: E402
 from meshfl.events import (  # noqa: E402
     DataProductRef,
     GovernanceDecision,
+    KeyAction,
+    KeyEvent,
     ModelSpec,
     ModelUpdate,
     ModelVersion,
@@ -50,6 +52,10 @@ from meshfl.events import (  # noqa: E402
     TrainingTask,
     utcnow,
 )
+from meshfl.identity.keys import generate_private_key, key_id, public_bytes  # noqa: E402
+from meshfl.identity.local import identity_env, with_governance_keys  # noqa: E402
+from meshfl.identity.signing import Signer  # noqa: E402
+from meshfl.identity.trust import governance_signer  # noqa: E402
 from meshfl.logs import configure_logging  # noqa: E402
 from meshfl.settings import load_settings  # noqa: E402
 from meshfl.topics import Topic, topic_name  # noqa: E402
@@ -115,6 +121,22 @@ def bare_read(bootstrap: str, topic: str, count: int) -> tuple[float, int]:
     return seconds, size
 
 
+def register_domains(settings, names: list[str]) -> dict[str, Signer]:  # type: ignore[no-untyped-def]
+    """A key per simulated domain, registered by governance on the keys topic (one producer for all):
+    the load generator signs every descriptor and update with its domain's key, as agents do."""
+    signers = {name: Signer(name, generate_private_key()) for name in names}
+    with EventProducer(
+        settings, signer=governance_signer(settings), client_id="bench-scale-keys"
+    ) as producer:
+        for name, signer in signers.items():
+            event = KeyEvent(
+                domain=name, key_id=key_id(signer.public_key), public_key=public_bytes(signer.public_key),
+                action=KeyAction.REGISTERED, effective_at=utcnow(), reason="bench/scale.py",
+            )  # fmt: skip
+            producer.produce(Topic.KEYS, event, key=f"{name}/{event.key_id}")
+    return signers
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--domains", type=int, default=1000)
@@ -133,6 +155,7 @@ def main() -> int:
             bootstrap = broker.start(timeout=120)
         prefix = f"bench-scale-{uuid.uuid4().hex[:8]}."
         settings = load_settings(bootstrap_servers=bootstrap, topic_prefix=prefix)
+        settings = with_governance_keys(settings, work / "keys")  # signed, as in production
         spec = model_for(args.params)
         task = TrainingTask(
             id=f"scale-{uuid.uuid4().hex[:6]}", description="bench/scale.py", owner="bench@example.org",
@@ -156,10 +179,15 @@ def main() -> int:
             f"{args.rounds} rounds\n"
         )
         ensure_topics(settings)
+        started = time.perf_counter()
+        signers = register_domains(settings, names)
         producer = EventProducer(settings)
         for descriptor in descriptors:
-            producer.produce(Topic.CATALOG, descriptor, key=descriptor.id)
+            signed = signers[descriptor.domain].sign(descriptor)
+            producer.produce(Topic.CATALOG, signed, key=descriptor.id)
         producer.flush()
+        took = time.perf_counter() - started
+        print(f"{args.domains} domain keys registered and descriptors published in {took:.1f} s")
 
         def publish(round_: int, version: ModelVersion) -> float:
             for name, descriptor in zip(names, descriptors, strict=True):
@@ -170,7 +198,8 @@ def main() -> int:
                     num_examples=64, metrics={"train_seconds": 0.0}, tensors=version.tensors,
                     created_at=utcnow(),
                 )  # fmt: skip
-                producer.produce(Topic.UPDATES, update, key=task.id)
+                signed = signers[name].sign(update, digests={"tensors": version.sha256})
+                producer.produce(Topic.UPDATES, signed, key=task.id)
             producer.flush(600)
             return time.time()
 
@@ -183,7 +212,8 @@ def main() -> int:
             "--exit-when-complete", "--bootstrap", bootstrap, "--topic-prefix", prefix,
         )  # fmt: skip
         log = (work / "governance.log").open("wb")
-        governance = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=child_env())
+        env = child_env(identity_env(settings, with_private_key=True))
+        governance = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         sampler = RssSampler(governance.pid)
         sampler.start()
         watcher = EventConsumer(settings, [Topic.MODEL_VERSIONS], dead_letters=False, accept=(ModelVersion,))

@@ -103,8 +103,14 @@ class GovernanceService:
         exit_when_complete: bool = False,
         health: Health | None = None,
         session_timeout_ms: int = SESSION_TIMEOUT_MS,
+        threads: int = 1,
     ) -> None:
+        """``threads``: torch intra-op threads. One by default: the per-update checks and the fold are
+        memory-bound, and on a shared or small machine torch's thread pool spinning against other
+        processes made a 1M-element sum 35x slower (bench/round.py, README); raise it for large models
+        on a dedicated host."""
         self._settings = settings
+        self._threads = threads
         self._health = health or Health()
         self._configured = list(tasks)
         self._service_id = service_id
@@ -125,6 +131,9 @@ class GovernanceService:
     # --- lifecycle -----------------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> int:
+        import torch
+
+        torch.set_num_threads(self._threads)
         for task in self._configured:  # a bad task file stops the service here, not at round 1
             strategy = build_strategy(task.strategy.name, strategy_params(task))
             check_dp_config(task)

@@ -27,6 +27,7 @@ def run_governance(
     exit_when_complete: bool = False,
     signer: Signer | None = None,
     health: Health | None = None,
+    threads: int = 1,
 ) -> int:
     """Run the services the tasks need until ``stop`` (or, with ``exit_when_complete``, all are done).
 
@@ -45,6 +46,7 @@ def run_governance(
                 instance_id=instance_id,
                 exit_when_complete=exit_when_complete,
                 health=health,
+                threads=threads,
             ).run
         )
     elif health is not None:
@@ -57,7 +59,9 @@ def run_governance(
 
             signer = governance_signer(settings)  # split events signed like every governance event
         runs.append(
-            SplitGovernance(settings, vertical, signer=signer, exit_when_complete=exit_when_complete).run
+            SplitGovernance(
+                settings, vertical, signer=signer, exit_when_complete=exit_when_complete, threads=threads
+            ).run
         )
     if len(runs) == 1:
         return runs[0](stop)

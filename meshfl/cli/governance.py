@@ -31,6 +31,9 @@ def run(
     exit_when_complete: Annotated[
         bool, typer.Option(help="Exit once every task has run all rounds.")
     ] = False,
+    threads: Annotated[
+        int, typer.Option(min=1, help="torch intra-op threads (1: the checks and the fold are memory-bound).")
+    ] = 1,
     metrics_port: MetricsPortOption = None,
     bootstrap: BootstrapOption = None,
     topic_prefix: PrefixOption = None,
@@ -54,6 +57,7 @@ def run(
             instance_id=instance_id,
             exit_when_complete=exit_when_complete,
             health=health,
+            threads=threads,
         )
 
     run_daemon("governance", _run, metrics_port=metrics_port, health=health)
