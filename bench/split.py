@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from meshfl.bus import ensure_topics, read_all
+from meshfl.identity.local import identity_env, provision_local
 from meshfl.settings import MeshflSettings
 from meshfl.topics import Topic
 from meshfl.vertical.alignment import aligned_order
@@ -89,6 +90,8 @@ def main() -> None:
     task_file = work / "task.json"
     task_file.write_text(json.dumps({"kind": "vertical", **task.model_dump(mode="json")}))
     ensure_topics(settings)
+    # signed like every federation: governance's keys, a registered key in every domain folder
+    settings = provision_local(settings, work / "keys", [data.root / name for name in data.domains])
     env = {
         **os.environ,
         "MESHFL_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
@@ -97,10 +100,11 @@ def main() -> None:
     }
     logs = (work / "daemons.log").open("ab")
     command = [sys.executable, "-m", "meshfl"]
+    domain_env = {**env, **identity_env(settings, with_private_key=False)}
     procs = [
         subprocess.Popen(
             [*command, "domain", "split", "--domain", str(data.root / name)],
-            env=env,
+            env=domain_env,
             stdout=logs,
             stderr=logs,
         )
@@ -109,7 +113,7 @@ def main() -> None:
     procs.append(
         subprocess.Popen(
             [*command, "governance", "run", "--tasks", str(task_file), "--exit-when-complete"],
-            env=env,
+            env={**env, **identity_env(settings, with_private_key=True)},
             stdout=logs,
             stderr=logs,
         )

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from governance.vertical.prediction import SplitPredictions
 from governance.vertical.top import TopModel
 from meshfl.errors import TensorCodecError
 from meshfl.events import DecisionOutcome, Event, GovernanceDecision, TensorDType
@@ -47,7 +48,6 @@ log = get_logger("meshfl.governance.vertical")
 
 _DECISION_NS = uuid.UUID("0d0f8a5e-7a53-4c8b-a1f2-6b1d7e0c9a42")
 ALIGNMENT_TIMEOUT_FACTOR = 10.0
-MAX_PREDICTIONS = 16
 Outgoing = tuple[Topic, Event]
 
 
@@ -58,6 +58,7 @@ class Recovered:
     session: str | None = None
     aligned: dict[str, SplitReport] = field(default_factory=dict)
     latest: SplitModelVersion | None = None
+    versions: dict[int, SplitModelVersion] = field(default_factory=dict)  # the first copy of each
     attempts: dict[int, int] = field(default_factory=dict)  # epoch -> highest attempt started
     open_attempt: tuple[int, int] | None = None
     complete: bool = False
@@ -98,7 +99,7 @@ class SplitCoordinator:
         self._attempts = dict(recovered.attempts)
         self._last_progress = 0.0
         self._align_started = 0.0
-        self._predictions: dict[str, tuple[SplitEpoch, TopModel, dict[int, dict[str, torch.Tensor]]]] = {}
+        self.predictions = SplitPredictions(task, recovered.versions)
 
     # --- start and alignment ----------------------------------------------------------------------
 
@@ -216,7 +217,7 @@ class SplitCoordinator:
         return [(Topic.DECISIONS, decision)]
 
     def on_report(self, report: SplitReport, now: float) -> list[Outgoing]:
-        if report.task_id != self.task.id or self.complete:
+        if report.task_id != self.task.id or self.complete or report.kind == SplitReportKind.REFUSED:
             return []
         if report.kind == SplitReportKind.ALIGNED:
             return self.on_aligned(report, now)
@@ -243,57 +244,9 @@ class SplitCoordinator:
         plan = current.batches if phase == SplitPhase.TRAIN else current.evals
         return len(plan[batch]) if 0 <= batch < len(plan) else None
 
-    # --- prediction -------------------------------------------------------------------------------
-
-    def on_predict(self, command: SplitEpoch) -> list[Outgoing]:
-        """A prediction request with the latest version: the top waits for the domains' activations."""
-        latest = self.latest
-        if command.task_id != self.task.id or not command.requester or command.session in self._predictions:
-            return []
-        if latest is None or command.epoch != latest.version:
-            log.warning(
-                "prediction refused: not the latest version", task=self.task.id, version=command.epoch
-            )
-            return []
-        while len(self._predictions) >= MAX_PREDICTIONS:
-            self._predictions.pop(next(iter(self._predictions)))
-        self._predictions[command.session] = (command, TopModel(self.task, from_wire(latest.top)), {})
-        return []
-
-    def _on_predict_activations(self, message: SplitActivations) -> list[Outgoing]:
-        entry = self._predictions.get(message.request_id)
-        if entry is None or message.sender not in self.domains:
-            return []
-        command, top, pending = entry
-        width = self.task.domains[self.domains.index(message.sender)].cut_width
-        if len(message.tensor.shape) != 2 or message.tensor.shape[1] != width:
-            return []
-        if message.tensor.dtype != TensorDType.FLOAT32:
-            return []
-        batch = pending.setdefault(message.batch, {})
-        batch.setdefault(message.sender, from_wire([message.tensor])[message.tensor.name])
-        if len(batch) < len(self.domains) or len({int(t.shape[0]) for t in batch.values()}) != 1:
-            return []
-        del pending[message.batch]
-        output = top.evaluate(self._inputs(batch))
-        recipient = command.requester if self.owner is None else self.owner
-        tensor = torch.softmax(output, dim=1) if self.owner is None else output
-        event = SplitActivations(
-            task_id=self.task.id,
-            epoch=command.epoch,
-            attempt=0,
-            batch=message.batch,
-            phase=SplitPhase.PREDICT,
-            sender=GOVERNANCE,
-            recipient=recipient,
-            request_id=command.session,
-            tensor=to_wire({"output": tensor.contiguous()})[0],
-        )
-        return [(Topic.SPLIT_ACTIVATIONS, event)]
-
     def on_activations(self, message: SplitActivations, now: float) -> list[Outgoing]:
         if message.phase == SplitPhase.PREDICT and message.recipient == GOVERNANCE:
-            return self._on_predict_activations(message)
+            return self.predictions.on_activations(message)
         current = self.current
         if current is None or message.task_id != self.task.id or message.recipient != GOVERNANCE:
             return []
@@ -460,6 +413,7 @@ class SplitCoordinator:
         )
         log.info("split version published", task=self.task.id, version=version.version, metrics=metrics)
         self.latest = version
+        self.predictions.add_version(version)
         self.current = None
         self.top = None
         return [(Topic.SPLIT_VERSIONS, version), *self._next_epoch(now)]

@@ -5,27 +5,25 @@ command and the ``aligned`` reports of its session give the rows (and, with labe
 shared labels); a ``start`` without a version or an ``abort`` after it is an attempt left open by a
 crash, to be abandoned with a decision and retried under a higher attempt number.
 
-Commands and versions are governance's own: with its key pinned, one not signed by it is ignored (a
-forged ``complete`` or a version of epoch 10**9 would end the task; a forged top would stop each start).
+Nothing read is trusted unsigned (``trusted_events``): commands and versions must be governance's own
+(a forged ``complete`` or a version of epoch 10**9 would end the task; a forged top would stop each
+start), an ``aligned`` report its party's, with the key governance registered for it (a forged one,
+with the right row count and digest, would be taken as the party's and could bring wrong labels).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from governance.vertical.coordinator import Recovered
 from meshfl.bus import read_all
 from meshfl.errors import SignatureError
 from meshfl.events import Event
 from meshfl.identity import TrustRegistry
-from meshfl.identity.trust import governance_public_key
 from meshfl.logs import get_logger
 from meshfl.settings import MeshflSettings
 from meshfl.topics import Topic
 from meshfl.vertical.events import (
-    GOVERNANCE,
     SplitCommand,
     SplitEpoch,
     SplitModelVersion,
@@ -40,8 +38,10 @@ def recover(task_id: str, control: Iterable[Event], versions: Iterable[Event]) -
     """Fold a task's control events and versions (each in log order) into its recovered state."""
     state = Recovered()
     for event in versions:
-        newer = isinstance(event, SplitModelVersion) and event.task_id == task_id
-        if newer and (state.latest is None or event.version > state.latest.version):
+        if not isinstance(event, SplitModelVersion) or event.task_id != task_id:
+            continue
+        state.versions.setdefault(event.version, event)
+        if state.latest is None or event.version > state.latest.version:
             state.latest = event
     aligned: dict[str, dict[str, SplitReport]] = {}
     started: tuple[int, int] | None = None
@@ -71,28 +71,36 @@ def recover(task_id: str, control: Iterable[Event], versions: Iterable[Event]) -
     return state
 
 
-def governance_signed(events: Iterable[Event], public_key: Ed25519PublicKey) -> list[Event]:
-    """The events, less the commands and versions that governance's key did not sign."""
-    registry = TrustRegistry(public_key)
+def trusted_events(events: Iterable[Event], registry: TrustRegistry) -> list[Event]:
+    """The commands, reports and versions among ``events`` that are signed by whoever must sign them
+    (governance for commands and versions, the party for a report) with a key ``registry`` trusts."""
     kept: list[Event] = []
     for event in events:
-        if isinstance(event, SplitEpoch | SplitModelVersion):
-            try:
-                registry.verify(event, sender=GOVERNANCE)
-            except SignatureError as exc:
-                log.warning(
-                    "split event not signed by governance ignored", policy=exc.policy, reason=exc.reason
-                )
-                continue
+        if not isinstance(event, SplitEpoch | SplitModelVersion | SplitReport):
+            continue
+        try:
+            registry.verify(event)
+        except SignatureError as exc:
+            log.warning(
+                "split event in the log not trusted: ignored",
+                event_type=type(event).__name__,
+                policy=exc.policy,
+                reason=exc.reason,
+            )
+            continue
         kept.append(event)
     return kept
 
 
-def read_recovered(settings: MeshflSettings, task_ids: Iterable[str]) -> dict[str, Recovered]:
-    """``recover`` every task from one snapshot of the control and version topics."""
-    control = [env.event for env in read_all(settings, Topic.SPLIT_CONTROL)]
-    versions = [env.event for env in read_all(settings, Topic.SPLIT_VERSIONS)]
-    if settings.governance_public_key:
-        key = governance_public_key(settings)
-        control, versions = governance_signed(control, key), governance_signed(versions, key)
-    return {task_id: recover(task_id, control, versions) for task_id in task_ids}
+def read_recovered(
+    settings: MeshflSettings, task_ids: Iterable[str], registry: TrustRegistry
+) -> dict[str, Recovered]:
+    """``recover`` every task from one snapshot of the control and version topics (trusted events only)."""
+    wanted = set(task_ids)
+
+    def _read(topic: Topic) -> list[Event]:
+        events = [env.event for env in read_all(settings, topic)]
+        return trusted_events([e for e in events if getattr(e, "task_id", None) in wanted], registry)
+
+    control, versions = _read(Topic.SPLIT_CONTROL), _read(Topic.SPLIT_VERSIONS)
+    return {task_id: recover(task_id, control, versions) for task_id in wanted}

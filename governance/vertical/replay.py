@@ -7,6 +7,12 @@ batch, with the labels shared at alignment or the label owner's logged gradient 
 top``, the same code the service runs). The replay also checks the chain of parents, that each part's
 hash is what its domain reported when it finished the attempt, and lists the failed attempts with their
 decisions. The bottoms never leave their domains: an auditor checks them against the domains' reports.
+
+Before any of that every event's signature is checked like the horizontal replay does
+(``governance.audit.signatures``: governance's pinned key, the domain keys it registered in the log):
+a forged or replayed event is a finding and is left out, so a forged activation in a domain's name
+cannot be what the top is recomputed from, nor a forged ``done`` report what a part's hash is
+checked against.
 """
 
 from __future__ import annotations
@@ -16,11 +22,17 @@ from collections import defaultdict
 from collections.abc import Iterable
 
 import torch
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from governance.audit.log import LoggedEvent
 from governance.audit.result import Finding, ReplayResult, VersionCheck
+from governance.audit.signatures import check_signatures
 from governance.vertical.top import TopModel
 from meshfl.bus import read_all
-from meshfl.events import DecisionOutcome, Event, GovernanceDecision
+from meshfl.errors import SignatureError
+from meshfl.events import DecisionOutcome, Event, GovernanceDecision, KeyEvent
+from meshfl.identity import TrustRegistry
+from meshfl.identity.trust import governance_public_key
 from meshfl.settings import MeshflSettings
 from meshfl.tensors import from_wire, tensors_sha256, to_wire
 from meshfl.topics import Topic
@@ -47,27 +59,43 @@ _TOPICS = (
 
 
 def find_split_task(settings: MeshflSettings, task_id: str) -> SplitTask | None:
-    """The split task of that id on the tasks topic, if it is one (the last copy wins)."""
-    found = None
+    """The split task of that id on the tasks topic: the first copy signed by governance's pinned key
+    (what every domain joined); unsigned or forged copies are skipped."""
+    registry = TrustRegistry(governance_public_key(settings))
     for env in read_all(settings, Topic.TASKS):
         if isinstance(env.event, SplitTask) and env.event.id == task_id:
-            found = env.event
-    return found
+            try:
+                registry.verify(env.event)
+            except SignatureError:
+                continue
+            return env.event
+    return None
 
 
-def split_events(settings: MeshflSettings, task_id: str) -> list[Event]:
-    """Every event of the task on the split topics and its decisions, topic by topic in log order."""
-    out: list[Event] = []
-    for topic in _TOPICS:
+def split_events(settings: MeshflSettings, task_id: str) -> list[LoggedEvent]:
+    """Every event of the task on the split topics, its decisions, and the key events (who may have
+    signed what), with their coordinates, topic by topic in log order."""
+    out: list[LoggedEvent] = []
+    for topic in (*_TOPICS, Topic.KEYS):
         out += [
-            env.event for env in read_all(settings, topic) if getattr(env.event, "task_id", None) == task_id
+            LoggedEvent(topic, env.partition, env.offset, env.timestamp_ms, env.event)
+            for env in read_all(settings, topic)
+            if isinstance(env.event, KeyEvent) or getattr(env.event, "task_id", None) == task_id
         ]
     return out
 
 
-def replay_split(task: SplitTask, events: Iterable[Event]) -> ReplayResult:
+def replay_split(
+    task: SplitTask,
+    logged: Iterable[LoggedEvent],
+    *,
+    governance_key: Ed25519PublicKey,
+    window_seconds: float,
+) -> ReplayResult:
+    """Replay a split task's log (``split_events``): signatures first, then every version's top."""
     started = time.monotonic()
-    events = list(events)
+    signatures = check_signatures(logged, governance_key, window_seconds=window_seconds)
+    events: list[Event] = [item.event for item in signatures.trusted]
     versions = sorted(
         (e for e in events if isinstance(e, SplitModelVersion)), key=lambda v: (v.version, v.created_at)
     )
@@ -77,7 +105,7 @@ def replay_split(task: SplitTask, events: Iterable[Event]) -> ReplayResult:
     owner_grads: dict[tuple[int, int], dict[int, torch.Tensor]] = defaultdict(dict)
     done: dict[tuple[int, int], dict[str, SplitReport]] = defaultdict(dict)
     aligned: dict[str, dict[str, SplitReport]] = defaultdict(dict)
-    findings: list[Finding] = []
+    findings: list[Finding] = list(signatures.findings)
     for event in events:
         if (
             isinstance(event, SplitActivations)

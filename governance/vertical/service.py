@@ -5,6 +5,12 @@ then the log is read (``recovery``), so nothing written in between is missed; a 
 tasks topic is published there. Then one thread: consume, step the coordinators, produce, tick the
 clocks. All events of a task are keyed by its id (one partition, in order). Runs beside the
 horizontal ``GovernanceService`` in one ``meshfl governance run`` (``governance.vertical.run_all``).
+
+Every report, activation, owner gradient and prediction request is checked before any of its fields
+is used (``meshfl.vertical.trust``): signed by the registered key of the party it names (or of the
+requester's principal), fresh, never seen; a copy in another party's name is refused and counted, so
+the first *verified* copy is the one that counts. Governance signs all it writes (it does not start
+without its private key).
 """
 
 from __future__ import annotations
@@ -17,10 +23,11 @@ import torch
 
 from governance.vertical.coordinator import Outgoing, SplitCoordinator
 from governance.vertical.recovery import read_recovered
-from meshfl.bus import EventConsumer, EventProducer, ensure_topics, read_all
+from meshfl.bus import Envelope, EventConsumer, EventProducer, ensure_topics, read_all
 from meshfl.errors import MeshflError
 from meshfl.events import Event
 from meshfl.identity import Signer
+from meshfl.identity.trust import governance_signer
 from meshfl.logs import get_logger
 from meshfl.settings import MeshflSettings
 from meshfl.topics import Topic
@@ -33,6 +40,7 @@ from meshfl.vertical.events import (
     SplitReport,
     SplitTask,
 )
+from meshfl.vertical.trust import SplitTrust
 
 log = get_logger("meshfl.governance.vertical")
 
@@ -54,22 +62,36 @@ class SplitGovernance:
         exit_when_complete: bool = False,
         threads: int = 1,
         poll_timeout: float = 0.05,
+        trust: SplitTrust | None = None,
     ) -> None:
         self._settings = settings
         self._tasks = list(tasks)
-        if signer is None and settings.governance_private_key is not None:
-            from meshfl.identity.trust import governance_signer
-
-            signer = governance_signer(settings)  # what it publishes is what its recovery trusts
-        self._signer = signer
+        # signed like every governance event (ConfigError without the key): recovery trusts its own only
+        self._signer = signer or governance_signer(settings)
+        self._trust = trust
         self._exit_when_complete = exit_when_complete
         self._threads = threads
         self._poll_timeout = poll_timeout
         self.coordinators: dict[str, SplitCoordinator] = {}
 
+    @property
+    def refused(self) -> dict[str, int]:
+        """Events refused before use, by policy (``impersonation``, ``unsigned``, ``bad_signature``...)."""
+        return {} if self._trust is None else dict(self._trust.refused)
+
     def run(self, stop: threading.Event) -> int:
         torch.set_num_threads(self._threads)
         ensure_topics(self._settings)
+        if self._trust is None:
+            self._trust = SplitTrust.from_settings(self._settings, reader="split-governance")
+        trust = self._trust
+        try:
+            trust.start()
+            return self._run(stop)
+        finally:
+            trust.close()
+
+    def _run(self, stop: threading.Event) -> int:
         with (
             EventConsumer(
                 self._settings,
@@ -88,7 +110,9 @@ class SplitGovernance:
             ) as producer,
         ):
             self._publish_missing_tasks(producer)
-            recovered = read_recovered(self._settings, [task.id for task in self._tasks])
+            assert self._trust is not None
+            task_ids = [task.id for task in self._tasks]
+            recovered = read_recovered(self._settings, task_ids, self._trust.registry)
             now = time.monotonic()
             for task in self._tasks:
                 coordinator = SplitCoordinator(task, recovered[task.id])
@@ -97,13 +121,14 @@ class SplitGovernance:
             producer.flush()
             last_tick = now
             while not stop.is_set():
+                self._trust.take()
                 env = data.poll(self._poll_timeout)
                 while env is not None:
-                    self._send(producer, self._on_data(env.event))
+                    self._send(producer, self.on_data(env))
                     env = data.poll(0)
                 env = control.poll(0)
                 while env is not None:
-                    self._send(producer, self._on_control(env.event))
+                    self._send(producer, self.on_control(env))
                     env = control.poll(0)
                 now = time.monotonic()
                 if now - last_tick >= _TICK_S:
@@ -130,18 +155,37 @@ class SplitGovernance:
         for topic, event in outgoing:
             producer.produce(topic, event, key=getattr(event, "task_id", None))
 
-    def _on_control(self, event: Event) -> list[Outgoing]:
+    def _wanted(self, event: Event) -> bool:
+        """For one of its tasks and for governance (routing fields only, read before any check)."""
+        if getattr(event, "task_id", "") not in self.coordinators:
+            return False
+        if isinstance(event, SplitEpoch):
+            return event.command == SplitCommand.PREDICT
+        if isinstance(event, SplitReport):
+            return True
+        return isinstance(event, SplitActivations | SplitGradients) and event.recipient == GOVERNANCE
+
+    def _trusted(self, env: Envelope) -> bool:
+        return self._trust is not None and self._trust.accept(env)
+
+    def on_control(self, env: Envelope) -> list[Outgoing]:
+        """One record of split-control: verified, then given to its task's coordinator."""
+        if not self._wanted(env.event) or not self._trusted(env):
+            return []
         try:
-            return self._control(event)
+            return self._control(env.event)
         except _REFUSED as exc:
-            log.warning("split message refused", event_type=type(event).__name__, reason=str(exc))
+            log.warning("split message refused", event_type=type(env.event).__name__, reason=str(exc))
             return []
 
-    def _on_data(self, event: Event) -> list[Outgoing]:
+    def on_data(self, env: Envelope) -> list[Outgoing]:
+        """One record of activations or gradients: verified, then given to its task's coordinator."""
+        if not self._wanted(env.event) or not self._trusted(env):
+            return []
         try:
-            return self._data(event)
+            return self._data(env.event)
         except _REFUSED as exc:
-            log.warning("split message refused", event_type=type(event).__name__, reason=str(exc))
+            log.warning("split message refused", event_type=type(env.event).__name__, reason=str(exc))
             return []
 
     def _control(self, event: Event) -> list[Outgoing]:
@@ -149,7 +193,7 @@ class SplitGovernance:
         if coordinator is None:
             return []
         if isinstance(event, SplitEpoch) and event.command == SplitCommand.PREDICT:
-            return coordinator.on_predict(event)
+            return coordinator.predictions.on_request(event)
         if isinstance(event, SplitReport):
             return coordinator.on_report(event, time.monotonic())
         return []

@@ -152,7 +152,9 @@ def _split_result(settings: MeshflSettings, task: str) -> ReplayResult | None:
     from governance.vertical.replay import find_split_task, replay_split, split_events
 
     split_task = find_split_task(settings, task)
-    return None if split_task is None else replay_split(split_task, split_events(settings, task))
+    if split_task is None:
+        return None
+    return replay_split(split_task, split_events(settings, task), **_trust(settings))
 
 
 def _print_result(result: ReplayResult, as_json: bool) -> NoReturn:

@@ -63,17 +63,14 @@ def split(
 ) -> None:
     """Run the domain's side of every vertical (split-learning) task naming it, until SIGTERM/SIGINT.
 
-    Events are signed with the domain's key when it has one (``keys/signing.key``)."""
-    from meshfl.domain.config import load_domain
-    from meshfl.identity.trust import domain_key_path, domain_signer
+    Its events are signed with the domain's key (``keys/signing.key``); governance's public key must be
+    pinned (MESHFL_GOVERNANCE_PUBLIC_KEY): every task, command and gradient is checked against it."""
     from meshfl.vertical.agent import SplitAgent
 
     settings = settings_from(bootstrap, topic_prefix)
 
     def _run(stop: threading.Event) -> int:
-        config = load_domain(domain)
-        signer = domain_signer(domain, config.name) if domain_key_path(domain).exists() else None
-        agent = SplitAgent(settings, domain, threads=threads, signer=signer, step_delay=simulate_delay)
+        agent = SplitAgent(settings, domain, threads=threads, step_delay=simulate_delay)
         return agent.run(stop)
 
     run_daemon(f"split:{domain.name}", _run)

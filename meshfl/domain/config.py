@@ -23,6 +23,9 @@ Standard (ODPS) and its contract the Open Data Contract Standard (ODCS v3)::
     [training]                           # optional overrides of local training
     holdout_fraction = 0.2
     threads = 1
+
+    [split]                              # optional: what it agrees to in vertical (split) tasks
+    share_labels = false                 # its labels never go to governance unless true
 """
 
 from __future__ import annotations
@@ -111,6 +114,26 @@ class TrainingOverrides(_Strict):
     max_local_epochs: int = Field(100, ge=1, description="most local epochs a round may ask of it")
 
 
+class SplitConsent(_Strict):
+    """What this domain agrees to in vertical (split) tasks, whatever the bus asks
+    (``meshfl.vertical.admission``)."""
+
+    tasks: list[str] = Field(default_factory=lambda: ["*"], description="split task ids it joins (patterns)")
+    data_products: list[str] = Field(
+        default_factory=lambda: ["*"], description="data products whose columns it trains on (patterns)"
+    )
+    columns: list[str] = Field(
+        default_factory=lambda: ["*"], description="feature columns a bottom network may read (patterns)"
+    )
+    share_labels: bool = Field(
+        False, description="let its label column go to governance (a task with labels at governance)"
+    )
+    allow_raw_columns: bool = Field(
+        False, description="join a task whose bottom has no linear layer (it would publish the columns)"
+    )
+    keep_versions: int = Field(5, ge=1, le=10_000, description="versions whose parts it keeps for predict")
+
+
 class DomainConfig(_Strict):
     """A parsed ``domain.toml``; ``root`` is the folder it was read from (not a TOML key)."""
 
@@ -120,6 +143,7 @@ class DomainConfig(_Strict):
     signing_key: Path | None = None
     data_products: list[DataProductConfig] = Field(default_factory=list)
     training: TrainingOverrides = Field(default_factory=TrainingOverrides)
+    split: SplitConsent = Field(default_factory=SplitConsent)
     root: Path
 
     @model_validator(mode="after")

@@ -35,9 +35,14 @@ GOVERNANCE_EVENTS: tuple[type[Event], ...] = (TrainingTask, ModelVersion, Govern
 
 
 def sender_of(event: Event) -> str:
-    """Who must have signed ``event``: governance for its own events, else the event's domain."""
+    """Who must have signed ``event``: governance for its own events, the answer of the event's own
+    ``expected_signer()`` when it has one (the split events, whose sender field is not ``domain``),
+    else the event's domain."""
     if isinstance(event, GOVERNANCE_EVENTS):
         return GOVERNANCE
+    expected = getattr(event, "expected_signer", None)
+    if callable(expected):
+        return str(expected())
     domain = getattr(event, "domain", None)
     if not isinstance(domain, str):
         raise SignatureError("impersonation", f"no rule says who signs a {type(event).__name__}")

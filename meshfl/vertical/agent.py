@@ -4,12 +4,19 @@ It reads the tasks, control and alignment topics from the beginning (the log is 
 once it has caught up, and the activations and gradients topics from where they ended when it started
 (what came before belongs to attempts that are over). Every event it writes is keyed by the task id, so
 a task's events keep their order on one partition. One thread: consume, step, produce.
+
+Nothing is trusted before its signature (``meshfl.vertical.trust``): tasks, commands, gradients and top
+outputs must be governance's (its pinned key), alignment messages their sending domain's or
+requester's; then a task joins only if the domain's own configuration admits it
+(``meshfl.vertical.admission``). The agent signs everything it writes with the domain's key and does
+not start without it or without governance's pinned key. ``refused`` counts what it turned away.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -19,19 +26,22 @@ from meshfl.domain.config import load_domain
 from meshfl.errors import MeshflError
 from meshfl.events import Event
 from meshfl.identity import Signer
+from meshfl.identity.trust import domain_signer, governance_public_key
 from meshfl.logs import get_logger
 from meshfl.settings import MeshflSettings
 from meshfl.topics import Topic
+from meshfl.vertical.admission import split_admits
 from meshfl.vertical.events import (
     GOVERNANCE,
     SplitActivations,
     SplitAlignment,
     SplitEpoch,
     SplitGradients,
+    SplitReport,
     SplitTask,
 )
 from meshfl.vertical.runtime import Outgoing, TaskRuntime
-from meshfl.vertical.spec import check_split_task
+from meshfl.vertical.trust import SplitTrust
 
 log = get_logger("meshfl.vertical.agent")
 
@@ -50,24 +60,46 @@ class SplitAgent:
         threads: int = 1,
         poll_timeout: float = 0.05,
         step_delay: float = 0.0,
+        trust: SplitTrust | None = None,
     ) -> None:
         self._settings = settings
         self._config = load_domain(domain_dir)
-        self._signer = signer
+        # no key, no agent: split learning never runs unsigned (ConfigError without one)
+        self._signer = signer or domain_signer(domain_dir, self._config.name)
+        governance_public_key(settings)  # and none without governance's pinned key
         self._threads = threads
         self._poll_timeout = poll_timeout
         self._step_delay = step_delay
         self._tasks: dict[str, TaskRuntime] = {}
+        self._not_admitted: dict[str, str] = {}
+        self._trust = trust
         self._max_elements = max(1, settings.max_payload_bytes // 32)
 
     @property
     def domain(self) -> str:
         return self._config.name
 
+    @property
+    def refused(self) -> Counter[str]:
+        """Events turned away, by reason: the verifier's policies, and ``not_admitted`` tasks."""
+        counts = Counter(self._trust.refused) if self._trust is not None else Counter()
+        counts["not_admitted"] += len(self._not_admitted)
+        return +counts
+
     def run(self, stop: threading.Event) -> int:
         torch.set_num_threads(self._threads)
         ensure_topics(self._settings)
         client = f"meshfl-split-{self.domain}"
+        if self._trust is None:
+            self._trust = SplitTrust.from_settings(self._settings, reader=client, own=self._signer)
+        trust = self._trust
+        try:
+            trust.start()
+            return self._run(stop, client)
+        finally:
+            trust.close()
+
+    def _run(self, stop: threading.Event, client: str) -> int:
         with (
             EventConsumer(
                 self._settings,
@@ -85,22 +117,62 @@ class SplitAgent:
                 self._send(producer, runtime.resume())
             log.info("split agent running", domain=self.domain, tasks=sorted(self._tasks))
             while not stop.is_set():
+                self._trusted_keys()
                 env = data.poll(self._poll_timeout)
                 while env is not None:
-                    self._send(producer, self._on_data(env.event))
+                    self._send(producer, self.on_data(env))
                     env = data.poll(0)
                 env = control.poll(0)
                 while env is not None:
-                    self._send(producer, self._on_control(env.event, live=True))
+                    self._send(producer, self.on_control(env))
                     env = control.poll(0)
         return 0
+
+    def on_control(self, env: Envelope, *, live: bool = True) -> list[Outgoing]:
+        """One record of the tasks, control or alignment topics: checked, then acted on (``live``) or
+        noted (catching up)."""
+        if not self._wanted(env.event) or not self._trusted(env):
+            return []
+        return self._on_control(env.event, live=live)
+
+    def on_data(self, env: Envelope) -> list[Outgoing]:
+        """One record of the gradients or activations topics: checked, then acted on."""
+        if not self._wanted(env.event) or not self._trusted(env):
+            return []
+        return self._on_data(env.event)
+
+    def _trusted_keys(self) -> None:
+        if self._trust is not None:
+            self._trust.take()
+
+    def _trusted(self, env: Envelope) -> bool:
+        """Signed by whoever must sign it (governance, the sending domain, the requester's principal)."""
+        return self._trust is not None and self._trust.accept(env)
+
+    def _wanted(self, event: Event) -> bool:
+        """Whether ``event`` is for this domain at all (read from routing fields, before any check:
+        a message for someone else is not worth a signature check)."""
+        if isinstance(event, SplitTask):
+            named = any(spec.domain == self.domain for spec in event.domains)
+            return named and event.id not in self._tasks and event.id not in self._not_admitted
+        if getattr(event, "task_id", "") not in self._tasks:
+            return False
+        if isinstance(event, SplitEpoch):
+            return True
+        if isinstance(event, SplitAlignment):
+            return event.recipient == self.domain or event.sender == self.domain
+        if isinstance(event, SplitReport):
+            return event.party == self.domain
+        if isinstance(event, SplitActivations | SplitGradients):
+            return event.recipient == self.domain and event.sender == GOVERNANCE
+        return False
 
     def _catch_up(self, control: EventConsumer, stop: threading.Event) -> None:
         deadline = time.monotonic() + _CATCH_UP_TIMEOUT_S
         while not stop.is_set() and not control.at_end():
             env: Envelope | None = control.poll(0.2)
             if env is not None:
-                self._on_control(env.event, live=False)
+                self.on_control(env, live=False)
             if time.monotonic() > deadline:
                 raise MeshflError("the split control topics did not come to an end within the timeout")
 
@@ -127,12 +199,13 @@ class SplitAgent:
         return []
 
     def _on_task(self, task: SplitTask) -> list[Outgoing]:
+        """Join a governance-signed task this domain's configuration admits; the first wins."""
         if all(spec.domain != self.domain for spec in task.domains) or task.id in self._tasks:
             return []
-        try:
-            check_split_task(task)
-        except MeshflError as exc:
-            log.warning("split task refused", task=task.id, domain=self.domain, reason=str(exc))
+        reason = split_admits(self._config, task)
+        if reason is not None:
+            self._not_admitted[task.id] = reason
+            log.warning("split task refused by this domain", task=task.id, domain=self.domain, reason=reason)
             return []
         self._tasks[task.id] = TaskRuntime(self._config, task, max_elements=self._max_elements)
         log.info("split task joined", task=task.id, domain=self.domain)

@@ -71,6 +71,9 @@ def _domain_toml(name: str, columns: list[str], labels: bool, description: str) 
     if labels:
         lines += ["", "[[data_products.columns]]", f"name = {_q(LABEL)}", 'logical_type = "integer"']
         lines += ['description = "the label"', 'classification = "restricted"']
+        # what this domain agrees to in split tasks: its labels may go to governance (the paper's
+        # configuration with label sharing); without it only tasks keeping them here are joined
+        lines += ["", "[split]", "share_labels = true"]
     return "\n".join(lines) + "\n"
 
 

@@ -4,6 +4,9 @@ Three domains of ten columns (``meshfl.vertical.datasets``), both configurations
 governance (labels shared with governance; labels kept by the label-owner domain), the three split
 agents, over the broker; then the centralized baseline: the same total architecture trained in one
 process on the pooled columns of the same aligned rows, same split, batches and budget.
+
+Signed like every meshfl federation: governance's key pair is made in ``<out>/keys`` (unless one is
+set), a key in every domain folder, each registered on the bus (``meshfl.identity.local``).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pydantic import BaseModel
 from governance.vertical.service import SplitGovernance
 from meshfl.bus import ensure_topics, read_all
 from meshfl.errors import MeshflError
+from meshfl.identity.local import provision_local
 from meshfl.settings import MeshflSettings
 from meshfl.topics import Topic
 from meshfl.vertical.agent import SplitAgent
@@ -92,6 +96,7 @@ def run_split_demo(
         for name, at in configurations.items()
     }
     ensure_topics(settings)
+    settings = provision_local(settings, out_dir / "keys", [data.root / name for name in data.domains])
     stop = threading.Event()
     errors: list[BaseException] = []
     runners = [SplitAgent(settings, data.root / name).run for name in data.domains]

@@ -20,6 +20,14 @@ from meshfl.events import NAMESPACE, Buffer, Event, Signature, Tensor, utcnow
 GOVERNANCE = "governance"
 """The party name of the governance service in split messages (and its signer name)."""
 SIGNATURE_DOC = "Ed25519 signature by the sender (meshfl.identity); None when unsigned"
+PRINCIPAL_SEPARATOR = "~"
+"""A prediction requester is named ``<principal>~<tag>``: routed by the whole name, signed by the
+principal (governance or any identity governance registered a key for)."""
+
+
+def principal_of(name: str) -> str:
+    """Who signs for a party name: the part before ``~`` (a requester), else the name itself."""
+    return name.split(PRINCIPAL_SEPARATOR, 1)[0]
 
 
 class _Part(BaseModel):
@@ -87,6 +95,10 @@ class SplitTask(Event):
     created_at: datetime = Field(default_factory=utcnow)
     signature: Signature | None = Field(None, description=SIGNATURE_DOC)
 
+    def expected_signer(self) -> str:
+        """Who must have signed it (``meshfl.identity.sender_of``): governance."""
+        return GOVERNANCE
+
 
 # --- alignment ----------------------------------------------------------------------------------
 
@@ -112,6 +124,10 @@ class SplitAlignment(Event):
     payload: Buffer
     created_at: datetime = Field(default_factory=utcnow)
     signature: Signature | None = Field(None, description=SIGNATURE_DOC)
+
+    def expected_signer(self) -> str:
+        """The sender's principal: the domain, or the principal of a prediction requester."""
+        return principal_of(self.sender)
 
 
 # --- control ------------------------------------------------------------------------------------
@@ -144,15 +160,21 @@ class SplitEpoch(Event):
     created_at: datetime = Field(default_factory=utcnow)
     signature: Signature | None = Field(None, description=SIGNATURE_DOC)
 
+    def expected_signer(self) -> str:
+        """Governance; a prediction request is signed by its requester's principal."""
+        return principal_of(self.requester) if self.command == SplitCommand.PREDICT else GOVERNANCE
+
 
 class SplitReportKind(StrEnum):
     ALIGNED = "aligned"
     READY = "ready"
     DONE = "done"
+    REFUSED = "refused"
 
 
 class SplitReport(Event):
-    """A party's report to governance: aligned, ready for an attempt, or done with it."""
+    """A party's report to governance: aligned, ready for an attempt, or done with it; or its refusal of
+    a prediction request (to the requester, ``session`` = the request's)."""
 
     AVRO_NAME: ClassVar[str] = f"{NAMESPACE}.SplitReport"
 
@@ -168,8 +190,13 @@ class SplitReport(Event):
     data_products: list[str] = Field(default_factory=list)
     metrics: dict[str, float] = Field(default_factory=dict)
     labels: list[Tensor] = Field(default_factory=list)
+    reason: str = ""
     created_at: datetime = Field(default_factory=utcnow)
     signature: Signature | None = Field(None, description=SIGNATURE_DOC)
+
+    def expected_signer(self) -> str:
+        """The party it reports for, exactly (a report never speaks for another party)."""
+        return self.party
 
 
 # --- training -----------------------------------------------------------------------------------
@@ -198,6 +225,9 @@ class SplitActivations(Event):
     created_at: datetime = Field(default_factory=utcnow)
     signature: Signature | None = Field(None, description=SIGNATURE_DOC)
 
+    def expected_signer(self) -> str:
+        return self.sender
+
 
 class SplitGradients(Event):
     """The gradient of the loss w.r.t. one recipient's activations of one batch."""
@@ -213,6 +243,9 @@ class SplitGradients(Event):
     tensor: Tensor
     created_at: datetime = Field(default_factory=utcnow)
     signature: Signature | None = Field(None, description=SIGNATURE_DOC)
+
+    def expected_signer(self) -> str:
+        return self.sender
 
 
 # --- versions -----------------------------------------------------------------------------------
@@ -246,6 +279,9 @@ class SplitModelVersion(Event):
     metrics: dict[str, float] = Field(default_factory=dict)
     created_at: datetime = Field(default_factory=utcnow)
     signature: Signature | None = Field(None, description=SIGNATURE_DOC)
+
+    def expected_signer(self) -> str:
+        return GOVERNANCE
 
 
 SPLIT_EVENT_TYPES: tuple[type[Event], ...] = (

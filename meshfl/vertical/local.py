@@ -98,6 +98,17 @@ class CheckpointStore:
             partial.replace(target)
         return sha
 
+    def retain(self, keep: set[str]) -> list[str]:
+        """Delete every part not in ``keep`` (bounded retention); returns the hashes deleted."""
+        if not self.root.is_dir():
+            return []
+        gone = []
+        for path in self.root.glob("*.safetensors"):
+            if path.stem not in keep:
+                path.unlink(missing_ok=True)
+                gone.append(path.stem)
+        return sorted(gone)
+
     def load(self, sha256: str) -> dict[str, torch.Tensor]:
         target = self.path(sha256)
         if not target.is_file():

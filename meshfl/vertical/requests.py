@@ -1,4 +1,10 @@
-"""``request_predictions``: the requester's I/O for ``meshfl predict`` (see ``meshfl.vertical.predict``)."""
+"""``request_predictions``: the requester's I/O for ``meshfl predict`` (see ``meshfl.vertical.predict``).
+
+A request is signed: the requester is ``<principal>~<tag>`` and signs its command and its alignment
+messages with the principal's key (governance's, or any key governance registered); the domains and
+governance refuse an unsigned one. What comes back (alignment replies, probabilities) is checked
+against the senders' keys before it is used; only governance-signed versions are offered.
+"""
 
 from __future__ import annotations
 
@@ -6,28 +12,40 @@ import time
 import uuid
 
 from meshfl.bus import EventConsumer, EventProducer, ensure_topics, read_all
-from meshfl.errors import MeshflError
+from meshfl.errors import MeshflError, SignatureError
+from meshfl.identity import Signer, TrustRegistry
+from meshfl.identity.trust import governance_public_key, read_registry
 from meshfl.settings import MeshflSettings
 from meshfl.topics import Topic
 from meshfl.vertical.events import (
+    PRINCIPAL_SEPARATOR,
     SplitActivations,
     SplitAlignment,
     SplitCommand,
     SplitEpoch,
     SplitModelVersion,
+    SplitReport,
+    SplitReportKind,
     SplitTask,
 )
 from meshfl.vertical.predict import PredictionRequest
+from meshfl.vertical.trust import SplitTrust
 
 
-def latest_version(settings: MeshflSettings, task_id: str) -> SplitModelVersion | None:
-    found = None
+def split_versions(settings: MeshflSettings, task_id: str) -> dict[int, SplitModelVersion]:
+    """The task's versions by number, governance-signed only (the first signed copy of each)."""
+    registry = TrustRegistry(governance_public_key(settings))
+    found: dict[int, SplitModelVersion] = {}
     for env in read_all(settings, Topic.SPLIT_VERSIONS):
         version = env.event
-        mine = isinstance(version, SplitModelVersion) and version.task_id == task_id
-        if mine and (found is None or version.version > found.version):
-            found = version
-    return found
+        if not isinstance(version, SplitModelVersion) or version.task_id != task_id:
+            continue
+        try:
+            registry.verify(version)
+        except SignatureError:
+            continue
+        found.setdefault(version.version, version)
+    return dict(sorted(found.items()))
 
 
 def request_predictions(
@@ -36,20 +54,29 @@ def request_predictions(
     version: SplitModelVersion,
     ids: list[str],
     *,
+    signer: Signer,
     timeout: float = 300.0,
 ) -> dict[str, list[float]]:
-    """Probabilities by entity id from ``version`` for the ids every domain holds (others left out)."""
+    """Probabilities by entity id from ``version`` for the ids every domain holds (others left out).
+
+    ``signer``: the principal the request is made as. Raises ``MeshflError`` when a party refuses
+    the request (its reason: e.g. that version's parts are no longer kept) or on the timeout."""
     ensure_topics(settings)
     session = uuid.uuid4().hex
-    requester = f"predict-{session[:8]}"
+    requester = f"{signer.identity}{PRINCIPAL_SEPARATOR}predict-{session[:8]}"
     request = PredictionRequest(
         task, requester, ids, session, max_elements=max(1, settings.max_payload_bytes // 32)
     )
+    trust = SplitTrust(
+        read_registry(settings), window_seconds=settings.signature_window_seconds, reader=requester
+    )
     with (
         EventConsumer(
-            settings, [Topic.SPLIT_ALIGNMENT, Topic.SPLIT_ACTIVATIONS], from_beginning=False
+            settings,
+            [Topic.SPLIT_ALIGNMENT, Topic.SPLIT_ACTIVATIONS, Topic.SPLIT_CONTROL],
+            from_beginning=False,
         ) as consumer,
-        EventProducer(settings, client_id=requester) as producer,
+        EventProducer(settings, client_id=requester, signer=signer) as producer,
     ):
         command = SplitEpoch(
             task_id=task.id,
@@ -76,11 +103,15 @@ def request_predictions(
             if env is None:
                 continue
             event = env.event
-            if (
-                isinstance(event, SplitAlignment)
-                and event.session == session
-                and event.recipient == requester
-            ):
+            if getattr(event, "recipient", None) != requester and not isinstance(event, SplitReport):
+                continue
+            if isinstance(event, SplitReport) and event.session != session:
+                continue
+            if not trust.accept(env):
+                continue
+            if isinstance(event, SplitReport) and event.kind == SplitReportKind.REFUSED:
+                raise MeshflError(f"{event.party} refused the prediction: {event.reason}")
+            if isinstance(event, SplitAlignment) and event.session == session:
                 for topic, out in request.on_alignment(event):
                     producer.produce(topic, out, key=task.id)
                 producer.flush()

@@ -3,6 +3,10 @@ the live PSI session and the training party. The agent (``meshfl.vertical.agent`
 
 State under ``<domain dir>/.meshfl/split/<task id>/``: ``alignment-<session>.npz`` (each aligned
 position's local row, and the digest) and ``parts/<sha256>.safetensors`` (the part of each version).
+Parts are kept for the last ``[split] keep_versions`` versions (every command names its base version
+and parts, so the domain learns which part is which version from the log): older ones, and those of
+failed attempts, are deleted when a new epoch starts, and a prediction of a version whose part is
+gone is refused with a ``refused`` report saying so.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from meshfl.tensors import to_wire
 from meshfl.topics import Topic
 from meshfl.vertical.aligner import Aligner, Alignment
 from meshfl.vertical.events import (
+    PRINCIPAL_SEPARATOR,
     SplitActivations,
     SplitAlignment,
     SplitCommand,
@@ -73,6 +78,7 @@ class TaskRuntime:
         self.reported: set[tuple[str, str, int, int]] = set()
         self.backlog: list[SplitAlignment] = []
         self.predictions: dict[str, PredictionPart] = {}
+        self.versions: dict[int, str] = {}  # version -> this domain's part, as the commands say
 
     @property
     def columns(self) -> LocalColumns:
@@ -124,6 +130,7 @@ class TaskRuntime:
         if isinstance(event, SplitEpoch) and event.command == SplitCommand.PREDICT:
             return  # a request of the past: its requester is gone
         if isinstance(event, SplitEpoch):
+            self._note_version(event)
             self.latest = event
             if event.command == SplitCommand.ALIGN:
                 self.sent_alignment.clear()
@@ -168,9 +175,25 @@ class TaskRuntime:
 
     # --- live ----------------------------------------------------------------------------------------
 
+    def _note_version(self, command: SplitEpoch) -> None:
+        part = command.base_parts.get(self.domain)
+        if command.base_version is not None and part is not None:
+            self.versions.setdefault(command.base_version, part)
+
+    def _retain(self) -> None:
+        """Keep the parts of the last ``keep_versions`` versions, delete the others."""
+        kept = sorted(self.versions)[-self.config.split.keep_versions :]
+        self.versions = {number: self.versions[number] for number in kept}
+        gone = self.checkpoints.retain(set(self.versions.values()))
+        if gone:
+            log.info("split parts deleted", task=self.task.id, parts=len(gone), kept_versions=kept)
+
     def on_command(self, command: SplitEpoch) -> list[Outgoing]:
         if command.command == SplitCommand.PREDICT:
             return self._predict(command)
+        self._note_version(command)
+        if command.command in (SplitCommand.START, SplitCommand.COMPLETE):
+            self._retain()  # nothing of the new attempt is on disk yet
         if command.command == SplitCommand.ALIGN:
             self.party = None
             self.aligner = Aligner(
@@ -214,8 +237,8 @@ class TaskRuntime:
         return []
 
     def _predict(self, command: SplitEpoch) -> list[Outgoing]:
-        if command.session in self.predictions or not command.requester:
-            return []
+        if command.session in self.predictions or PRINCIPAL_SEPARATOR not in command.requester:
+            return []  # a requester is '<principal>~<tag>', never a party's own name
         try:
             part = PredictionPart(
                 self.task,
@@ -226,8 +249,20 @@ class TaskRuntime:
                 max_elements=self.max_elements,
             )
         except (ValueError, ConfigError) as exc:
-            log.warning("prediction refused", task=self.task.id, request=command.session, reason=str(exc))
-            return []
+            reason = f"version {command.epoch}: {exc}"
+            if command.base_parts.get(self.domain) not in self.versions.values():
+                keep = self.config.split.keep_versions
+                reason += f" (this domain keeps the parts of its last {keep} versions)"
+            log.warning("prediction refused", task=self.task.id, request=command.session, reason=reason)
+            refusal = SplitReport(
+                task_id=self.task.id,
+                party=self.domain,
+                kind=SplitReportKind.REFUSED,
+                session=command.session,
+                epoch=command.epoch,
+                reason=reason,
+            )
+            return [(Topic.SPLIT_CONTROL, refusal)]
         while len(self.predictions) >= _MAX_PREDICTIONS:
             self.predictions.pop(next(iter(self.predictions)))
         self.predictions[command.session] = part

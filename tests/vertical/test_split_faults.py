@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from meshfl.bus import ensure_topics, read_all
 from meshfl.cli import app
 from meshfl.events import DecisionOutcome, GovernanceDecision
+from meshfl.identity.local import identity_env, provision_local
 from meshfl.settings import MeshflSettings
 from meshfl.topics import Topic
 from meshfl.vertical.agent import SplitAgent
@@ -66,6 +67,7 @@ def test_domain_and_governance_killed_mid_epoch(
     task_file = tmp_path / "split.json"
     task_file.write_text(json.dumps({"kind": "vertical", **task.model_dump(mode="json")}))
     ensure_topics(settings)
+    provision_local(settings, tmp_path / "keys", [data.root / name for name in data.domains])
     governance = ("governance", "run", "--tasks", str(task_file), "--exit-when-complete")
     processes.start("governance", *governance)
     stops = {}
@@ -110,7 +112,7 @@ def test_domain_and_governance_killed_mid_epoch(
     assert {(1, 1), (2, 1)} <= aborted
 
     # 3. the audit replays the vertical task's log: every version's top reproduces
-    result = CliRunner().invoke(
+    result = CliRunner(env=identity_env(settings, with_private_key=False)).invoke(
         app,
         [
             "audit",
@@ -128,4 +130,5 @@ def test_domain_and_governance_killed_mid_epoch(
     report = json.loads(result.output)
     assert [v["version"] for v in report["versions"]] == [1, 2]
     assert all(v["reproduced"] for v in report["versions"])
+    assert [f for f in report["findings"] if f["severity"] == "error"] == []  # every event signed
     assert len([f for f in report["findings"] if f["kind"] == "failed_attempt"]) == len(decisions) >= 2

@@ -1,6 +1,7 @@
-"""One hostile split message (a tensor whose bytes do not match its shape, or of another dtype, as any
-writer can send: every field it needs is readable on the bus) is refused: it never stops split
-governance or a split party, and the honest parties still finish the epoch."""
+"""One hostile split message (a tensor whose bytes do not match its shape, or of another dtype, signed
+by a party that may send it) is refused: it never stops split governance or a split party, and the
+honest parties still finish the epoch. What a party may not send (``test_split_forgery``) is refused
+before that, by its signature."""
 
 from __future__ import annotations
 
@@ -10,14 +11,14 @@ import pytest
 import torch
 
 from governance.vertical.coordinator import Recovered, SplitCoordinator
-from governance.vertical.recovery import governance_signed, recover
+from governance.vertical.recovery import recover, trusted_events
 from governance.vertical.service import SplitGovernance
 from meshfl.errors import ConfigError
 from meshfl.events import Tensor, TensorDType
 from meshfl.identity import Signer
 from meshfl.identity.keys import generate_private_key
-from meshfl.settings import MeshflSettings
 from meshfl.tensors import to_wire
+from meshfl.topics import Topic
 from meshfl.vertical.events import (
     SplitActivations,
     SplitCommand,
@@ -38,9 +39,17 @@ def _started(tmp_path: Path, at: SplitLabelsAt) -> tuple[Mesh, SplitEpoch, Split
     mesh = Mesh(split_task(labels_at=at, epochs=1), tmp_path)
     mesh.align()
     start = next(e for _, e in mesh.queue if isinstance(e, SplitEpoch) and e.command == SplitCommand.START)
-    service = SplitGovernance(MeshflSettings(), [mesh.task])
+    keys = mesh.keys
+    service = SplitGovernance(
+        keys.settings(), [mesh.task], signer=keys.signer("governance"), trust=keys.trust()
+    )
     service.coordinators[mesh.task.id] = mesh.coordinator
     return mesh, start, service
+
+
+def data(mesh: Mesh, event: object) -> object:
+    """The event signed by its sender, as governance's data consumer reads it."""
+    return mesh.keys.envelope(mesh.keys.sign(event), Topic.SPLIT_ACTIVATIONS)  # type: ignore[arg-type]
 
 
 def test_split_governance_refuses_malformed_and_foreign_dtype_activations(tmp_path: Path) -> None:
@@ -55,7 +64,7 @@ def test_split_governance_refuses_malformed_and_foreign_dtype_activations(tmp_pa
             hostile = SplitActivations(
                 **common, phase="train", sender=sender, recipient="governance", tensor=tensor
             )
-            assert service._on_data(hostile) == []
+            assert service.on_data(data(mesh, hostile)) == []  # type: ignore[arg-type]
     mesh.run()  # the honest parties' copies still count: the epoch completes
     assert [v.version for v in mesh.versions()] == [1]
 
@@ -79,7 +88,7 @@ def test_split_governance_refuses_a_malformed_owner_gradient(tmp_path: Path) -> 
         recipient="governance",
         tensor=_BAD,
     )
-    assert service._on_data(hostile) == []
+    assert service.on_data(data(mesh, hostile)) == []  # type: ignore[arg-type]
     assert mesh.coordinator.top.held_batch == held  # type: ignore[union-attr]
 
 
@@ -132,15 +141,31 @@ def test_a_hostile_aligned_report_in_the_log_does_not_stop_split_governance_at_s
     assert coordinator.current is None
 
 
-def test_recovery_ignores_commands_and_versions_governance_did_not_sign() -> None:
+def test_recovery_ignores_commands_governance_and_reports_their_party_did_not_sign() -> None:
     """Anyone can write to split-control and split-versions: a forged ``complete`` (or a version of a far
-    epoch) read at start-up ended the task; with governance's key pinned only its own events count."""
-    key = generate_private_key()
-    governance = Signer("governance", key)
+    epoch) read at start-up ended the task, a forged ``aligned`` report was taken as its party's; only
+    events signed by whoever must sign them count."""
+    from .split_keys import SplitKeys
+
+    keys = SplitKeys()
     task = split_task()
     start = SplitEpoch(task_id=task.id, command="start", session="s", epoch=1, attempt=1)
+    align = SplitEpoch(task_id=task.id, command="align", session="s", epoch=0, attempt=0)
     forged_complete = SplitEpoch(task_id=task.id, command="complete", session="s", epoch=2, attempt=0)
     other = Signer("governance", generate_private_key()).sign(forged_complete)
-    control = governance_signed([governance.sign(start), forged_complete, other], key.public_key())
+    aligned = {
+        d: SplitReport(task_id=task.id, party=d, kind="aligned", session="s", rows=240, alignment_digest="d")
+        for d in ("d0", "d1", "d2")
+    }
+    honest = [keys.sign(aligned["d0"]), keys.sign(aligned["d1"])]
+    forged_d2 = [
+        aligned["d2"],  # unsigned
+        keys.signer("d1").sign(aligned["d2"]),  # d1 speaking for d2
+    ]
+    registry = keys.registry()
+    control = trusted_events(
+        [keys.sign(align), keys.sign(start), forged_complete, other, *honest, *forged_d2], registry
+    )
     state = recover(task.id, control, [])
     assert not state.complete and state.open_attempt == (1, 1)
+    assert sorted(state.aligned) == ["d0", "d1"]

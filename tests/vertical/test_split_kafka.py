@@ -1,6 +1,8 @@
 """Split learning between daemons over the real broker: PSI alignment with rows only some domains hold,
 both label configurations, no raw entity id anywhere on the bus, and predictions for new requests
-along the same path, equal to the version computed in one process."""
+along the same path (of the latest version, and of an older one), equal to the version computed in one
+process. Every event is signed; on the same federation a forged task (unsigned, raw columns as the cut)
+and an unsigned prediction request are ignored by every domain."""
 
 from __future__ import annotations
 
@@ -11,14 +13,26 @@ import torch
 
 from governance.vertical.service import SplitGovernance
 from governance.vertical.top import TopModel
-from meshfl.bus import ensure_topics, read_all
+from meshfl.bus import EventProducer, ensure_topics, read_all
 from meshfl.domain.config import load_domain
+from meshfl.identity.local import provision_local
+from meshfl.identity.trust import governance_signer
 from meshfl.settings import MeshflSettings
 from meshfl.tensors import from_wire
 from meshfl.topics import Topic
 from meshfl.vertical.agent import SplitAgent
 from meshfl.vertical.datasets import breast_cancer_split, paper_task
-from meshfl.vertical.events import SplitLabelsAt, SplitModelVersion, SplitReport, SplitReportKind, SplitTask
+from meshfl.vertical.events import (
+    SplitAlignment,
+    SplitCommand,
+    SplitEpoch,
+    SplitLabelsAt,
+    SplitLayer,
+    SplitModelVersion,
+    SplitReport,
+    SplitReportKind,
+    SplitTask,
+)
 from meshfl.vertical.local import CheckpointStore, load_columns
 from meshfl.vertical.requests import request_predictions
 from meshfl.vertical.runtime import state_dir
@@ -47,6 +61,7 @@ def test_split_training_over_the_bus(
         data, task_id=f"split-{at.value}", labels_at=at, epochs=2, batch_size=64, learning_rate=1e-2
     )
     ensure_topics(settings)
+    settings = provision_local(settings, tmp_path / "keys", [data.root / name for name in data.domains])
     for name in data.domains:
         daemons.start(f"split-{name}", SplitAgent(settings, data.root / name).run)
     governance = SplitGovernance(settings, [task])
@@ -75,17 +90,58 @@ def test_split_training_over_the_bus(
     # meshfl predict's path: new requests for ids, some held by every domain, some not, one unknown
     held_by_some = sorted(set(data.ids[data.domains[0]]) - set(data.pooled_ids))[:3]
     requested = [*data.pooled_ids[:12], *held_by_some, "patient-unknown"]
-    predictions = request_predictions(settings, task, versions[-1], requested, timeout=180)
-    assert sorted(predictions) == sorted(data.pooled_ids[:12])
-    expected = _in_process(task, versions[-1], data.root, data.pooled_ids[:12])
-    for entity, probabilities in predictions.items():
-        assert torch.allclose(torch.tensor(probabilities), expected[entity], atol=1e-5)
+    signer = governance_signer(settings)
+    if at == SplitLabelsAt.GOVERNANCE:
+        _forge(settings, task, versions[-1])
+    # the latest version, and (labels at governance) the older one: each domain kept its part
+    for version in versions[-1:] if at == SplitLabelsAt.DOMAIN else versions:
+        predictions = request_predictions(settings, task, version, requested, timeout=180, signer=signer)
+        assert sorted(predictions) == sorted(data.pooled_ids[:12])
+        expected = _in_process(task, version, data.root, data.pooled_ids[:12])
+        for entity, probabilities in predictions.items():
+            assert torch.allclose(torch.tensor(probabilities), expected[entity], atol=1e-5)
+    if at == SplitLabelsAt.GOVERNANCE:  # nobody answered the forgeries: no PSI, no report for them
+        answered = [
+            env.event
+            for topic in (Topic.SPLIT_ALIGNMENT, Topic.SPLIT_CONTROL)
+            for env in read_all(settings, topic)
+            if isinstance(env.event, SplitAlignment | SplitReport)
+            and (env.event.task_id == "split-forged" or env.event.session == "forged-request")
+        ]
+        assert answered == []
 
     # no raw id on the bus, training and predicting: no patient id in any topic's keys, values, headers
     everything = raw_bytes_of_every_topic(settings)
     assert len(everything) > 100_000
     leaked = [entity for ids in data.ids.values() for entity in ids if entity.encode() in everything]
     assert leaked == []
+
+
+def _forge(settings: MeshflSettings, task: SplitTask, version: SplitModelVersion) -> None:
+    """What anyone with write access can publish: a task asking for the raw columns and labels, and a
+    prediction request, both unsigned (the agents would have answered them before signatures)."""
+    raw = task.model_copy(
+        update={
+            "id": "split-forged",
+            "domains": [
+                d.model_copy(update={"bottom": [], "cut_width": len(d.columns)}) for d in task.domains
+            ],
+            "top": [SplitLayer(kind="linear", out_features=2)],
+        }
+    )
+    request = SplitEpoch(
+        task_id=task.id,
+        command=SplitCommand.PREDICT,
+        session="forged-request",
+        epoch=version.version,
+        attempt=0,
+        base_version=version.version,
+        base_parts={part.party: part.sha256 for part in version.parts},
+        requester="attacker~x",
+    )
+    with EventProducer(settings) as producer:  # no signer
+        producer.produce(Topic.TASKS, raw, key=raw.id)
+        producer.produce(Topic.SPLIT_CONTROL, request, key=task.id)
 
 
 def _in_process(

@@ -5,6 +5,7 @@ that stops answering fails the attempt with a decision and the retry completes t
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ from meshfl.vertical.local import CheckpointStore, LocalColumns
 from meshfl.vertical.party import SplitParty
 
 from .split_builders import split_task
+from .split_keys import SplitKeys
 
 
 def _data(rows: int = 240, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -58,6 +60,7 @@ class Mesh:
                 task, spec.domain, columns, alignment, CheckpointStore(tmp_path / spec.domain)
             )
         self.coordinator = SplitCoordinator(task, Recovered())
+        self.keys = SplitKeys()  # every event signed by its sender, as on the bus
         self.log: list[tuple[Topic, Event]] = []
         self.queue: deque[tuple[Topic, Event]] = deque()
         self.silent: set[str] = set()
@@ -87,11 +90,13 @@ class Mesh:
                 alignment_digest="d",
                 labels=shared,
             )
+            report = self.keys.sign(report)  # type: ignore[assignment]
             self.log.append((Topic.SPLIT_CONTROL, report))
             self.send(self.coordinator.on_report(report, self.now))
 
     def send(self, events: list[tuple[Topic, Event]]) -> None:
-        for item in events:
+        for topic, event in events:
+            item = (topic, self.keys.sign(event))
             self.queue.append(item)
             if self.duplicate:
                 self.queue.append(item)
@@ -200,22 +205,27 @@ def test_replay_reproduces_every_top_and_catches_a_forged_one(at: SplitLabelsAt,
     mesh = Mesh(task, tmp_path)
     mesh.align()
     mesh.run()
-    logged = [event for _, event in mesh.log]
-    result = replay_split(task, logged)
+    logged = mesh.keys.logged(mesh.log)
+    trust = {"governance_key": mesh.keys.signers["governance"].public_key, "window_seconds": 900.0}
+    result = replay_split(task, logged, **trust)
     assert result.ok and [v.version for v in result.versions] == [1, 2]
+    assert result.findings == []
     assert all(v.recomputed_sha256 == v.published_sha256 for v in result.versions)
     # an activation of version 2's training, altered, changes what the replay computes
     index = next(
         i
         for i, e in enumerate(logged)
-        if isinstance(e, SplitActivations) and e.epoch == 2 and e.recipient == "governance"
+        if isinstance(e.event, SplitActivations) and e.event.epoch == 2 and e.event.recipient == "governance"
     )
-    forged = logged[index]
-    data = bytearray(forged.tensor.data)
+    forged = logged[index].event
+    data = bytearray(forged.tensor.data)  # type: ignore[attr-defined]
     data[0] ^= 0x40
-    logged[index] = forged.model_copy(
-        update={"tensor": forged.tensor.model_copy(update={"data": bytes(data)})}
-    )
-    tampered = replay_split(task, logged)
+    tensor = forged.tensor.model_copy(update={"data": bytes(data)})  # type: ignore[attr-defined]
+    logged[index] = replace(logged[index], event=forged.model_copy(update={"tensor": tensor}))
+    tampered = replay_split(task, logged, **trust)
     assert not tampered.ok
     assert [v.reproduced for v in tampered.versions] == [True, False]
+    # the altered copy no longer matches its domain's signature: a finding, left out of the recomputation
+    assert [(f.kind, f.offset) for f in tampered.findings if f.severity == "error"] == [
+        ("forged_event", logged[index].offset)
+    ]
