@@ -59,6 +59,11 @@ class _RegistryPause(Exception):
 _METADATA_TIMEOUT = 10.0
 
 
+_QUEUED_AFTER_DEADLINE = 1000
+"""Non-event messages (end-of-partition markers, chunks, dead letters) a poll still reads past its
+deadline, as long as they are already queued: bounded, so a flood of them cannot hold a caller."""
+
+
 class EventConsumer:
     """Consumes meshfl events from ``topics``; see the module docstring for the offset rules."""
 
@@ -131,8 +136,15 @@ class EventConsumer:
     # --- consuming ------------------------------------------------------------------------------
 
     def poll(self, timeout: float = 1.0) -> Envelope | None:
-        """The next decoded event, or ``None`` when none arrived within ``timeout`` seconds."""
+        """The next decoded event, or ``None`` when none arrived within ``timeout`` seconds.
+
+        Past the deadline it still takes what is already queued (up to ``_QUEUED_AFTER_DEADLINE``
+        messages, without waiting): an end-of-partition marker or a chunk queued between two events
+        must not hide the event right behind it, or a reader that drains with ``poll(0)`` (an agent
+        catching up to the newest version) would fall one fetch behind the log each time.
+        """
         deadline = time.monotonic() + timeout
+        late = 0
         while True:
             if self._fatal is not None:
                 raise BusError(f"consumer failed: {self._fatal.name()} ({self._fatal.str()})")
@@ -144,7 +156,9 @@ class EventConsumer:
             if envelope is not None:
                 return envelope
             if time.monotonic() >= deadline:
-                return None
+                late += 1
+                if late > _QUEUED_AFTER_DEADLINE:
+                    return None
 
     def at_end(self) -> bool:
         """Whether every assigned partition has been consumed up to its current high watermark."""

@@ -113,3 +113,24 @@ def test_read_all_over_partitions_some_empty(settings: MeshflSettings, codec: Ev
     snapshot = list(read_all(wide, Topic.DECISIONS, codec=codec, timeout=10.0))
     assert [e.event for e in snapshot] == [decision(n) for n in range(4)]
     assert len({e.partition for e in snapshot}) == 1
+
+
+def test_a_zero_timeout_poll_reads_past_end_of_partition_markers(
+    bus_settings: MeshflSettings, codec: EventCodec
+) -> None:
+    # Events produced one fetch apart reach the consumer's queue as [u1, EOF, u2, EOF, u3, EOF]: a reader
+    # draining with poll(0) (an agent catching up to the newest version) must get all three at once, not
+    # one per call (it then trained on ever older versions in async mode).
+    with EventConsumer(bus_settings, [Topic.UPDATES], codec=codec) as consumer:
+        assert consumer.poll(2.0) is None  # at the end of the empty partition
+        with EventProducer(bus_settings, codec=codec, client_id="test-producer") as producer:
+            for n in (1, 2, 3):
+                producer.produce(Topic.UPDATES, _update(n), key="retail")
+                producer.flush()
+                time.sleep(1.5)  # the consumer's fetcher takes each one (and the end marker) by itself
+        first = consumer.poll(10.0)
+        assert first is not None
+        rest = []
+        while (envelope := consumer.poll(0.0)) is not None:
+            rest.append(envelope)
+    assert [e.event.round for e in [first, *rest]] == [1, 2, 3]
