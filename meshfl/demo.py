@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,6 +67,8 @@ class DemoSummary(BaseModel):
     federation_seconds: float
     centralized_seconds: float
     domains: list[str]
+    accepted_updates: dict[str, int] = {}
+    """Accepted updates aggregated per domain over the run (async: does the straggler contribute?)."""
 
 
 @dataclass
@@ -78,7 +81,9 @@ class DemoPlan:
     out_dir: Path
     timeout: float = 600.0
     slow_domain: str | None = None
-    slow_delay: float = 3.0
+    slow_delay: float = 1.0
+    """Seconds the straggler waits after training each update: a few versions of the fast domains'
+    pace on this machine (``bench/async_sweep.py`` sweeps it in cycles), so it lands several updates."""
     extra_env: dict[str, str] = field(default_factory=dict)
     client_kafka: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per process (``governance``, ``agent-<domain>``): its own librdkafka credentials (``--secure``)."""
@@ -98,30 +103,6 @@ def plan_demo(
     report = materialize(domains_root, seed=seed)
     log.info("domains materialized", root=str(domains_root), domains=len(report.domains))
     task = load_task_file(task_file)
-    overrides: dict[str, object] = {}
-    if rounds is not None:
-        overrides["rounds"] = rounds
-    if mode is not None and mode != task.mode:
-        overrides["mode"] = mode
-        if mode == FederationMode.ASYNC:
-            if task.strategy.name != "fedbuff":  # a sync strategy's parameters do not apply to FedBuff
-                overrides["strategy"] = StrategySpec(name="fedbuff")
-            policy = task.round_policy
-            # FedBuff: aggregate every K = 3 accepted updates and let updates be up to 20 versions old (a
-            # straggler still contributes; governance holds that many versions for their deltas),
-            # unless the task file says otherwise; a barrier over all domains would not be async.
-            overrides["round_policy"] = policy.model_copy(
-                update={
-                    "buffer_size": policy.buffer_size or 3,
-                    "max_staleness": policy.max_staleness or 20,
-                    "min_domains": 1,
-                }
-            )
-    if overrides:
-        task = task.model_copy(update=overrides)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    effective_task_file = out_dir / "task.json"
-    effective_task_file.write_text(task.model_dump_json(indent=2))
     dirs = discover_domains(domains_root)
     configs = [load_domain(d) for d in dirs]
     serving = [
@@ -131,6 +112,18 @@ def plan_demo(
     ]
     if not serving:
         raise MeshflError(f"no domain under {domains_root} serves task {task.id}")
+    overrides: dict[str, object] = {}
+    if rounds is not None:
+        overrides["rounds"] = rounds
+    if mode is not None and mode != task.mode:
+        overrides["mode"] = mode
+        if mode == FederationMode.ASYNC:
+            overrides.update(async_overrides(task, len(serving), rounds))
+    if overrides:
+        task = task.model_copy(update=overrides)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    effective_task_file = out_dir / "task.json"
+    effective_task_file.write_text(task.model_dump_json(indent=2))
     test_file = find_testset(domains_root, task)
     return DemoPlan(
         task=task,
@@ -141,6 +134,42 @@ def plan_demo(
         out_dir=out_dir,
         timeout=timeout,
     )
+
+
+ASYNC_BUFFER_SIZE = 4
+"""FedBuff's K in the async demo: one fewer than the five domains, so the fast four never wait for the
+straggler, whose updates land in later buffers (``bench/async_sweep.py``, README "Learning quality")."""
+ASYNC_MAX_STALENESS = 20
+
+
+def async_overrides(task: TrainingTask, domains: int, rounds: int | None) -> dict[str, object]:
+    """A sync task file run asynchronously: FedBuff (unless the file names it) with K and a staleness
+    window unless the file sets them, and, unless ``rounds`` is given, as many versions as give the
+    same number of accepted updates as the synchronous run (``rounds x domains / K``)."""
+    policy = task.round_policy
+    k = policy.buffer_size or ASYNC_BUFFER_SIZE
+    out: dict[str, object] = {
+        # a barrier over all domains would not be async; a sync strategy's parameters do not apply
+        "round_policy": policy.model_copy(
+            update={
+                "buffer_size": k,
+                "max_staleness": policy.max_staleness or ASYNC_MAX_STALENESS,
+                "min_domains": 1,
+            }
+        ),
+    }
+    if task.strategy.name != "fedbuff":
+        out["strategy"] = StrategySpec(name="fedbuff")
+    if rounds is None:
+        out["rounds"] = max(1, round(task.rounds * domains / k))
+    return out
+
+
+def update_budget_rounds(task: TrainingTask, domains: int) -> int:
+    """Synchronous rounds with as many accepted updates as ``task`` makes (async: versions x K)."""
+    if task.mode != FederationMode.ASYNC:
+        return task.rounds
+    return max(1, round(task.rounds * task.round_policy.buffer_size / domains))
 
 
 class _Fleet:
@@ -303,6 +332,7 @@ def run_demo(
         federation_seconds=federation_seconds,
         centralized_seconds=centralized_seconds,
         domains=[c.name for c in plan.domains],
+        accepted_updates=dict(Counter(d for r in records for d in r.domains)),
     )
 
 
@@ -315,7 +345,8 @@ def centralized_baseline(plan: DemoPlan, x_test: torch.Tensor, y_test: torch.Ten
     parts = [prepare_local_data(config, plan.task) for config in plan.domains]
     x = torch.cat([p.x_train for p in parts])
     y = torch.cat([p.y_train for p in parts])
-    epochs = plan.task.rounds * plan.task.local_epochs
+    # the same budget in passes over the data: async versions of K updates count as K / domains rounds
+    epochs = update_budget_rounds(plan.task, len(plan.domains)) * plan.task.local_epochs
     result = train_centralized(plan.task, x, y, epochs=epochs, seed=plan.task.seed)
     return evaluate(plan.task.model, result.state, x_test, y_test)
 

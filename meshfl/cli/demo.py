@@ -44,8 +44,9 @@ def demo(
         typer.Option(click_type=click.Choice(["sync", "async"]), help="sync (rounds) or async (FedBuff)."),
     ] = None,
     slow_domain: Annotated[
-        str | None, typer.Option(help="Make one domain a straggler (3 s per round).")
+        str | None, typer.Option(help="Make one domain a straggler (--slow-delay s more per update).")
     ] = None,
+    slow_delay: Annotated[float, typer.Option(help="The straggler's extra seconds per update.")] = 1.0,
     out: Annotated[Path, typer.Option(help="Folder for logs, the plot and the task used.")] = Path(
         "out/demo"
     ),
@@ -132,6 +133,7 @@ def demo(
             mode=None if mode is None else FederationMode(mode),
         )
         plan.slow_domain = slow_domain
+        plan.slow_delay = slow_delay
         if secure:
             from meshfl.demo import secure_plan
 
@@ -171,6 +173,8 @@ def demo(
         f"federated / centralized = [bold]{summary.ratio_to_centralized:.3f}[/bold]\n"
         f"plot: {plot}" + (f"\nsummary: {json_path}" if json_path else "")
     )
+    counts = ", ".join(f"{d} {summary.accepted_updates.get(d, 0)}" for d in summary.domains)
+    console.print(f"accepted updates per domain: {counts}")
     pinned = settings.governance_public_key or f"{out / 'keys' / 'governance.pub'}"
     console.print(
         f"audit it: MESHFL_GOVERNANCE_PUBLIC_KEY={pinned} meshfl audit replay --task {summary.task_id} "
