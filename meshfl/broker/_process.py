@@ -18,7 +18,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import psutil
 from pydantic import SecretStr
 
 from meshfl.errors import BrokerError
@@ -51,6 +50,8 @@ def pid_alive(pid: int, marker: str | None = None) -> bool:
         _EXIT_CODES[pid] = child.returncode
         del _CHILDREN[pid]
         return False
+    import psutil  # here: ``meshfl broker status`` of a data dir with no cluster never needs it
+
     try:
         process = psutil.Process(pid)
         if process.status() == psutil.STATUS_ZOMBIE:
@@ -133,6 +134,8 @@ def spawn(command: list[str], *, cwd: Path, output: Path, pid_file: Path) -> int
 def send_stop(pid: int, marker: str, *, kill: bool = False) -> None:
     """Send SIGTERM (or SIGKILL) without waiting, so several nodes shut down side by side."""
     if pid_alive(pid, marker):
+        import psutil
+
         try:
             process = psutil.Process(pid)
             process.kill() if kill else process.terminate()

@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from meshfl.cli._common import BootstrapOption, PrefixOption, settings_from
+from meshfl.cli._console import LazyConsole
 from meshfl.errors import MeshflError
 
 if TYPE_CHECKING:  # governance.audit needs torch: imported by the commands that run, not by --help
+    from rich.table import Table
     from rich.tree import Tree
 
     from governance.audit import Lineage, LoggedEvent, ReplayResult
@@ -26,8 +26,8 @@ if TYPE_CHECKING:  # governance.audit needs torch: imported by the commands that
 app = typer.Typer(
     help="Audit a federation from the log: replay, lineage, report, export.", no_args_is_help=True
 )
-console = Console()
-errors = Console(stderr=True)
+console = LazyConsole()
+errors = LazyConsole(stderr=True)
 
 TaskOption = Annotated[str, typer.Option("--task", "-t", help="Task id.")]
 FileOption = Annotated[
@@ -76,6 +76,8 @@ def _first_version_since(events: list[LoggedEvent], task: str, since: datetime) 
 
 
 def _replay_table(result: ReplayResult) -> Table:
+    from rich.table import Table
+
     table = Table(
         title=f"replay of {result.task_id}", caption=f"{result.events_read} events, {result.seconds:.2f} s"
     )
@@ -131,7 +133,7 @@ def replay_command(
                 **_trust(settings),
             )
         else:
-            with Progress(console=errors, transient=True) as progress:
+            with Progress(console=errors.get(), transient=True) as progress:
                 bar = progress.add_task("replaying", total=None)
                 result = replay(
                     events,

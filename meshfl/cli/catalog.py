@@ -9,8 +9,6 @@ import json
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from meshfl.cli._common import BootstrapOption, PrefixOption, settings_from
 from meshfl.errors import MeshflError
@@ -67,6 +65,9 @@ def list_products(
     if as_json:
         typer.echo(json.dumps([p.model_dump(mode="json") for p in products], indent=2))
         return
+    from rich.console import Console
+    from rich.table import Table
+
     table = Table(title="data products", caption=f"{len(products)} products")
     for column in ("domain", "id", "version", "status", "columns", "rows", "tags"):
         table.add_column(column, justify="right" if column in ("columns", "rows") else "left")

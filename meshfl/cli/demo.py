@@ -5,23 +5,26 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import click
 import typer
-from rich.console import Console
-from rich.live import Live
-from rich.table import Table
 
 from meshfl.cli._common import BootstrapOption, settings_from
+from meshfl.cli._console import LazyConsole
 from meshfl.errors import MeshflError
 
-console = Console(stderr=False)
+if TYPE_CHECKING:
+    from rich.table import Table
+
+console = LazyConsole(stderr=False)
 SECURE_DEMO_PORT = 9192
 """Client port of the demo's own secured broker (beside a plain one on 9092)."""
 
 
 def _table(rows: list[list[str]], total: int, task_id: str) -> Table:
+    from rich.table import Table
+
     done = int(rows[-1][0]) if rows else 0
     table = Table(title=f"meshfl federation: {task_id}", caption=f"{done}/{total} rounds")
     for column in ("round", "version", "domains in", "test accuracy", "test loss", "round time"):
@@ -138,9 +141,11 @@ def demo(
             from meshfl.demo import secure_plan
 
             settings = secure_plan(settings, plan)
+        from rich.live import Live
+
         rows: list[list[str]] = []
         with Live(
-            _table(rows, plan.task.rounds, plan.task.id), console=console, refresh_per_second=4
+            _table(rows, plan.task.rounds, plan.task.id), console=console.get(), refresh_per_second=4
         ) as live:
 
             def on_version(record: RoundRecord) -> None:

@@ -6,13 +6,12 @@ import json
 from pathlib import Path
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
+from meshfl.cli._console import LazyConsole
 from meshfl.errors import MeshflError
 from meshfl.settings import MeshflSettings
 
-console = Console(stderr=False)
+console = LazyConsole(stderr=False)
 
 
 def split_demo(
@@ -49,6 +48,8 @@ def split_demo(
     except MeshflError as exc:
         console.print(f"[red]demo failed:[/red] {exc}")
         raise typer.Exit(1) from exc
+    from rich.table import Table
+
     budget = summary.budget
     table = Table(
         title="meshfl split learning vs centralized (test rows, from probabilities)",

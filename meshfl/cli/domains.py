@@ -9,8 +9,6 @@ from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from meshfl.errors import ConfigError, DataContractError, MeshflError
 
@@ -47,6 +45,9 @@ def materialize(
         report = materialize(root, seed=seed)
     except MeshflError as exc:
         _fail(exc)
+    from rich.console import Console
+    from rich.table import Table
+
     table = Table(title=f"Example domains under {root} (seed {seed})")
     for name in ("dataset", "domain", "rows", "label counts", "file"):
         table.add_column(name, justify="right" if name == "rows" else "left")
@@ -67,6 +68,9 @@ def show(domain_dir: Annotated[Path, typer.Argument(help="A domain folder (with 
         descriptors = config.descriptors()
     except (ConfigError, DataContractError) as exc:
         _fail(exc)
+    from rich.console import Console
+    from rich.table import Table
+
     console = Console()
     console.print(f"[bold]{config.name}[/bold]  owner {config.owner}  {config.description}")
     for descriptor in descriptors:

@@ -11,8 +11,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from meshfl.cli._common import BootstrapOption, PrefixOption, settings_from
 from meshfl.errors import ConfigError, MeshflError
@@ -158,6 +156,9 @@ def list_keys(
     if as_json:
         typer.echo(json.dumps({"governance_key_id": registry.governance_key_id, "keys": rows}, indent=2))
         return
+    from rich.console import Console
+    from rich.table import Table
+
     table = Table(title="trust registry", caption=f"governance key {registry.governance_key_id}")
     for column in ("domain", "key_id", "registered", "revoked"):
         table.add_column(column)

@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from meshfl.cli._common import BootstrapOption, PrefixOption, settings_from
+from meshfl.cli._console import LazyConsole
 from meshfl.errors import MeshflError
 
 if TYPE_CHECKING:
@@ -26,7 +25,7 @@ if TYPE_CHECKING:
 app = typer.Typer(
     help="Model versions: list, pull (safetensors or ONNX), watch, sync to MLflow.", no_args_is_help=True
 )
-console = Console()
+console = LazyConsole()
 
 TaskOption = Annotated[str, typer.Option("--task", "-t", help="Task id.")]
 
@@ -81,6 +80,8 @@ def list_versions(
     if as_json:
         typer.echo(json.dumps([_summary(v) for v in versions], indent=2))
         return
+    from rich.table import Table
+
     table = Table(title=f"model versions of {task}", caption=f"{len(versions)} versions")
     for column in ("version", "round", "parent", "domains", "sha256", "created at (UTC)", "privacy"):
         table.add_column(column, justify="right" if column in ("version", "round", "parent") else "left")

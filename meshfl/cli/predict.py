@@ -7,16 +7,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 
 from meshfl.cli._common import BootstrapOption, PrefixOption, settings_from
+from meshfl.cli._console import LazyConsole
 from meshfl.errors import ConfigError, MeshflError
-from meshfl.settings import MeshflSettings
 
 if TYPE_CHECKING:
     from meshfl.identity import Signer
+    from meshfl.settings import MeshflSettings
 
-console = Console(stderr=True)
+console = LazyConsole(stderr=True)
 
 
 def _signer(
