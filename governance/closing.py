@@ -1,8 +1,13 @@
 """Closing rounds: when a task's round (or async buffer) is ready, aggregate it into the next version.
 
 Aggregation itself is the pure ``aggregate_version`` (shared with the audit replay); this module decides
-when to call it, which pending updates go in (FedBuff: the K oldest in log order, so a restart picks
-the same), and records in the audit trail who was left out (stragglers, stale buffered updates).
+when to call it, which pending updates go in, and records in the audit trail who was left out
+(stragglers, stale buffered updates). A FedAvg-family round (and central DP) is folded as it is decided
+(``governance.round_fold``): right after each decision, the accepted update is formed against the
+parent, checked for everything that could withdraw it later, folded in and its tensors released; an
+async buffer folds its K first accepted updates in log order and the round closes on them. Rules that
+need every update keep the accepted updates and form them when the round closes (FedBuff's K oldest
+in log order for them, so a restart picks the same).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from governance.deciding import round_decision
 from governance.log_state import FORM_REFUSED, ROUND_FAILED, WITHDRAWN
 from governance.policies import buffer_ready, buffer_size, check_secret, round_ready
 from governance.policies.transforms import reapply_transforms
+from governance.round_fold import RoundFold
 from governance.rounds import PendingUpdate, TaskState, aggregate_version
 from governance.service_state import ServiceState
 from governance.strategies import ClientUpdate, TooFewUpdates
@@ -63,7 +69,8 @@ class RoundCloser:
             return False
         policy = state.task.round_policy
         if state.is_async:
-            return buffer_ready(policy, len(state.pending)).ready
+            buffered = state.fold.count if state.fold is not None else len(state.pending)
+            return buffer_ready(policy, buffered).ready
         accepted = state.accepted_domains()
         serving = self._catalog.serving_domains(state.task)
         readiness = round_ready(
@@ -84,8 +91,69 @@ class RoundCloser:
     def close_ready(self, producer: EventProducer, tasks: Iterable[TaskState]) -> None:
         """Publish a version for every task whose round (or async buffer) is ready, as often as it is."""
         for state in tasks:
+            self.fold_pending(producer, state)
             while self.ready(state, datetime.now(UTC), closing=True):
                 self._close_round(producer, state)
+                self.fold_pending(producer, state)
+
+    def fold_pending(self, producer: EventProducer, state: TaskState) -> None:
+        """Fold the accepted updates not yet folded into the open round, in decision order, and release
+        their tensors (FedAvg family and central DP; a no-op for the rules that need every update).
+
+        What could withdraw an update at close is judged here, against the same parent: in async mode
+        its staleness and base, for every mode the transforming policies. An async buffer folds at most
+        K; later updates wait, tensors held, for the next buffer (rare: the buffer closes at the K-th).
+        """
+        if state.error is not None or not state.streams:
+            self._count_held(state)
+            return
+        limit = buffer_size(state.task.round_policy) if state.is_async else None
+        for item in [p for p in state.pending if p.weights is not None]:
+            if limit is not None and state.fold is not None and state.fold.count >= limit:
+                break
+            if state.is_async and self._withdraw_if_stale(producer, state, item):
+                continue
+            assert item.weights is not None
+            try:
+                weights, refused = reapply_transforms(state.task, item.weights, state.latest_weights)
+            except (ValueError, RuntimeError, ArithmeticError) as exc:  # restored, never re-checked
+                weights, refused = {}, f"{type(exc).__name__}: {exc}"
+            if refused is not None:
+                self._withdraw(
+                    producer,
+                    state,
+                    item,
+                    policy=FORM_REFUSED,
+                    reason=f"withdrawn: the policies refuse it against version {state.latest.version}: "
+                    f"{refused}",
+                )
+                continue
+            self._count_held(state)
+            try:
+                if state.fold is None:
+                    state.fold = RoundFold(state.task, state.latest_weights)
+                state.fold.add(state.client_update(item, weights))
+            except (ValueError, RuntimeError, ArithmeticError) as exc:
+                self._fail_round(producer, state, exc)
+                return
+            state.pending[state.pending.index(item)] = replace(item, weights=None)
+        self._count_held(state)
+
+    @staticmethod
+    def _count_held(state: TaskState) -> None:
+        """The round's held bytes on ``/metrics``: update tensors not folded, and the running sums."""
+        held = sum(
+            t.numel() * t.element_size()
+            for item in state.pending
+            if item.weights is not None
+            for t in item.weights.values()
+        )
+        task = state.task.id
+        METRICS.round_held_bytes.labels(task, "updates").set(held)
+        METRICS.round_held_bytes.labels(task, "sums").set(state.fold.held_bytes() if state.fold else 0)
+        peak = METRICS.round_held_bytes_max.labels(task)
+        if held > peak._value.get():  # a high-water mark: prometheus_client has no max-gauge
+            peak.set(held)
 
     def _withdraw(
         self, producer: EventProducer, state: TaskState, item: PendingUpdate, *, policy: str, reason: str
@@ -107,21 +175,25 @@ class RoundCloser:
 
     def _drop_too_stale(self, producer: EventProducer, state: TaskState) -> None:
         """Buffered updates that aged past max_staleness while waiting are withdrawn, with a decision."""
+        for item in list(state.pending):
+            self._withdraw_if_stale(producer, state, item)
+
+    def _withdraw_if_stale(self, producer: EventProducer, state: TaskState, item: PendingUpdate) -> bool:
+        """Withdraw ``item`` if it is too stale for the next version or its base is not held."""
         limit = state.task.round_policy.max_staleness
-        held = {state.latest.version, *state.recent}
-        for item in [
-            p
-            for p in state.pending
-            if state.latest.version - p.base_version > limit or p.base_version not in held
-        ]:
-            staleness = state.latest.version - item.base_version
-            reason = (
-                f"withdrawn from the buffer: staleness {staleness} > max_staleness {limit} "
-                f"by version {state.latest.version + 1}"
-                if staleness > limit
-                else f"withdrawn from the buffer: its base version {item.base_version} is not readable"
-            )
-            self._withdraw(producer, state, item, policy=WITHDRAWN, reason=reason)
+        staleness = state.latest.version - item.base_version
+        if staleness <= limit and (
+            item.base_version == state.latest.version or item.base_version in state.recent
+        ):
+            return False
+        reason = (
+            f"withdrawn from the buffer: staleness {staleness} > max_staleness {limit} "
+            f"by version {state.latest.version + 1}"
+            if staleness > limit
+            else f"withdrawn from the buffer: its base version {item.base_version} is not readable"
+        )
+        self._withdraw(producer, state, item, policy=WITHDRAWN, reason=reason)
+        return True
 
     def _formed(
         self, producer: EventProducer, state: TaskState, chosen: list[PendingUpdate]
@@ -149,6 +221,11 @@ class RoundCloser:
         return state.client_updates(formed)
 
     def _close_round(self, producer: EventProducer, state: TaskState) -> None:
+        if state.streams:
+            if state.fold is None:
+                return
+            self._aggregate(producer, state, state.fold)
+            return
         chosen = state.pending
         if state.is_async:
             self._drop_too_stale(producer, state)
@@ -161,6 +238,12 @@ class RoundCloser:
         updates = self._formed(producer, state, list(chosen))
         if len(updates) < len(chosen):
             return  # some were withdrawn: readiness is checked again without them
+        self._aggregate(producer, state, updates)
+
+    def _aggregate(
+        self, producer: EventProducer, state: TaskState, updates: list[ClientUpdate] | RoundFold
+    ) -> None:
+        """Aggregate and publish the next version (or record why the round cannot close)."""
         try:
             with METRICS.aggregate_seconds.labels(state.task.id).time():
                 version = aggregate_version(
@@ -179,7 +262,7 @@ class RoundCloser:
                 "strategy needs more updates; waiting for more",
                 task=state.task.id,
                 round=state.open_round,
-                updates=len(updates),
+                updates=len(updates) if isinstance(updates, list) else updates.count,
                 error=str(exc),
             )
             return

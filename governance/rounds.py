@@ -7,6 +7,7 @@ the same accepted updates.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,22 +22,36 @@ from governance.policies import (
     noise_key,
     privacy_spent,
 )
-from governance.strategies import AggregateResult, ClientUpdate, FedAvg, Strategy, build_strategy
+from governance.round_fold import RoundFold, strategy_params, streams, task_strategy
+from governance.strategies import AggregateResult, ClientUpdate, FedAvg, Strategy
 from governance.strategies.base import sorted_updates
 from meshfl.events import FederationMode, ModelVersion, PrivacySpent, TrainingTask, utcnow
 from meshfl.modelspec import build_model
 from meshfl.tensors import from_wire, tensors_sha256, to_wire
 
+__all__ = [
+    "PendingUpdate",
+    "TaskState",
+    "aggregate_version",
+    "fold_all",
+    "initial_version",
+    "strategy_params",
+]
+
 
 @dataclass(frozen=True)
 class PendingUpdate:
-    """An accepted update waiting for its round to close; ``first_offset`` pins the consumer's commits."""
+    """An accepted update waiting for its round to close; ``first_offset`` pins the consumer's commits.
+
+    ``weights`` is ``None`` once the update is folded into its round (``TaskState.fold``): only its
+    coordinates and metadata stay.
+    """
 
     update_id: str
     domain: str
     num_examples: int
     base_version: int
-    weights: Mapping[str, torch.Tensor]
+    weights: Mapping[str, torch.Tensor] | None
     partition: int
     first_offset: int
 
@@ -54,6 +69,9 @@ class TaskState:
     # delta against its own base), at most ``max_staleness`` of them; see governance.version_window
     recent: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
     failed_with: int = -1  # pending count at which the strategy last refused to aggregate
+    # FedAvg family and central DP: the open round's accepted updates folded in decision order (their
+    # tensors released); None until the first is folded, and for rules that need every update
+    fold: RoundFold | None = None
     error: str | None = None  # why the open round failed (strategy error): no version until fixed
 
     @property
@@ -111,17 +129,25 @@ class TaskState:
     def client_updates(self, chosen: Sequence[PendingUpdate]) -> list[ClientUpdate]:
         """The strategy's view of ``chosen``: staleness against the latest version and, in async mode,
         the weights of the version each update trained from (the same rule in the service and replay)."""
-        return [
-            ClientUpdate(
-                update_id=item.update_id,
-                domain=item.domain,
-                weights=item.weights,
-                num_examples=item.num_examples,
-                staleness=self.latest.version - item.base_version,
-                base=self.base_weights(item.base_version) if self.is_async else None,
-            )
-            for item in chosen
-        ]
+        return [self.client_update(item, item.weights) for item in chosen]
+
+    def client_update(self, item: PendingUpdate, weights: Mapping[str, torch.Tensor] | None) -> ClientUpdate:
+        """One update as the strategy sees it, with ``weights`` (its form against the latest version)."""
+        if weights is None:
+            raise ValueError(f"update {item.update_id} was folded: its tensors are no longer held")
+        return ClientUpdate(
+            update_id=item.update_id,
+            domain=item.domain,
+            weights=weights,
+            num_examples=item.num_examples,
+            staleness=self.latest.version - item.base_version,
+            base=self.base_weights(item.base_version) if self.is_async else None,
+        )
+
+    @functools.cached_property
+    def streams(self) -> bool:
+        """Whether this task's rounds fold as updates are decided (``governance.round_fold``)."""
+        return streams(task_strategy(self.task))
 
     def advance(self, version: ModelVersion) -> None:
         """Adopt a newly published version and drop the updates it consumed."""
@@ -135,6 +161,7 @@ class TaskState:
         self.server_state = from_wire(version.server_state)
         self.pending = [item for item in self.pending if item.update_id not in consumed]
         self.failed_with = -1
+        self.fold = None
 
 
 def window_floor(task: TrainingTask, latest_version: int) -> int:
@@ -160,26 +187,22 @@ def initial_version(task: TrainingTask) -> ModelVersion:
     )
 
 
-def strategy_params(task: TrainingTask) -> dict[str, float]:
-    """The strategy's parameters; FedBuff takes its staleness rule from the round policy unless set."""
-    params = dict(task.strategy.params)
-    if task.strategy.name == "fedbuff":
-        params.setdefault("staleness_alpha", task.round_policy.staleness_alpha)
-        params.setdefault("max_staleness", float(max(task.round_policy.max_staleness, 0)))
-    return params
-
-
 def aggregate_version(
     task: TrainingTask,
     parent: ModelVersion,
     parent_weights: Mapping[str, torch.Tensor],
     server_state: Mapping[str, torch.Tensor],
-    updates: Sequence[ClientUpdate],
+    updates: Sequence[ClientUpdate] | RoundFold,
     *,
     created_at: datetime,
     dp_secret: bytes = b"",
 ) -> ModelVersion:
     """Aggregate accepted updates into the next version: the one function service and replay share.
+
+    ``updates`` is a round already folded as it was decided (``governance.round_fold``: the service)
+    or a list. A list of a folding strategy's updates is folded in the order given, which is the order
+    the version lists (the replay passes the published order); for the rules that need every update it
+    is sorted by ``(domain, update_id)`` (their result does not depend on the order anyway).
 
     Under central DP (``governance.policies.dp_mechanism``) the release is the noised uniform mean of the
     clipped deltas, computed first; the strategy's server step (FedAvgM momentum, FedAdam moments ...)
@@ -187,18 +210,28 @@ def aggregate_version(
     the clean mean. The noise key binds ``dp_secret`` (held by governance and auditors only) to this
     round's content. Only what the mechanism covers is published: no example counts.
     """
-    if not updates:
-        raise ValueError("a version needs at least one accepted update")
-    strategy = build_strategy(task.strategy.name, strategy_params(task))
-    ordered = sorted(updates, key=lambda u: (u.domain, u.update_id))
+    strategy = task_strategy(task)
+    if isinstance(updates, RoundFold) or streams(strategy):
+        fold = updates if isinstance(updates, RoundFold) else fold_all(task, parent_weights, updates)
+        result = fold.release(parent, parent_weights, server_state, dp_secret=dp_secret)
+        update_ids, domains, examples = fold.update_ids, fold.domains, fold.num_examples
+    else:
+        if not updates:
+            raise ValueError("a version needs at least one accepted update")
+        ordered = sorted(updates, key=lambda u: (u.domain, u.update_id))
+        if task.privacy is None:
+            result = strategy.aggregate(ordered, parent_weights, dict(server_state) or None)
+        else:
+            result = _dp_release(task, parent, parent_weights, server_state, ordered, strategy, dp_secret)
+        update_ids = [u.update_id for u in ordered]
+        domains = [u.domain for u in ordered]
+        examples = sum(u.num_examples for u in ordered)
     version_number = parent.version + 1
     privacy: PrivacySpent | None = None
-    metrics = {"num_updates": float(len(ordered))}
+    metrics = {"num_updates": float(len(update_ids))}
     if task.privacy is None:
-        result = strategy.aggregate(ordered, parent_weights, dict(server_state) or None)
-        metrics["num_examples"] = float(sum(u.num_examples for u in ordered))
+        metrics["num_examples"] = float(examples)
     else:
-        result = _dp_release(task, parent, parent_weights, server_state, ordered, strategy, dp_secret)
         privacy = privacy_spent(
             noise_multiplier=task.privacy.noise_multiplier,
             sample_rate=1.0,
@@ -212,8 +245,8 @@ def aggregate_version(
         parent_version=parent.version,
         round=parent.round + 1,
         strategy=task.strategy,
-        contributing_updates=[u.update_id for u in ordered],
-        contributing_domains=[u.domain for u in ordered],
+        contributing_updates=list(update_ids),
+        contributing_domains=list(domains),
         tensors=tensors,
         server_state=to_wire(result.state),
         sha256=tensors_sha256(tensors),
@@ -221,6 +254,18 @@ def aggregate_version(
         privacy=privacy,
         created_at=created_at,
     )
+
+
+def fold_all(
+    task: TrainingTask, parent_weights: Mapping[str, torch.Tensor], updates: Sequence[ClientUpdate]
+) -> RoundFold:
+    """``updates`` folded in the given order, as the service folds them one decision at a time."""
+    if not updates:
+        raise ValueError("a version needs at least one accepted update")
+    fold = RoundFold(task, parent_weights)
+    for update in updates:
+        fold.add(update)
+    return fold
 
 
 def _dp_release(

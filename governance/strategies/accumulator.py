@@ -86,6 +86,12 @@ class WeightedSumAccumulator:
         """Sum of the weights, correctly rounded (``math.fsum``), so independent of arrival order."""
         return math.fsum(self._weights)
 
+    def held_bytes(self) -> int:
+        """Bytes of float64 sums and scratch this accumulator holds (0 once consumed)."""
+        if self._sums is None:
+            return 0
+        return 8 * (sum(t.numel() for t in self._sums.values()) + self._scratch.numel())
+
     def add(self, update: ClientUpdate) -> None:
         """Fold ``update`` into the running sum; the update is only read and can be dropped afterwards."""
         sums = self._open()

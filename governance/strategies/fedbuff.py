@@ -51,6 +51,9 @@ class FedBuffAccumulator(WeightedSumAccumulator):
         super().__init__(global_weights, weight_of=weight_of)
         self.bases = WeightedSumAccumulator(global_weights, weight_of=weight_of)
 
+    def held_bytes(self) -> int:
+        return super().held_bytes() + self.bases.held_bytes()
+
     def add(self, update: ClientUpdate) -> None:
         if self.count and (update.base is None) != (self.bases.count == 0):
             raise ValueError("either every update of a FedBuff buffer carries its base version or none does")

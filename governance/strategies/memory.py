@@ -1,15 +1,14 @@
 """What a round costs in governance memory, by strategy: said when a task is loaded, before round 1.
 
-Two families. The FedAvg family (FedAvg, FedAvgM, FedProx, the FedOpt family, FedBuff) needs only a
-weighted sum, which a :class:`~governance.strategies.accumulator.WeightedSumAccumulator` keeps in float64:
-two bytes of sums per byte of float32 model, whatever the number of domains. Robust rules (median,
-trimmed mean, Krum, Multi-Krum, Bulyan, norm bound, centered clipping, trust score) look at every update
-together (a coordinate's median, pairwise distances, ...): they keep the all-in-memory path, whose
-memory grows with the number of domains, plus their own working set (Krum's n x n distance matrix, the
-sort slab of the coordinate-wise statistics).
-
-Today the service holds every accepted update of an open round for every strategy (as views of their
-messages, one copy each); the estimate says so, so that an operator sizes the machine from it.
+Two families. The FedAvg family (FedAvg, FedAvgM, FedProx, the FedOpt family, FedBuff; central DP
+too) needs only a weighted sum: the service folds each accepted update into float64 sums as it is
+decided and releases its tensors (``governance.round_fold``), so a round holds the sums (two bytes per
+byte of float32 model; four for FedBuff, which also sums each update's base) and the one update being
+decided, whatever the number of domains. Robust rules (median, trimmed mean, Krum, Multi-Krum, Bulyan,
+norm bound, centered clipping, trust score) look at every update together (a coordinate's median,
+pairwise distances, ...): they keep every accepted update of the open round in memory (as views of
+their messages, one copy each), which grows with the number of domains, plus their own working set
+(Krum's n x n distance matrix, the sort slab of the coordinate-wise statistics).
 """
 
 from __future__ import annotations
@@ -30,7 +29,7 @@ class RoundMemory:
     strategy: str
     domains: int
     model_bytes: int
-    updates_bytes: int  # the accepted updates held until the round closes
+    updates_bytes: int  # accepted updates held at once: one (being decided) when folding, else all
     working_bytes: int  # the strategy's own buffers (float64 sums, distances, sort slab)
     streams: bool  # whether the strategy itself needs only O(model)
 
@@ -40,9 +39,9 @@ class RoundMemory:
 
     def describe(self) -> str:
         how = (
-            "a float64 running sum (O(model) in the strategy)"
+            "a float64 running sum, each update folded in as it is decided (O(model))"
             if self.streams
-            else "every update in memory together (grows with the number of domains)"
+            else "every accepted update in memory until the round closes (grows with the number of domains)"
         )
         return (
             f"{self.strategy} needs {how}: about {self.total_bytes / 2**20:,.1f} MiB a round for "
@@ -58,7 +57,7 @@ def round_memory(strategy: Strategy, *, domains: int, model_bytes: int, paramete
     streams = isinstance(strategy, FedAvg)
     sums = 8 * parameters  # float64 sums (or the float64 mean the robust rules return)
     if streams:
-        working = sums
+        working = 2 * sums if strategy.name == "fedbuff" else sums
     elif strategy.name in _PAIRWISE:
         working = sums + 8 * domains * domains + 8 * domains * SORT_BLOCK
     else:
@@ -67,7 +66,7 @@ def round_memory(strategy: Strategy, *, domains: int, model_bytes: int, paramete
         strategy=strategy.name,
         domains=domains,
         model_bytes=model_bytes,
-        updates_bytes=domains * model_bytes,
+        updates_bytes=model_bytes if streams else domains * model_bytes,
         working_bytes=working,
         streams=streams,
     )

@@ -65,6 +65,19 @@ class Metrics:
             ["role"],
             registry=r,
         )
+        self.round_held_bytes = Gauge(
+            "meshfl_governance_round_held_bytes",
+            "Bytes an open round holds in governance: accepted update tensors not yet folded "
+            "(kind=updates) and the float64 running sums (kind=sums).",
+            ["task", "kind"],
+            registry=r,
+        )
+        self.round_held_bytes_max = Gauge(
+            "meshfl_governance_round_held_bytes_max",
+            "Most bytes of accepted update tensors an open round held at once since the start.",
+            ["task"],
+            registry=r,
+        )
         self.dead_letters = Counter(
             "meshfl_dead_letters", "Records sent to the dead-letter topic.", ["role"], registry=r
         )
