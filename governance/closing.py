@@ -114,18 +114,19 @@ class RoundCloser:
             if state.is_async and self._withdraw_if_stale(producer, state, item):
                 continue
             assert item.weights is not None
-            try:
-                weights, refused = reapply_transforms(state.task, item.weights, state.latest_weights)
+            try:  # the form _formed gives at close: against the parent, or (async) the update's own base
+                reference = state.reference_weights(item.base_version)
+                weights, refused = reapply_transforms(state.task, item.weights, reference)
             except (ValueError, RuntimeError, ArithmeticError) as exc:  # restored, never re-checked
                 weights, refused = {}, f"{type(exc).__name__}: {exc}"
             if refused is not None:
+                against = item.base_version if state.is_async else state.latest.version
                 self._withdraw(
                     producer,
                     state,
                     item,
                     policy=FORM_REFUSED,
-                    reason=f"withdrawn: the policies refuse it against version {state.latest.version}: "
-                    f"{refused}",
+                    reason=f"withdrawn: the policies refuse it against version {against}: {refused}",
                 )
                 continue
             self._count_held(state)

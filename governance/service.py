@@ -16,8 +16,10 @@ Exactly-once argument (the log is the state):
   decisions already taken (keyed by the source offset). A re-read update that already has a decision
   is not decided again: if it was accepted and no published version consumed it, it goes back into its
   round, in the form its policies passed (``governance.deciding``); otherwise it is skipped.
-* Aggregation sorts updates by (domain, update id), so the version bytes do not depend on arrival
-  order, and a crash between the last update and the version gives the same bytes as no crash.
+* A FedAvg-family round is folded in decision order, which is the log order of the task's partition
+  (``governance.round_fold``): a restart re-reads and re-folds the open round's updates in the same
+  order, so a crash between the last update and the version gives the same bytes as no crash. Rules
+  that need every update sort them by (domain, update id).
 * Static group membership (``group.instance.id``): a restarted instance gets its partitions back at
   once; a standby takes over when the dead member's session (``session_timeout_ms``) expires.
 
@@ -76,12 +78,21 @@ def _say_round_memory(task: TrainingTask, strategy: Strategy) -> None:
 
 
 _MAX_BATCH = 64
+_MAX_BATCH_BYTES = 64 << 20
+"""A batch stops gathering once its updates carry this many tensor bytes: the batch's messages stay
+alive until its transaction ends, so a round of large models is decided one update at a time."""
 _RECOVERY_DEADLINE_S = 600.0
 _BATCH_LINGER_S = 0.02
 _PUBLISHED_VISIBLE_S = 30.0
 SESSION_TIMEOUT_MS = 6000
 """The broker's smallest allowed session (``group.min.session.timeout.ms``): a standby takes over
 about this long after the active instance dies."""
+
+
+def _tensor_bytes(env: Envelope) -> int:
+    """Bytes of tensor data an update message carries (0 for anything else)."""
+    event = env.event
+    return sum(len(t.data) for t in event.tensors) if isinstance(event, ModelUpdate) else 0
 
 
 class GovernanceService:
@@ -183,6 +194,7 @@ class GovernanceService:
                             self._take_over(producers, updates)
                     continue
                 self._steps(producers, updates, batch)
+                batch = []  # folded and decided: its messages go before the next poll reassembles more
                 if self._exit_when_complete and self._all_complete():
                     log.info("all tasks complete")
                     break
@@ -269,12 +281,14 @@ class GovernanceService:
         if first is None:
             return []
         batch = [first]
-        while len(batch) < _MAX_BATCH:
+        held = _tensor_bytes(first)
+        while len(batch) < _MAX_BATCH and held < _MAX_BATCH_BYTES:
             # A short linger gathers the updates of a round into one transaction.
             more = consumer.poll(_BATCH_LINGER_S)
             if more is None:
                 break
             batch.append(more)
+            held += _tensor_bytes(more)
         return batch
 
     # --- state from the log --------------------------------------------------------------------

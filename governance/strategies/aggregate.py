@@ -8,7 +8,8 @@ which writes only into the float64 accumulator it is given (its trailing undersc
 Reproducibility: every reduction has a fixed order. Sums over updates run in the given order; sums over the
 sorted values of a coordinate run in ascending value order; weights are totalled with ``math.fsum``
 (correctly rounded, so order-free). Only IEEE-754 basic operations (+, -, *, /, sqrt) are used on the
-values, each as a separate kernel, so no fused multiply-add can change a result between CPUs. Zeros leave
+values, each as a separate kernel, so no fused multiply-add can change a result between CPUs (the weighted
+folds use one multiply-and-add kernel only where the product is exact, which no FMA can change). Zeros leave
 the coordinate-wise statistics as +0.0, so the sign of a zero never depends on how a sort broke a tie
 between -0.0 and +0.0. The one exception is :func:`pairwise_squared_distances`, which uses a float64 GEMM:
 Krum and Bulyan only compare its output to select updates, so it affects a result only through a tie
@@ -31,8 +32,32 @@ FOLD_CHUNK = 1 << 18
 SORT_BLOCK = 1 << 13
 """Coordinates per block in the sort-based statistics (the (block, n) slab stays in L2/L3)."""
 
-TILE = 1 << 14
-"""float64 elements per tile of :func:`fold_tiled_` (128 KiB, with as much scratch: both stay in L2)."""
+TILE = 1 << 16
+"""float64 elements per tile of :func:`fold_tiled_` (512 KiB, with as much scratch: both stay in L2).
+Smaller tiles pay Python's per-call cost more often than they gain in cache (measured in
+``bench/aggregate.py``)."""
+
+_EXACT_PRODUCT = (torch.float32, torch.float16, torch.bfloat16)
+_EXACT_WEIGHT = float(1 << 29)
+
+
+def exact_product(x: torch.Tensor, weight: float) -> bool:
+    """Whether ``weight * x`` is exact in float64: an integer weight below 2**29 times a value of at
+    most 24 significant bits fits float64's 53. Then ``acc + weight * x`` has one rounding however it
+    is evaluated (a fused multiply-add or not), so one ``add_(alpha=)`` kernel gives the same bits as a
+    multiply then an add on every CPU."""
+    return x.dtype in _EXACT_PRODUCT and float(weight).is_integer() and abs(weight) < _EXACT_WEIGHT
+
+
+def _fold_step_(tile: torch.Tensor, tmp: torch.Tensor, weight: float, fused: bool) -> None:
+    """``tile += weight * tmp`` (``tmp`` float64 scratch, clobbered): one kernel when exact, else two."""
+    if weight == 1.0:
+        tile.add_(tmp)
+    elif fused:
+        tile.add_(tmp, alpha=weight)
+    else:
+        tile.add_(tmp.mul_(weight))
+
 
 DISTANCE_BLOCK = 1 << 14
 """Coordinates per block when accumulating the Gram matrix of :func:`pairwise_squared_distances`."""
@@ -45,7 +70,8 @@ def fold_scaled_(
 ) -> None:
     """``acc += weight * x`` with ``acc`` float64 and contiguous; ``x`` (any real dtype) is only read.
 
-    ``x`` is converted chunk by chunk into a cache-resident float64 scratch, scaled, then added: 20 bytes of
+    ``x`` is converted chunk by chunk into a cache-resident float64 scratch, scaled and added (one
+    ``add_(alpha=)`` kernel when the product is exact, see :func:`exact_product`): 20 bytes of
     memory traffic per element (read x, read and write acc). A mixed-dtype ``acc.add_(x, alpha=w)`` is ~20x
     slower on CPU (TensorIterator casts element by element) and ``acc.add_(x.double(), alpha=w)`` allocates
     and writes a full float64 copy. For float32/float16/bfloat16 ``x`` and an integer ``weight`` below
@@ -59,13 +85,12 @@ def fold_scaled_(
     size = min(total, FOLD_CHUNK)
     if scratch is None or scratch.numel() < size:
         scratch = torch.empty(size, dtype=torch.float64)
+    fused = exact_product(x, weight)
     for start in range(0, total, FOLD_CHUNK):
         stop = min(total, start + FOLD_CHUNK)
         tmp = scratch[: stop - start]
         tmp.copy_(flat_x[start:stop])
-        if weight != 1.0:
-            tmp.mul_(weight)
-        flat_acc[start:stop].add_(tmp)
+        _fold_step_(flat_acc[start:stop], tmp, weight, fused)
 
 
 def fold_tiled_(
@@ -84,15 +109,14 @@ def fold_tiled_(
     flats = [x.reshape(-1) for x in xs]
     if any(flat.numel() != total for flat in flats):
         raise ValueError(f"cannot fold tensors of another size into an accumulator of {total}")
+    steps = [(flat, weight, exact_product(flat, weight)) for flat, weight in zip(flats, weights, strict=True)]
     for start in range(0, total, TILE):
         stop = min(total, start + TILE)
         tile = flat_acc[start:stop]
         tmp = scratch[: stop - start]
-        for flat, weight in zip(flats, weights, strict=True):
+        for flat, weight, fused in steps:
             tmp.copy_(flat[start:stop])
-            if weight != 1.0:
-                tmp.mul_(weight)
-            tile.add_(tmp)
+            _fold_step_(tile, tmp, weight, fused)
 
 
 def cast_like(values: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from governance.strategies import FedAvg, WeightedSumAccumulator
-from governance.strategies.aggregate import TILE
+from governance.strategies.aggregate import TILE, exact_product, fold_scaled_, fold_tiled_
 from governance.strategies.base import ClientUpdate
 
 
@@ -64,3 +64,23 @@ def test_fedavg_aggregate_matches_streaming_in_canonical_order() -> None:
     expected = streamed.result()
     got = FedAvg().aggregate(list(reversed(updates)), global_weights).weights
     assert all(torch.equal(expected[name], got[name]) for name in expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_one_kernel_fold_gives_the_bits_of_multiply_then_add(dtype: torch.dtype) -> None:
+    """Integer weights fold with one ``add_(alpha=)`` kernel: the product is exact, so the sums are the
+    bits of the separate multiply and add that published versions were computed with (replays of
+    older logs stay bit for bit)."""
+    generator = torch.Generator().manual_seed(5)
+    x = [(torch.randn(2 * TILE + 3, generator=generator) * 1e3).to(dtype) for _ in range(6)]
+    weights = [1.0, 3.0, 1234567.0, float((1 << 29) - 1), 17.0, 2.0]
+    assert all(exact_product(t, w) for t, w in zip(x, weights, strict=True))
+    fused = torch.zeros(x[0].shape, dtype=torch.float64)
+    tiled = torch.zeros(x[0].shape, dtype=torch.float64)
+    separate = torch.zeros(x[0].shape, dtype=torch.float64)
+    for t, w in zip(x, weights, strict=True):
+        fold_scaled_(fused, t, w)
+        separate.add_(t.to(torch.float64).mul_(w))
+    fold_tiled_(tiled, x, weights, torch.empty(TILE, dtype=torch.float64))
+    assert torch.equal(fused, separate) and torch.equal(tiled, separate)
+    assert not exact_product(x[0], 0.5) and not exact_product(x[0].double(), 3.0)
