@@ -8,6 +8,8 @@ it names (``IdentityGate``): a forged one (say, a retired status over a live pro
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from meshfl.bus import Envelope, EventConsumer
@@ -25,6 +27,9 @@ class CatalogView:
         self.products: dict[str, dict[str, DataProductDescriptor]] = {}
         self.consumer: EventConsumer | None = None
         self._verifier = verifier
+        self._generation = 0  # bumped by every change, so cached answers know they are stale
+        self._serving: dict[str, tuple[int, TrainingTask, list[str]]] = {}
+        self._snapshot: tuple[int, Mapping[str, Sequence[DataProductDescriptor]]] | None = None
 
     def attach(self, consumer: EventConsumer) -> None:
         self.consumer = consumer
@@ -35,11 +40,13 @@ class CatalogView:
                 return
             product = env.event
             self.products.setdefault(product.domain, {})[product.id] = product
+            self._generation += 1
 
     def forget(self, _topic: str, key: str | None) -> None:
         """A catalog tombstone: the product keyed ``key`` was withdrawn."""
         for products in self.products.values():
             products.pop(key or "", None)
+        self._generation += 1
 
     def take(self) -> None:
         """Take in whatever catalog records are already fetched, without a broker round trip."""
@@ -66,15 +73,27 @@ class CatalogView:
                 continue
             self.record(env)
 
-    def snapshot(self) -> dict[str, list[DataProductDescriptor]]:
-        """The products of every domain, as the policies take them."""
-        return {domain: list(products.values()) for domain, products in self.products.items()}
+    def snapshot(self) -> Mapping[str, Sequence[DataProductDescriptor]]:
+        """The products of every domain, as the policies take them (read-only; rebuilt only after
+        the catalog changed, not for each of a round's 1,000 updates)."""
+        if self._snapshot is None or self._snapshot[0] != self._generation:
+            frozen = {domain: tuple(products.values()) for domain, products in self.products.items()}
+            self._snapshot = (self._generation, MappingProxyType(frozen))
+        return self._snapshot[1]
 
     def serving_domains(self, task: TrainingTask) -> list[str]:
-        """Domains with a product that serves the task and not suspended by its admission rules."""
-        return sorted(
+        """Domains with a product that serves the task and not suspended by its admission rules.
+
+        Cached until the catalog changes: round readiness asks after every update, and checking
+        1,000 domains' contracts took 0.3 s, once per update (``bench/scale.py``)."""
+        cached = self._serving.get(task.id)
+        if cached is not None and cached[0] == self._generation and (cached[1] is task or cached[1] == task):
+            return list(cached[2])
+        serving = sorted(
             domain
             for domain, products in self.products.items()
             if any(serves(product, task) is None for product in products.values())
             and domain not in task.admission.suspended_domains
         )
+        self._serving[task.id] = (self._generation, task, serving)
+        return list(serving)
