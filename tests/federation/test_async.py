@@ -20,6 +20,7 @@ from meshfl.domain.agent import DomainAgent
 from meshfl.domain.tasks import load_task_file
 from meshfl.events import (
     DecisionOutcome,
+    DomainHeartbeat,
     FederationMode,
     GovernanceDecision,
     ModelUpdate,
@@ -54,12 +55,23 @@ def test_async_mode_does_not_wait_for_a_slow_domain(
             "update_checks": UpdateChecks(max_l2_norm=1.0, norm_action="clip"),
         }
     )
-    daemons.start("governance", GovernanceService(settings, [task]).run)
     for name in FAST:
         daemons.start_agent(settings, mesh_root / name)
     register_domain(settings, mesh_root / SLOW)
     slow = DomainAgent(settings, mesh_root / SLOW, heartbeat_interval=1.0, simulate_delay=6.0)
     daemons.start("slow-agent", slow.run)
+    # every agent up before the task is out: the four fast ones then train in step, K = 3 of them close
+    # each version and the fourth's update lands in the next buffer, stale (a late starter would not be)
+    wait_for(
+        lambda: (
+            {e.domain for e in events(settings, Topic.HEARTBEATS) if isinstance(e, DomainHeartbeat)}
+            >= {*FAST, SLOW}
+        ),
+        timeout=120,
+        what="heartbeats of every agent",
+        check=daemons.check,
+    )
+    daemons.start("governance", GovernanceService(settings, [task]).run)
 
     def versions() -> list[ModelVersion]:
         found = [e for e in events(settings, Topic.MODEL_VERSIONS) if isinstance(e, ModelVersion)]
@@ -87,7 +99,6 @@ def test_async_mode_does_not_wait_for_a_slow_domain(
         # the only rejections in a healthy async run are stale updates or the finished task
         assert decision.policy in {"task_and_round", "task_complete", "buffer_staleness"}, decision
 
-    # five domains train on every version and K = 3 close the next one: some updates are aggregated stale
     stale = [
         (version, updates[u])
         for version in published[1:]
