@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._quality.attacks import ATTACKS, adversary
 from bench._quality.sim import Federation, load_federation, run_sync
+from bench._quality.variants import VARIANTS, use_root
 from bench._round.machine import describe
 from meshfl.events import StrategySpec
 from meshfl.logs import configure_logging
@@ -67,6 +68,16 @@ def main() -> None:
     parser.add_argument(
         "--rounds", type=int, default=8, help="rounds per federation (8: tests/federation/test_poisoning.py)"
     )
+    parser.add_argument(
+        "--variants", action="store_true", help="also the tuned rules of bench._quality.variants"
+    )
+    parser.add_argument(
+        "--fltrust-root",
+        type=int,
+        nargs="*",
+        default=[],
+        help="also FLTrust with a root set of this many rows (bench only, bench._quality.variants)",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -87,15 +98,25 @@ def main() -> None:
         print("| strategy | " + " | ".join(args.attacks) + " |")
         print("|---|" + "---|" * len(args.attacks))
         table: dict[str, dict[str, list[float]]] = {}
-        for label, spec in strategies(len(fed.domains)):
+        rules: list[tuple[str, StrategySpec | int]] = list(strategies(len(fed.domains)))
+        if args.variants:
+            rules += VARIANTS
+        rules += [(f"fltrust, {rows} root rows", rows) for rows in args.fltrust_root]
+        root_domain = next(name for name in fed.domains if name != attacker)
+        for label, rule in rules:
             if args.only and label not in args.only:
                 continue
             row: dict[str, list[float]] = {}
             for attack in args.attacks:
-                row[attack] = [
-                    run_sync(fed.with_task(seed=seed, strategy=spec), adversary(attack, attacker))[-1]
-                    for seed in args.seeds
-                ]
+                row[attack] = []
+                for seed in args.seeds:
+                    spec = (
+                        rule
+                        if isinstance(rule, StrategySpec)
+                        else use_root(fed, rows=rule, seed=seed, domain=root_domain)
+                    )
+                    run = run_sync(fed.with_task(seed=seed, strategy=spec), adversary(attack, attacker))
+                    row[attack].append(run[-1])
             table[label] = row
             print(f"| {label} | " + " | ".join(cell(row[a]) for a in args.attacks) + " |", flush=True)
         keep = [i for i, name in enumerate(fed.domains) if name != attacker]
