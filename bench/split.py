@@ -37,13 +37,15 @@ from meshfl.vertical.datasets import generated_split, paper_task
 from meshfl.vertical.events import SplitCommand, SplitEpoch, SplitLabelsAt, SplitModelVersion
 
 
-def _broker(settings: MeshflSettings) -> tuple[MeshflSettings, object | None]:
+def _broker(settings: MeshflSettings, work: Path) -> tuple[MeshflSettings, object | None]:
+    """The broker of ``MESHFL_BOOTSTRAP_SERVERS``, else a private one on free ports (a shared broker
+    with thousands of other topics slows every metadata request of the run)."""
     if os.environ.get("MESHFL_BOOTSTRAP_SERVERS"):
         return settings, None
-    from meshfl.broker import LocalBroker
+    from meshfl.broker import LocalBroker, free_port_block
 
-    broker = LocalBroker(settings)
-    address = broker.start()
+    broker = LocalBroker(settings, data_dir=work / "kafka", port=free_port_block(2))
+    address = broker.start(timeout=300)
     return settings.model_copy(update={"bootstrap_servers": address}), broker
 
 
@@ -61,6 +63,27 @@ def _wait_versions(settings: MeshflSettings, task_id: str, epochs: int, timeout:
     raise SystemExit(f"no {epochs} versions within {timeout:.0f} s")
 
 
+def _spies(
+    folder: Path, names: list[str], procs: list[subprocess.Popen[bytes]]
+) -> list[subprocess.Popen[bytes]]:
+    """py-spy attached to each daemon until it exits: folded stacks in ``<folder>/<name>.txt``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return [
+        subprocess.Popen(
+            [
+                *("py-spy", "record", "--format", "raw", "--rate", "50"),
+                "--pid",
+                str(proc.pid),
+                "--output",
+                str(folder / f"{name}.txt"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for name, proc in zip(names, procs, strict=True)
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -70,11 +93,22 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--in-flight", type=int, default=8)
     parser.add_argument("--timeout", type=float, default=3600.0)
+    parser.add_argument(
+        "--profile", type=Path, default=None, help="py-spy on each daemon, folded stacks here"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     settings = MeshflSettings(topic_prefix=f"bench.split-{time.strftime('%H%M%S')}.")
-    settings, broker = _broker(settings)
     work = Path(tempfile.mkdtemp(prefix="meshfl-bench-split-"))
+    settings, broker = _broker(settings, work)
+    try:
+        _run(args, settings, work)
+    finally:
+        if broker is not None:
+            broker.stop()  # type: ignore[attr-defined]
+
+
+def _run(args: argparse.Namespace, settings: MeshflSettings, work: Path) -> None:
     data = generated_split(work / "domains", rows=args.rows)
     task = paper_task(
         data,
@@ -100,6 +134,7 @@ def main() -> None:
     }
     logs = (work / "daemons.log").open("ab")
     command = [sys.executable, "-m", "meshfl"]
+
     domain_env = {**env, **identity_env(settings, with_private_key=False)}
     procs = [
         subprocess.Popen(
@@ -118,12 +153,13 @@ def main() -> None:
             stderr=logs,
         )
     )
+    spies = [] if args.profile is None else _spies(args.profile, [*data.domains, "governance"], procs)
     try:
         versions = _wait_versions(settings, task.id, args.epochs, args.timeout)
     finally:
         for proc in procs:
             proc.terminate()
-        for proc in procs:
+        for proc in procs + spies:
             proc.wait(timeout=60)
     control = [
         env for env in read_all(settings, Topic.SPLIT_CONTROL) if getattr(env.event, "task_id", "") == task.id
@@ -156,8 +192,6 @@ def main() -> None:
     print(f"over the bus:  {bus_rate:10.0f} rows/s ({bus_seconds:.1f} s)")
     print(f"in process:    {central.rows_per_second:10.0f} rows/s ({central.train_seconds:.1f} s)")
     print(f"ratio:         {bus_rate / central.rows_per_second:10.3f} (aim >= 0.25)")
-    if broker is not None:
-        broker.stop()  # type: ignore[attr-defined]
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ from meshfl.vertical.events import (
     SplitReport,
     SplitTask,
 )
+from meshfl.vertical.spec import warm_up
 from meshfl.vertical.trust import SplitTrust
 
 log = get_logger("meshfl.governance.vertical")
@@ -81,6 +82,7 @@ class SplitGovernance:
 
     def run(self, stop: threading.Event) -> int:
         torch.set_num_threads(self._threads)
+        warm_up()
         ensure_topics(self._settings)
         if self._trust is None:
             self._trust = SplitTrust.from_settings(self._settings, reader="split-governance")

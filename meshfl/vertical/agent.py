@@ -41,6 +41,7 @@ from meshfl.vertical.events import (
     SplitTask,
 )
 from meshfl.vertical.runtime import Outgoing, TaskRuntime
+from meshfl.vertical.spec import warm_up
 from meshfl.vertical.trust import SplitTrust
 
 log = get_logger("meshfl.vertical.agent")
@@ -88,6 +89,7 @@ class SplitAgent:
 
     def run(self, stop: threading.Event) -> int:
         torch.set_num_threads(self._threads)
+        warm_up()
         ensure_topics(self._settings)
         client = f"meshfl-split-{self.domain}"
         if self._trust is None:

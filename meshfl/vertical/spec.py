@@ -155,6 +155,18 @@ def check_split_task(task: SplitTask) -> None:
         raise ConfigError("test_fraction must be in [0, 1) and batch_timeout_seconds > 0")
 
 
+def warm_up() -> None:
+    """Build (and drop) one optimizer and one step of a small network: the first optimizer a process
+    builds imports ``torch._dynamo`` (seconds, ~10 s on a loaded machine) and the first kernels
+    initialize lazily. A daemon does it at start-up, not on the first epoch's critical path."""
+    network = build_network(
+        [SplitLayer(kind="linear", out_features=2), SplitLayer(kind="batchnorm")], 2, seed=0
+    )
+    optimizer = torch.optim.Adam(network.parameters())
+    network(torch.zeros(4, 2)).sum().backward()
+    optimizer.step()
+
+
 def make_optimizer(task: SplitTask, parameters: Sequence[nn.Parameter]) -> torch.optim.Optimizer:
     """One optimizer per party, as in the paper (Adam, the task's learning rate)."""
     if task.optimizer == "adam":
