@@ -116,7 +116,7 @@ def test_a_paused_agent_is_rejected_as_stale_then_catches_up(
 ) -> None:
     # The deadline leaves the slow domain (4 s of simulated training) time to make round 2 once it is
     # resumed; round 1 closes without it only because it is stopped past the deadline.
-    policy = RoundPolicy(min_domains=2, deadline_seconds=12.0)
+    policy = RoundPolicy(min_domains=2, deadline_seconds=20.0)
     task = hospital_task(mesh_root, rounds=2, round_policy=policy, local_epochs=1)
     ensure_topics(settings)
     processes.start("governance", "governance", "run", *task_args([task], processes.log_dir))
