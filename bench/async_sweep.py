@@ -63,7 +63,16 @@ def async_task(
     )
 
 
-def run(fed: Federation, seeds: list[int], updates: int, delays: list[float], configs) -> list[dict]:
+def run(
+    fed: Federation,
+    seeds: list[int],
+    updates: int,
+    delays: list[float],
+    configs,
+    *,
+    jitter: float = 0.0,
+    distinct: bool = False,
+) -> list[dict]:
     domains = len(fed.domains)
     sync = {}
     for seed in seeds:
@@ -87,7 +96,7 @@ def run(fed: Federation, seeds: list[int], updates: int, delays: list[float], co
             accs, ratios, slow, stale, withdrawn = [], [], [], [], []
             for seed in seeds:
                 task_fed = async_task(fed.with_task(seed=seed), k, params, alpha, staleness, updates // k)
-                result = run_async(task_fed, slow_domain=SLOW, delay=delay)
+                result = run_async(task_fed, slow_domain=SLOW, delay=delay, jitter=jitter, distinct=distinct)
                 accs.append(result.curve[-1])
                 ratios.append(result.curve[-1] / sync[seed])
                 slow.append(result.accepted[SLOW])
@@ -96,6 +105,8 @@ def run(fed: Federation, seeds: list[int], updates: int, delays: list[float], co
             row = {
                 "config": label,
                 "delay": delay,
+                "jitter": jitter,
+                "distinct": distinct,
                 "buffer_size": k,
                 "params": params,
                 "staleness_alpha": alpha,
@@ -128,6 +139,12 @@ def main() -> None:
     parser.add_argument(
         "--only", nargs="*", help="run only the configurations whose label contains one of these"
     )
+    parser.add_argument(
+        "--jitter", type=float, default=0.0, help="cycles drawn from [1 - j, 1 + j] x their length"
+    )
+    parser.add_argument(
+        "--distinct", action="store_true", help="a buffer takes at most one update per domain"
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -137,7 +154,10 @@ def main() -> None:
     fed = load_federation("digits")
     configs = [c for c in CONFIGS if not args.only or any(s in c[0] for s in args.only)]
     print(f"\ntask {fed.task.id}, {len(fed.domains)} domains, straggler {SLOW}, seeds {args.seeds}\n")
-    rows = run(fed, args.seeds, args.updates, args.delays, configs)
+    print(f"jitter {args.jitter}, {'one update per domain per buffer' if args.distinct else 'K oldest'}")
+    rows = run(
+        fed, args.seeds, args.updates, args.delays, configs, jitter=args.jitter, distinct=args.distinct
+    )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(

@@ -17,6 +17,7 @@ deterministic.
 from __future__ import annotations
 
 import heapq
+import random
 import statistics
 from collections import Counter
 from dataclasses import dataclass, field
@@ -62,8 +63,16 @@ class _Arrival:
     num_examples: int = field(compare=False)
 
 
-def run_async(fed: Federation, *, slow_domain: str, delay: float) -> AsyncRun:
-    """Run ``fed.task`` (async: ``rounds`` versions of ``round_policy.buffer_size`` updates) to the end."""
+def run_async(
+    fed: Federation, *, slow_domain: str, delay: float, jitter: float = 0.0, distinct: bool = False
+) -> AsyncRun:
+    """Run ``fed.task`` (async: ``rounds`` versions of ``round_policy.buffer_size`` updates) to the end.
+
+    ``jitter`` scales every cycle by a factor drawn uniformly from ``[1 - jitter, 1 + jitter]`` (seeded by
+    the task seed): a loaded machine, where the fast domains drift out of step and one domain can have two
+    updates in a buffer. ``distinct`` takes the K oldest updates *of distinct domains* into a buffer (the
+    others wait for the next one), FedBuff with one update per domain per buffer.
+    """
     task = fed.task
     policy = task.round_policy
     k = policy.buffer_size
@@ -78,6 +87,7 @@ def run_async(fed: Federation, *, slow_domain: str, delay: float) -> AsyncRun:
     versions: dict[int, ModelVersion] = {0: initial_version(task)}
     weights: dict[int, dict[str, torch.Tensor]] = {0: from_wire(versions[0].tensors)}
     server_state: dict[str, torch.Tensor] = {}
+    rng = random.Random(task.seed)
     trained: dict[str, int] = {}  # the newest version each domain trained on
     arrivals: list[_Arrival] = []
     run = AsyncRun()
@@ -94,7 +104,14 @@ def run_async(fed: Federation, *, slow_domain: str, delay: float) -> AsyncRun:
             task, weights[latest], local.x_train, local.y_train, seed=seed, round_=round_
         ).state
         heapq.heappush(
-            arrivals, _Arrival(now + cycle[name], name, latest, state, int(local.x_train.shape[0]))
+            arrivals,
+            _Arrival(
+                now + cycle[name] * rng.uniform(1 - jitter, 1 + jitter),
+                name,
+                latest,
+                state,
+                int(local.x_train.shape[0]),
+            ),
         )
 
     for name in fed.domains:
@@ -104,14 +121,15 @@ def run_async(fed: Federation, *, slow_domain: str, delay: float) -> AsyncRun:
         arrival = heapq.heappop(arrivals)
         buffer.append(arrival)
         latest = max(versions)
-        while len(buffer) >= k:
+        while len(buffer) >= k:  # (distinct: may still lack K domains)
             stale = [a for a in buffer if latest - a.base_version > policy.max_staleness]
             for item in stale:
                 run.withdrawn[item.domain] += 1
                 buffer.remove(item)
-            if len(buffer) < k:
+            chosen = _choose(buffer, k, distinct)
+            if chosen is None:
                 break
-            chosen, buffer = buffer[:k], buffer[k:]
+            buffer = [a for a in buffer if all(a is not c for c in chosen)]
             updates = [
                 ClientUpdate(
                     update_id=update_id_for(task.id, versions[a.base_version].round + 1, a.domain),
@@ -143,3 +161,16 @@ def run_async(fed: Federation, *, slow_domain: str, delay: float) -> AsyncRun:
             if name not in {a.domain for a in arrivals}:
                 start(name, arrival.time)
     return run
+
+
+def _choose(buffer: list[_Arrival], k: int, distinct: bool) -> list[_Arrival] | None:
+    """The K oldest arrivals (of distinct domains if ``distinct``), or None if there are not K yet."""
+    if not distinct:
+        return buffer[:k] if len(buffer) >= k else None
+    chosen: list[_Arrival] = []
+    for arrival in buffer:
+        if all(arrival.domain != c.domain for c in chosen):
+            chosen.append(arrival)
+        if len(chosen) == k:
+            return chosen
+    return None
