@@ -137,8 +137,9 @@ def plan_demo(
 
 
 ASYNC_BUFFER_SIZE = 4
-"""FedBuff's K in the async demo: one fewer than the five domains, so the fast four never wait for the
-straggler, whose updates land in later buffers (``bench/async_sweep.py``, README "Learning quality")."""
+"""FedBuff's K in the async demo unless the task file sets one, and at most one fewer than the domains:
+with the five digits domains the fast four never wait for the straggler, whose updates land in later
+buffers (``bench/async_sweep.py``, README "Learning quality")."""
 ASYNC_MAX_STALENESS = 20
 
 
@@ -147,7 +148,7 @@ def async_overrides(task: TrainingTask, domains: int, rounds: int | None) -> dic
     window unless the file sets them, and, unless ``rounds`` is given, as many versions as give the
     same number of accepted updates as the synchronous run (``rounds x domains / K``)."""
     policy = task.round_policy
-    k = policy.buffer_size or ASYNC_BUFFER_SIZE
+    k = policy.buffer_size or max(1, min(ASYNC_BUFFER_SIZE, domains - 1))  # never a barrier over all
     out: dict[str, object] = {
         # a barrier over all domains would not be async; a sync strategy's parameters do not apply
         "round_policy": policy.model_copy(
