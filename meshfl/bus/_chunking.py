@@ -67,7 +67,7 @@ def iter_chunks(payload: bytes, *, chunk_size: int, message_id: str) -> Iterator
             count=count,
             total_size=total,
             sha256=digest,
-            data=bytes(view[start : start + chunk_size]),
+            data=view[start : start + chunk_size],  # a view: the codec copies it once, into the message
         )
 
 
