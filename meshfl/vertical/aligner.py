@@ -73,6 +73,7 @@ class Aligner:
         self._pending_shares: dict[str, bytes] = {}
         self._answered: set[tuple[SplitAlignStep, str]] = set()
         self._intersection: list[str] | None = None
+        self._share_server: psi.PsiServer | None = None
         self.result: Alignment | None = None
 
     @property
@@ -150,9 +151,11 @@ class Aligner:
     def _answer_shares(self) -> list[Event]:
         if self._intersection is None:
             return []
+        if self._share_server is None:  # one key and one setup for every member of the session
+            self._share_server = psi.PsiServer(self._intersection, max_client_elements=self._max)
         out: list[Event] = []
         for member, request in sorted(self._pending_shares.items()):
-            setup, response = psi.reply(self._intersection, request, max_client_elements=self._max)
+            setup, response = self._share_server.answer(request)
             out.append(self._message(SplitAlignStep.SHARE_REPLY, member, response, setup))
         self._pending_shares.clear()
         return out

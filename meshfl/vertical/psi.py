@@ -59,25 +59,44 @@ def new_client(elements: Sequence[str]) -> PsiClient:
     return PsiClient(elements=values, request=request, _client=client)
 
 
+class PsiServer:
+    """One side's elements under one fresh key: the *setup* is computed once and answers every request
+    of the session (the share phase answers each member with the same setup: each learns the same
+    intersection, and its response is under its own key)."""
+
+    def __init__(self, elements: Sequence[str], *, max_client_elements: int) -> None:
+        self._values = [str(value) for value in elements]
+        self._max = max_client_elements
+        self._server = psi.server.CreateWithNewKey(_REVEAL_INTERSECTION)
+        self._setup: bytes | None = None
+
+    def answer(self, request: bytes | memoryview) -> tuple[bytes, bytes]:
+        """(setup, response) for one client's request; the server learns only the request's size."""
+        try:
+            parsed = psi.Request()
+            parsed.ParseFromString(bytes(request))
+        except Exception as exc:
+            raise AlignmentError(f"unusable PSI request: {exc}") from exc
+        if len(parsed.encrypted_elements) > self._max:
+            raise AlignmentError(
+                f"PSI request of {len(parsed.encrypted_elements)} elements, above the bound {self._max}"
+            )
+        try:
+            if self._setup is None:
+                # fpr is irrelevant for the RAW structure: the setup holds every encrypted element.
+                # The RAW setup does not depend on the client's size, so one serves every request.
+                setup = self._server.CreateSetupMessage(
+                    1e-9, max(1, len(parsed.encrypted_elements)), self._values, psi.DataStructure.RAW
+                )
+                self._setup = setup.SerializeToString()
+            response = self._server.ProcessRequest(parsed)
+        except Exception as exc:
+            raise AlignmentError(f"cannot answer the PSI request: {exc}") from exc
+        return self._setup, response.SerializeToString()
+
+
 def reply(
     elements: Sequence[str], request: bytes | memoryview, *, max_client_elements: int
 ) -> tuple[bytes, bytes]:
-    """The server's (setup, response) to a request, with a fresh key; the server learns only the size."""
-    try:
-        parsed = psi.Request()
-        parsed.ParseFromString(bytes(request))
-    except Exception as exc:
-        raise AlignmentError(f"unusable PSI request: {exc}") from exc
-    if len(parsed.encrypted_elements) > max_client_elements:
-        raise AlignmentError(
-            f"PSI request of {len(parsed.encrypted_elements)} elements, above the bound {max_client_elements}"
-        )
-    values = [str(value) for value in elements]
-    try:
-        server = psi.server.CreateWithNewKey(_REVEAL_INTERSECTION)
-        # fpr is irrelevant for the RAW structure: the setup holds every encrypted element exactly.
-        setup = server.CreateSetupMessage(1e-9, len(parsed.encrypted_elements), values, psi.DataStructure.RAW)
-        response = server.ProcessRequest(parsed)
-    except Exception as exc:
-        raise AlignmentError(f"cannot answer the PSI request: {exc}") from exc
-    return setup.SerializeToString(), response.SerializeToString()
+    """The server's (setup, response) to one request, with a fresh key."""
+    return PsiServer(elements, max_client_elements=max_client_elements).answer(request)
