@@ -37,6 +37,7 @@ from meshfl.vertical.events import (
     SplitCommand,
     SplitEpoch,
     SplitGradients,
+    SplitLabelsAt,
     SplitReport,
     SplitTask,
 )
@@ -94,10 +95,13 @@ class SplitGovernance:
             trust.close()
 
     def _run(self, stop: threading.Event) -> int:
+        # gradients come to governance only from a label owner: without one, reading that topic would
+        # decode governance's own gradients (one a domain a batch) for nothing
+        owners = any(task.labels.at == SplitLabelsAt.DOMAIN for task in self._tasks)
         with (
             EventConsumer(
                 self._settings,
-                [Topic.SPLIT_ACTIVATIONS, Topic.SPLIT_GRADIENTS],
+                [Topic.SPLIT_ACTIVATIONS, *([Topic.SPLIT_GRADIENTS] if owners else [])],
                 from_beginning=False,
                 client_id="meshfl-split-governance-data",
             ) as data,
