@@ -151,6 +151,7 @@ def main() -> int:
     )
     parser.add_argument("--deadline", type=float, default=20.0, help="round deadline, seconds")
     parser.add_argument("--max-minutes", type=float, default=60.0, help="stop there even if rounds remain")
+    parser.add_argument("--check-every", type=float, default=10.0, help="seconds between progress reads")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--bootstrap", default=os.environ.get("MESHFL_BOOTSTRAP_SERVERS"))
     parser.add_argument("--json", type=Path, default=None)
@@ -198,11 +199,21 @@ def main() -> int:
         down: dict[str, float] = {}
         started = time.monotonic()
         next_kill = started + args.kill_every
+        next_check, reached = started, -1
         try:
             while time.monotonic() - started < args.max_minutes * 60:
                 now = time.monotonic()
-                if latest_round(settings, task.id) >= args.rounds:
-                    break
+                if now >= next_check:  # a snapshot read of the versions: not every loop
+                    next_check = now + args.check_every
+                    current = latest_round(settings, task.id)
+                    if current != reached:
+                        reached = current
+                        rss_now = round(rss[-1][1]) if rss else 0
+                        line = {"t": round(now - started), "round": current, "rss_mib": rss_now}
+                        line["kills"] = dict(kills)
+                        print(json.dumps(line), file=sys.stderr, flush=True)
+                    if current >= args.rounds:
+                        break
                 gov = fleet.procs.get("governance")
                 if gov is not None and gov.poll() is None:
                     with contextlib.suppress(psutil.NoSuchProcess):
