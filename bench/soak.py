@@ -157,6 +157,7 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     rng = random.Random(args.seed)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # the fleet is stopped on the way out
 
     with tempfile.TemporaryDirectory(prefix="meshfl-soak-") as tmp:
         work = Path(tmp)
@@ -222,7 +223,9 @@ def main() -> int:
                     if now >= at:
                         fleet.start(name, "domain", "run", "--domain", str(work / "domains" / name))
                         del down[name]
-                if now >= next_kill:
+                if reached < 1:
+                    next_kill = now + args.kill_every  # kills start once the federation runs: round 1 done
+                elif now >= next_kill:
                     next_kill = now + args.kill_every
                     if rng.random() < args.governance_share:
                         fleet.kill("governance")
