@@ -24,6 +24,7 @@ from governance.policies.transforms import reapply_transforms
 from governance.round_fold import RoundFold
 from governance.rounds import PendingUpdate, TaskState, aggregate_version
 from governance.service_state import ServiceState
+from governance.state_record import log_positions
 from governance.strategies import ClientUpdate, TooFewUpdates
 from meshfl import faults
 from meshfl.bus import EventProducer
@@ -272,6 +273,11 @@ class RoundCloser:
             return
         faults.kill_point("governance.mid-aggregation")
         self._report_stragglers(producer, state, version.contributing_domains)
+        # Where a restart finds this version: at or after what the producer has written so far.
+        where = log_positions(self._settings, self._state.log.log_ends, producer.written_ends())
+        self._state.log.version_from[(version.task_id, version.version)] = {
+            key: offset for key, offset in where.items() if key[0] == Topic.MODEL_VERSIONS.value
+        }
         # the version's sha256 is the hash its signature names: the state is hashed once
         producer.produce(
             Topic.MODEL_VERSIONS, version, key=state.task.id, digests={"tensors": version.sha256}

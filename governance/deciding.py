@@ -18,7 +18,7 @@ from __future__ import annotations
 import uuid
 
 from governance.catalog_view import CatalogView
-from governance.identity_gate import IDENTITY_POLICIES, IdentityGate
+from governance.identity_gate import IdentityGate
 from governance.log_state import FORM_REFUSED
 from governance.policies import Candidate, PolicyContext, Verdict, evaluate_update
 from governance.rounds import PendingUpdate, TaskState
@@ -149,7 +149,7 @@ class Decider:
             global_weights=state.reference_weights(update.base_version),  # async: its own base
             expected=expected,
             catalog=self._catalog.snapshot(),
-            decided_update_ids=self._state.log.decided_ids,
+            decided_update_ids=self._state.log.decided_ids.keys(),
             accepted_domains_this_round=frozenset(state.accepted_domains()),
         )
         with METRICS.check_seconds.labels(state.task.id).time():
@@ -170,11 +170,13 @@ class Decider:
             source_partition=env.partition,
             source_offset=env.offset,
             created_at=utcnow(),
+            base_version=update.base_version,
         )
         producer.produce(Topic.DECISIONS, decision, key=update.task_id)
-        if verdict.policy not in IDENTITY_POLICIES:  # a forger's attempt does not settle the owner's id
-            self._state.log.decided_ids.add(update.update_id)
-        self._state.log.decided_at[(env.partition, env.offset)] = outcome
+        # A forger's attempt (IDENTITY_POLICIES) does not settle the owner's id; the id is kept while a
+        # copy could still pass its round checks (governance.id_window).
+        state = self._state.tasks.get(update.task_id)
+        self._state.log.record_decision(decision, state.task if state else None, update.base_version)
         log.info(
             "decision",
             task=update.task_id,

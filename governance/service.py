@@ -42,12 +42,13 @@ from governance.closing import RoundCloser, dp_secret
 from governance.deciding import Decider
 from governance.identity_gate import IdentityGate
 from governance.log_checks import decode_version, effective_task
-from governance.log_state import read_log_state
 from governance.ownership import PartitionProducers, owned_tasks, task_partition
 from governance.policies import check_dp_config
 from governance.rounds import TaskState, initial_version, strategy_params
 from governance.service_metrics import count_committed
 from governance.service_state import ServiceState
+from governance.state_record import STATE_KEY, log_positions, state_record
+from governance.state_topic import read_governance_state
 from governance.strategies import Strategy, build_strategy
 from governance.strategies.memory import round_memory
 from governance.version_window import read_window
@@ -131,6 +132,7 @@ class GovernanceService:
         self._session_timeout_ms = session_timeout_ms
         self._partitions = 1
         self._state = ServiceState()
+        self._committed: dict[int, int] = {}  # owned updates partition -> committed offset (0: none)
 
     def _wire(self) -> None:
         """The parts, once the tasks are known good: the identity gate needs the pinned key."""
@@ -217,7 +219,7 @@ class GovernanceService:
         """After an assignment change: fence the owned partitions first, then rebuild their tasks."""
         owned = [partition for _topic, partition in updates.assigned()]
         producers.own(owned)
-        updates.rewind_to_committed()
+        self._rewind(updates)
         self._rebuild(owned)
         self._publish_missing_tasks(producers)
         log.info("owning", partitions=owned, tasks=sorted(self._state.tasks))
@@ -248,7 +250,10 @@ class GovernanceService:
             topic = topic_name(self._settings, Topic.UPDATES)
             holds = {(topic, p): offset for p, offset in self._state.holds().items() if p == partition}
             offsets = [tp for tp in updates.safe_offsets(holds) if tp.partition == partition]
+            committed = offsets[0].offset if offsets else self._committed.get(partition, 0)
+            self._write_state(producer, partition, tasks, committed)
             producer.commit_transaction(consumer=updates, offsets=offsets)
+            self._committed[partition] = committed
             return True
         except FencedError:
             raise
@@ -259,9 +264,34 @@ class GovernanceService:
             for attempt in self._recovering("aborting, rewinding and rebuilding"):
                 with attempt:
                     producer.abort_transaction()  # a no-op if the commit already aborted it
-                    updates.rewind_to_committed()
+                    self._rewind(updates)
                     self._rebuild(producers.partitions)
             return False
+
+    def _write_state(
+        self, producer: EventProducer, partition: int, tasks: Sequence[TaskState], committed: int
+    ) -> None:
+        """The partition's governance-state record, last in the transaction it summarises (pruned
+        first: ids a copy of which its round now refuses, decisions below the offset committed now)."""
+        log_state = self._state.log
+        log_state.prune(
+            {task_id: s.latest.version for task_id, s in self._state.tasks.items()},
+            {**self._committed, partition: committed},
+            {task_id: s.task.round_policy.max_staleness for task_id, s in self._state.tasks.items()},
+        )
+        record = state_record(
+            updates_topic=topic_name(self._settings, Topic.UPDATES),
+            partition=partition,
+            committed_offset=committed,
+            log_state=log_state,
+            tasks=tasks,
+            log_ends=log_positions(self._settings, log_state.log_ends, producer.written_ends()),
+        )
+        producer.produce(Topic.GOVERNANCE_STATE, record, key=STATE_KEY.format(partition))
+
+    def _rewind(self, updates: EventConsumer) -> None:
+        resumed = updates.rewind_to_committed()
+        self._committed = {partition: offset for (_topic, partition), offset in resumed.items()}
 
     @staticmethod
     def _recovering(what: str) -> Retrying:
@@ -295,7 +325,13 @@ class GovernanceService:
 
     def _rebuild(self, partitions: Sequence[int]) -> None:
         configured = {task.id: task for task in self._configured}
-        log_state = read_log_state(self._settings, configured)
+        log_state = read_governance_state(
+            self._settings,
+            configured,
+            partitions=partitions,
+            partition_count=self._partitions,
+            committed=self._committed,
+        )
         self._state.log = log_state
         self._gate.reset()
         self._state.tasks.clear()
@@ -317,11 +353,14 @@ class GovernanceService:
                 error=failed[1] if failed is not None and failed[0] == latest.round + 1 else None,
             )
             if self._state.tasks[task.id].is_async:
-                self._state.tasks[task.id].recent = read_window(self._settings, effective, latest)
+                self._state.tasks[task.id].recent = read_window(self._settings, effective, latest, log_state)
         log.info(
             "state rebuilt from the log",
+            source=log_state.source,
+            records_read=dict(log_state.records_read),
             versions={k: v.version for k, v in log_state.latest.items()},
-            decisions=len(log_state.decided_ids),
+            decided_ids=len(log_state.decided_ids),
+            open_decisions=len(log_state.decided_at),
             ignored_versions=log_state.ignored_versions,
             ignored_unsigned=log_state.refused,
         )

@@ -13,39 +13,37 @@ from __future__ import annotations
 import torch
 
 from governance.log_checks import decode_version
+from governance.log_state import LogState
 from governance.rounds import window_floor
-from meshfl.bus import read_all
+from governance.state_topic import read_versions
 from meshfl.events import ModelVersion, TrainingTask
 from meshfl.logs import get_logger
 from meshfl.settings import MeshflSettings
-from meshfl.topics import Topic
 
 log = get_logger("meshfl.governance")
 
 
 def read_window(
-    settings: MeshflSettings, task: TrainingTask, latest: ModelVersion
+    settings: MeshflSettings, task: TrainingTask, latest: ModelVersion, log_state: LogState
 ) -> dict[int, dict[str, torch.Tensor]]:
     """Weights of ``task``'s versions in ``[latest - max_staleness, latest)``, by version number.
 
-    The first copy of a version on the log wins (as for the latest version); a version that cannot be
-    decoded is left out, and an update based on it is then withdrawn as too stale to aggregate.
+    Read where ``log_state.version_from`` says they lie (the start-up read recorded it), not by a scan
+    of every version. The first copy of a version on the log wins (as for the latest version); a
+    version that cannot be found or decoded is left out, and an update based on it is then withdrawn
+    as too stale to aggregate.
     """
-    floor = window_floor(task, latest.version)
-    if floor >= latest.version:
-        return {}
+    floor = max(window_floor(task, latest.version), 0)
+    wanted = {(task.id, number) for number in range(floor, latest.version)}
     found: dict[int, dict[str, torch.Tensor]] = {}
-    for env in read_all(settings, Topic.MODEL_VERSIONS):
-        version = env.event
-        if not isinstance(version, ModelVersion) or version.task_id != task.id:
-            continue
-        if not floor <= version.version < latest.version or version.version in found:
-            continue
-        decoded = decode_version(version, task)
+    for (_task, number), env in read_versions(settings, log_state, wanted, {task.id: task}).items():
+        assert isinstance(env.event, ModelVersion)
+        decoded = decode_version(env.event, task)
         if isinstance(decoded, str):
-            log.error(
-                "window version cannot be decoded", task=task.id, version=version.version, error=decoded
-            )
+            log.error("window version cannot be decoded", task=task.id, version=number, error=decoded)
             continue
-        found[version.version] = decoded[0]
+        found[number] = decoded[0]
+    missing = sorted(n for _t, n in wanted - {(task.id, n) for n in found})
+    if missing:
+        log.warning("window versions not found", task=task.id, versions=missing)
     return found

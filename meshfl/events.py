@@ -314,6 +314,7 @@ class GovernanceDecision(Event):
     source_offset: int | None = None
     created_at: datetime = Field(default_factory=utcnow)
     signature: Signature | None = Field(None, description=_SIGNATURE_DOC)
+    base_version: int | None = None
 
 
 class AgentStatus(StrEnum):
@@ -413,8 +414,11 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     Chunk,
 )
 
-# The split-learning events live beside their kin in meshfl.vertical; that module needs the classes above.
+# The split-learning events live beside their kin in meshfl.vertical, governance's state record in
+# meshfl.state_events; those modules need the classes above.
+from meshfl.state_events import GovernanceState  # noqa: E402
 from meshfl.vertical.events import SPLIT_EVENT_TYPES  # noqa: E402
 
-EVENT_TYPES = (*EVENT_TYPES, *SPLIT_EVENT_TYPES)
+SIGNED_EVENT_TYPES = (*SIGNED_EVENT_TYPES, GovernanceState)
+EVENT_TYPES = (*EVENT_TYPES, GovernanceState, *SPLIT_EVENT_TYPES)
 EVENTS_BY_AVRO_NAME: dict[str, type[Event]] = {cls.AVRO_NAME: cls for cls in EVENT_TYPES}

@@ -32,6 +32,7 @@ class Topic(StrEnum):
     SPLIT_ACTIVATIONS = "split-activations"  # cut-layer activations per batch (kept forever: audit replays)
     SPLIT_GRADIENTS = "split-gradients"  # gradients per batch back to the parties (kept forever)
     SPLIT_VERSIONS = "split-versions"  # split-model versions, one per epoch (kept forever)
+    GOVERNANCE_STATE = "governance-state"  # governance's state per updates partition (compacted, partition-N)
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,8 @@ _CONFIGS: dict[Topic, dict[str, str]] = {
     Topic.SPLIT_ACTIVATIONS: _FOREVER,
     Topic.SPLIT_GRADIENTS: _FOREVER,
     Topic.SPLIT_VERSIONS: _FOREVER,
+    # Small segments, so the cleaner keeps about one record per key: a restart reads O(partitions).
+    Topic.GOVERNANCE_STATE: {**_COMPACTED, "segment.ms": str(600_000), "min.cleanable.dirty.ratio": "0.1"},
 }
 
 

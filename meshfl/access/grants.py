@@ -57,6 +57,7 @@ TOPIC_ACCESS: dict[str, tuple[frozenset[Role], frozenset[Role]]] = {
     Topic.SPLIT_ACTIVATIONS.value: (frozenset({_D, _G}), _EVERYONE),
     Topic.SPLIT_GRADIENTS.value: (frozenset({_D, _G}), _EVERYONE),
     Topic.SPLIT_VERSIONS.value: (frozenset({_G}), _EVERYONE),
+    Topic.GOVERNANCE_STATE.value: (frozenset({_G}), frozenset({_G, _A})),  # governance's restart summary
 }
 """Every topic meshfl knows, by logical name; a new ``Topic`` without an entry fails a test."""
 

@@ -83,8 +83,11 @@ class EventConsumer:
         session_timeout_ms: int | None = None,
         transactional_dead_letters: bool = False,
         on_tombstone: Callable[[str, str | None], None] | None = None,
+        start_offsets: Mapping[int, int] | None = None,
     ) -> None:
+        """``start_offsets`` (readers only): read just these partitions, each from its offset."""
         self._settings = settings
+        self._start_offsets = start_offsets
         self._accept = accept  # other event types are dead-lettered, never handed out
         self._codec = resolve_codec(settings, codec)
         self._names = [topic_name(settings, topic) for topic in topics]
@@ -227,8 +230,10 @@ class EventConsumer:
         except KafkaException as exc:
             raise bus_error("reading the consumer group metadata", exc) from exc
 
-    def rewind_to_committed(self) -> None:
-        """Go back to the committed offsets (or the start), dropping partial chunk sets: after an abort."""
+    def rewind_to_committed(self) -> dict[PartitionKey, int]:
+        """Go back to the committed offsets (or the start), dropping partial chunk sets: after an abort.
+
+        Returns where each assigned partition now resumes (0 when nothing was committed yet)."""
         keys = sorted(self._assigned)
         if self._group_id is None:
             targets = [TopicPartition(t, p, self._start.get((t, p), OFFSET_BEGINNING)) for t, p in keys]
@@ -249,6 +254,7 @@ class EventConsumer:
         self._reassembler.drop()
         self._next.clear()
         log.info("rewound", offsets={f"{tp.topic}[{tp.partition}]": tp.offset for tp in targets})
+        return {(tp.topic, tp.partition): max(tp.offset, 0) for tp in targets}
 
     def close(self) -> None:
         """Store pending dead letters and leave the group."""
@@ -463,9 +469,13 @@ class EventConsumer:
             if metadata is None or metadata.error is not None or not metadata.partitions:
                 raise BusError(f"topic {name} is not available: {metadata.error if metadata else 'unknown'}")
             for partition in sorted(metadata.partitions):
+                if self._start_offsets is not None and partition not in self._start_offsets:
+                    continue
                 tp = TopicPartition(name, partition)
                 low, high = self._watermarks(tp)
                 start = low if from_beginning else high
+                if self._start_offsets is not None:
+                    start = min(max(low, self._start_offsets[partition]), high)
                 self._start[(name, partition)] = start
                 self._next[(name, partition)] = start
                 partitions.append(TopicPartition(name, partition, start))

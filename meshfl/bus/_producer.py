@@ -70,6 +70,7 @@ class EventProducer:
         self._failures: list[str] = []
         self._failure_count = 0
         self._partitions: dict[str, int] = {}
+        self._ends: dict[tuple[str, int], int] = {}
         self._fatal: KafkaError | None = None
         config = producer_config(settings, transactional_id=transactional_id, client_id=client_id)
         config["error_cb"] = self._on_client_error
@@ -145,6 +146,15 @@ class EventProducer:
             why = f": {self._fatal.name()} ({self._fatal.str()})" if self._fatal is not None else ""
             raise BusError(f"{remaining} messages not delivered within {timeout} s{why}")
         self._raise_failures()
+
+    def written_ends(self) -> dict[tuple[str, int], int]:
+        """Per (topic, partition): one past the highest offset of a delivery reported so far.
+
+        Everything this producer wrote below it is on the log (committed, or aborted: invisible);
+        what it still has in flight lands above it. Governance records it as where its log tail starts.
+        """
+        self._producer.poll(0)
+        return dict(self._ends)
 
     @property
     def in_transaction(self) -> bool:
@@ -330,7 +340,10 @@ class EventProducer:
             log.warning("client error", error=error.name(), detail=error.str())
 
     def _delivered(self, err: KafkaError | None, message: Message) -> None:
-        if err is not None:
+        if err is None:
+            key = (message.topic(), message.partition())
+            self._ends[key] = max(self._ends.get(key, 0), message.offset() + 1)
+        else:
             self._failure_count += 1
             if len(self._failures) < _MAX_KEPT_FAILURES:
                 self._failures.append(f"{message.topic()}: {err.str()}")

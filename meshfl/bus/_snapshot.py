@@ -8,7 +8,7 @@ for open transactions nor runs on with events written after it began.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from meshfl.bus._admin import committed_ranges
@@ -32,8 +32,12 @@ def read_all(
     codec: EventCodec | None = None,
     timeout: float = 10.0,
     dead_letters: bool = False,
+    starts: Mapping[int, int] | None = None,
 ) -> Iterator[Envelope]:
     """Every event of ``topic`` up to the ends observed at the start, then stop.
+
+    ``starts`` (partition -> offset) reads only those partitions, each from its offset: the tail of a
+    log whose beginning the caller already knows.
 
     ``timeout`` bounds the time without progress; it raises ``BusError`` rather than return a
     partial snapshot. Bad records are logged, and dead-lettered only if ``dead_letters`` (a replay
@@ -41,11 +45,20 @@ def read_all(
     """
     name = topic_name(settings, topic)
     ranges = committed_ranges(settings, name, timeout=timeout)
+    if starts is not None:
+        ranges = {
+            partition: (max(start, starts[partition]), end)
+            for partition, (start, end) in ranges.items()
+            if partition in starts
+        }
     ends = {(name, partition): end for partition, (start, end) in ranges.items() if end > start}
     if not ends:
         return
     yielded = 0
-    with EventConsumer(settings, [topic], codec=codec, dead_letters=dead_letters) as consumer:
+    only = None if starts is None else {p: ranges[p][0] for _n, p in ends}
+    with EventConsumer(
+        settings, [topic], codec=codec, dead_letters=dead_letters, start_offsets=only
+    ) as consumer:
         last_progress = time.monotonic()
         seen = consumer.progress()
         while True:

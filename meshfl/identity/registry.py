@@ -27,10 +27,17 @@ from meshfl.events import (
 )
 from meshfl.identity.keys import key_id, raw_public_key
 from meshfl.identity.signing import GOVERNANCE, verify_event
+from meshfl.state_events import GovernanceState
 
 __all__ = ["GOVERNANCE_EVENTS", "KeyRecord", "TrustRegistry", "sender_of"]
 
-GOVERNANCE_EVENTS: tuple[type[Event], ...] = (TrainingTask, ModelVersion, GovernanceDecision, KeyEvent)
+GOVERNANCE_EVENTS: tuple[type[Event], ...] = (
+    TrainingTask,
+    ModelVersion,
+    GovernanceDecision,
+    KeyEvent,
+    GovernanceState,
+)
 """Events only governance may sign; every other event is signed by the domain its ``domain`` names."""
 
 

@@ -37,6 +37,14 @@ from meshfl.events import (
     TrainingTask,
     UpdateChecks,
 )
+from meshfl.state_events import (
+    DecidedUpdate,
+    GovernanceState,
+    LogPosition,
+    OffsetDecision,
+    TaskSummary,
+    VersionPointer,
+)
 from meshfl.tensors import state_sha256, to_wire
 
 WHEN = datetime(2026, 3, 14, 9, 26, 53, 589_000, tzinfo=UTC)
@@ -162,6 +170,28 @@ def sample_events() -> list[Event]:
             action=KeyAction.REGISTERED,
             effective_at=WHEN,
             reason="first key",
+        ),
+        GovernanceState(
+            updates_topic="meshfl.model-updates",
+            updates_partition=0,
+            committed_offset=41,
+            log_ends=[LogPosition(topic="decisions", partition=0, offset=120)],
+            tasks=[
+                TaskSummary(
+                    task_id="fraud-mlp",
+                    versions=[
+                        VersionPointer(
+                            version=3,
+                            search_from=[LogPosition(topic="model-versions", partition=0, offset=6)],
+                        )
+                    ],
+                    decided=[DecidedUpdate(update_id="u-retail-4", forget_at=4)],
+                    failed_round=None,
+                    failed_reason=None,
+                )
+            ],
+            open_decisions=[OffsetDecision(offset=41, update_id="u-retail-4", accepted=True, settled=False)],
+            written_at=WHEN,
         ),
         Chunk(
             message_id="m-1",

@@ -17,6 +17,7 @@ from fastavro import schemaless_writer
 from meshfl.codec import SchemaStore, SingleObjectCodec, schemas_dir
 from meshfl.errors import CodecError
 from meshfl.events import EVENT_TYPES, SIGNED_EVENT_TYPES, Event, KeyEvent, ModelUpdate
+from meshfl.state_events import GovernanceState
 from meshfl.vertical.events import SPLIT_EVENT_TYPES
 
 from .conftest import sample_events
@@ -31,7 +32,7 @@ def _compatible(reader: dict[str, Any], writer: dict[str, Any]) -> bool:
     return result.compatibility is SchemaCompatibilityType.compatible
 
 
-NEW_SINCE_V1 = {KeyEvent}
+NEW_SINCE_V1 = {KeyEvent, GovernanceState}
 
 
 @pytest.mark.parametrize("event_type", EVENT_TYPES, ids=lambda cls: cls.__name__)
@@ -47,6 +48,7 @@ def test_current_reads_every_released_version(store: SchemaStore, event_type: ty
 
 OTHER_ADDITIONS: dict[str, dict[str, object]] = {
     "io.meshfl.v1.TrainingTask": {"lr_schedule": "constant"},  # v1 tasks keep a constant learning rate
+    "io.meshfl.v1.GovernanceDecision": {"base_version": None},  # older decisions name no base version
 }
 """Fields added since v1 besides the signature, each with the default a v1 writer's messages get."""
 

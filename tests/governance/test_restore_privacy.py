@@ -61,7 +61,7 @@ def test_an_update_failing_its_checks_on_restore_is_never_aggregated_raw() -> No
 
     log_state = LogState(tasks={task.id: task}, latest={task.id: parent})
     log_state.decided_at[(0, 0)] = DecisionOutcome.ACCEPTED  # accepted before the restart ...
-    log_state.decided_ids.add(raw.update_id)
+    log_state.decided_ids[raw.update_id] = (task.id, 1)
     state = ServiceState(
         log=log_state,
         tasks={task.id: TaskState(task=task, latest=parent, latest_weights=base, server_state={})},
