@@ -152,6 +152,7 @@ def main() -> int:
     parser.add_argument("--deadline", type=float, default=20.0, help="round deadline, seconds")
     parser.add_argument("--max-minutes", type=float, default=60.0, help="stop there even if rounds remain")
     parser.add_argument("--check-every", type=float, default=10.0, help="seconds between progress reads")
+    parser.add_argument("--stagger", type=float, default=3.0, help="seconds between agent starts")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--bootstrap", default=os.environ.get("MESHFL_BOOTSTRAP_SERVERS"))
     parser.add_argument("--json", type=Path, default=None)
@@ -193,9 +194,11 @@ def main() -> int:
         fleet = Fleet(work, env, settings)
         governance = ["governance", "run", "--tasks", str(task_file)]
         fleet.start("governance", *governance)
-        for path in domains:
+        for path in domains:  # staggered: 20 interpreters importing torch at once time out on metadata
             fleet.start(path.name, "domain", "run", "--domain", str(path))
+            time.sleep(args.stagger)
         kills = Counter[str]()
+        exits = Counter[str]()
         rss: list[tuple[float, float]] = []
         down: dict[str, float] = {}
         started = time.monotonic()
@@ -211,10 +214,20 @@ def main() -> int:
                         reached = current
                         rss_now = round(rss[-1][1]) if rss else 0
                         line = {"t": round(now - started), "round": current, "rss_mib": rss_now}
-                        line["kills"] = dict(kills)
+                        line["kills"], line["exits"] = dict(kills), dict(exits)
                         print(json.dumps(line), file=sys.stderr, flush=True)
                     if current >= args.rounds:
                         break
+                # A supervisor's job: a daemon that exited by itself (e.g. a broker timeout at start-up
+                # on this loaded machine) is counted and started again.
+                for name, proc in list(fleet.procs.items()):
+                    if proc.poll() is not None:
+                        exits[f"{name.split('-')[0]} exit {proc.returncode}"] += 1
+                        del fleet.procs[name]
+                        if name == "governance":
+                            fleet.start("governance", *governance)
+                        else:
+                            down[name] = now + 1.0
                 gov = fleet.procs.get("governance")
                 if gov is not None and gov.poll() is None:
                     with contextlib.suppress(psutil.NoSuchProcess):
@@ -260,6 +273,7 @@ def main() -> int:
             "rounds_asked": args.rounds,
             "wall_seconds": round(wall, 1),
             "kills": dict(kills),
+            "exited_by_themselves": dict(exits),
             "governance_rss_mib": {
                 "samples": len(series),
                 "first_quarter_median": sorted(series[:quarter])[quarter // 2] if series else None,
