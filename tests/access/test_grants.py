@@ -43,7 +43,7 @@ def test_governance_owns_its_ids_and_writes_what_it_decides() -> None:
     gov = governance(SETTINGS)
     assert _ops(gov.grants, "topic", "WRITE") == {
         "p.tasks", "p.model-versions", "p.decisions", "p.keys", "p.dead-letters", "p.split-versions",
-        *SPLIT_EXCHANGE,
+        "p.governance-state", *SPLIT_EXCHANGE,
     }  # fmt: skip
     assert _ops(gov.grants, "topic", "READ") == {f"p.{name}" for name in TOPIC_ACCESS}
     prefixed = {
