@@ -65,8 +65,10 @@ class LogState:
     def record_decision(
         self, decision: GovernanceDecision, task: TrainingTask | None, base_version: int | None
     ) -> None:
-        """Remember one decision (taken now or read back)."""
-        if decision.policy not in IDENTITY_POLICIES and task is not None:
+        """Remember one decision (taken now or read back). Only a decision on an update message settles
+        its id: a round's own decisions (stragglers, withdrawals) are about updates decided before."""
+        on_message = decision.source_partition is not None and decision.source_offset is not None
+        if on_message and decision.policy not in IDENTITY_POLICIES and task is not None:
             until = forget_at(task, round_=decision.round, base_version=base_version)
             known = self.decided_ids.get(decision.update_id)
             self.decided_ids[decision.update_id] = (task.id, max(until, known[1] if known else until))
@@ -74,7 +76,7 @@ class LogState:
             self.aggregated.add(decision.update_id)
         if decision.policy == ROUND_FAILED:
             self.failed_rounds[decision.task_id] = (decision.round, decision.reason)
-        if decision.source_partition is not None and decision.source_offset is not None:
+        if on_message:
             key = (decision.source_partition, decision.source_offset)
             self.decided_at.setdefault(key, decision.outcome)
             self.decided_update.setdefault(key, decision.update_id)
