@@ -38,6 +38,7 @@ from meshfl.broker import LocalBroker, free_port_block
 from meshfl.bus import ensure_topics, read_all
 from meshfl.datasets import DATASETS, DomainSpec, materialize_dataset
 from meshfl.domain.tasks import load_task_file
+from meshfl.errors import BusError
 from meshfl.events import DecisionOutcome, GovernanceDecision, ModelSpec, ModelVersion, RoundPolicy
 from meshfl.identity import load_public_key
 from meshfl.identity.local import identity_env, provision_local
@@ -209,7 +210,11 @@ def main() -> int:
                 now = time.monotonic()
                 if now >= next_check:  # a snapshot read of the versions: not every loop
                     next_check = now + args.check_every
-                    current = latest_round(settings, task.id)
+                    try:
+                        current = latest_round(settings, task.id)
+                    except BusError as exc:  # a slow broker answer is not the end of the soak
+                        print(json.dumps({"t": round(now - started), "bus_error": str(exc)}), file=sys.stderr)
+                        current = reached
                     if current != reached:
                         reached = current
                         rss_now = round(rss[-1][1]) if rss else 0
