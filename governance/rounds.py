@@ -157,7 +157,9 @@ class TaskState:
             floor = window_floor(self.task, version.version)
             self.recent = {number: w for number, w in self.recent.items() if number >= floor}
         self.latest = version
-        self.latest_weights = from_wire(version.tensors)
+        # views of the version's bytes (which ``latest`` holds anyway): every reader only reads them
+        # (strategies never mutate their inputs, clips make new tensors), so the model is held once
+        self.latest_weights = from_wire(version.tensors, copy=False)
         self.server_state = from_wire(version.server_state)
         self.pending = [item for item in self.pending if item.update_id not in consumed]
         self.failed_with = -1
@@ -238,7 +240,7 @@ def aggregate_version(
             steps=version_number,
             delta=task.privacy.target_delta,
         )
-    tensors = to_wire(result.weights)
+    tensors = to_wire(result.weights, copy=False)  # the result is this version's alone: no second copy
     return ModelVersion(
         task_id=task.id,
         version=version_number,

@@ -26,6 +26,7 @@ import re
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from meshfl.errors import ChunkError
 from meshfl.events import Chunk
@@ -73,12 +74,15 @@ class ChunkSetError(ChunkError):
 
 @dataclass(frozen=True)
 class Reassembled:
-    """A complete, verified payload and the offsets of its first and last chunk."""
+    """A complete, verified payload and the offsets of its first and last chunk.
+
+    ``payload`` is a read-only view of the buffer the chunks were written into as they arrived.
+    """
 
     topic: str
     partition: int
     message_id: str
-    payload: bytes
+    payload: memoryview
     first_offset: int
     last_offset: int
 
@@ -93,7 +97,15 @@ class _PendingSet:
     first_timestamp_ms: int
     sender: str = ""
     received_bytes: int = 0
-    parts: dict[int, bytes] = field(default_factory=dict)
+    # Chunks arrive in order (one producer, one partition): each is written into ``buffer`` at once
+    # and hashed, so a payload costs its size once, not its chunks plus their join. Chunks ahead of
+    # the next expected index wait in ``parts`` (only a misbehaving producer sends them).
+    parts: dict[int, bytes | memoryview] = field(default_factory=dict)
+    buffer: bytearray | None = None
+    written: dict[int, tuple[int, int]] = field(default_factory=dict)  # index -> (start, length)
+    next_index: int = 0
+    size: int = 0
+    digest: Any = field(default_factory=hashlib.sha256)
 
 
 class Reassembler:
@@ -164,7 +176,7 @@ class Reassembler:
         else:
             pending.last_offset = max(pending.last_offset, offset)
             self._check_consistent(key, pending, chunk)
-        existing = pending.parts.get(chunk.index)
+        existing = _received(pending, chunk.index)
         if existing is not None:
             if existing == chunk.data:
                 return None
@@ -180,7 +192,8 @@ class Reassembler:
         pending.parts[chunk.index] = chunk.data
         pending.received_bytes += len(chunk.data)
         self._held += len(chunk.data)
-        if len(pending.parts) < pending.count:
+        _write_ready(pending)
+        if len(pending.written) < pending.count:
             return None
         return self._complete(key, pending)
 
@@ -204,7 +217,8 @@ class Reassembler:
                 self._close(
                     key,
                     REASON_INCOMPLETE,
-                    f"{len(pending.parts)} of {pending.count} chunks after {self.timeout_ms} ms",
+                    f"{len(pending.parts) + len(pending.written)} of {pending.count} chunks "
+                    f"after {self.timeout_ms} ms",
                 )
             )
         return errors
@@ -287,12 +301,12 @@ class Reassembler:
             self._reject(key, REASON_CORRUPT, f"index {chunk.index} outside a set of {pending.count}")
 
     def _complete(self, key: SetKey, pending: _PendingSet) -> Reassembled:
-        payload = b"".join(pending.parts[index] for index in range(pending.count))
-        pending.parts.clear()
-        if len(payload) != pending.total_size:
-            self._reject(key, REASON_CORRUPT, f"{len(payload)} bytes, {pending.total_size} declared")
-        if hashlib.sha256(payload).hexdigest() != pending.sha256:
+        if pending.size != pending.total_size:
+            self._reject(key, REASON_CORRUPT, f"{pending.size} bytes, {pending.total_size} declared")
+        if pending.digest.hexdigest() != pending.sha256:
             self._reject(key, REASON_CORRUPT, "sha256 of the reassembled payload does not match")
+        buffer = pending.buffer if pending.buffer is not None else bytearray()
+        payload = memoryview(buffer).toreadonly()
         self._forget(key)
         topic, partition, message_id = key
         return Reassembled(
@@ -338,3 +352,33 @@ class Reassembler:
         self._finished[key] = None
         while len(self._finished) > _FINISHED_MEMORY:
             self._finished.popitem(last=False)
+
+
+def _received(pending: _PendingSet, index: int) -> bytes | memoryview | None:
+    """The data already received for chunk ``index`` (written or waiting), if any."""
+    waiting = pending.parts.get(index)
+    if waiting is not None:
+        return waiting
+    place = pending.written.get(index)
+    if place is None or pending.buffer is None:
+        return None
+    start, length = place
+    return memoryview(pending.buffer)[start : start + length]
+
+
+def _write_ready(pending: _PendingSet) -> None:
+    """Write the chunks that follow what is written into the buffer, hashing them in order.
+
+    The buffer is allocated at its declared size on the first write (calloc'd pages cost memory only
+    once written) and never grows: ``received_bytes`` is checked against the size before a write.
+    """
+    while pending.next_index in pending.parts:
+        data = pending.parts.pop(pending.next_index)
+        if pending.buffer is None:
+            pending.buffer = bytearray(pending.total_size)
+        start = pending.size
+        pending.buffer[start : start + len(data)] = data
+        pending.digest.update(data)
+        pending.written[pending.next_index] = (start, len(data))
+        pending.size += len(data)
+        pending.next_index += 1
