@@ -225,8 +225,9 @@ class GovernanceService:
         log.info("owning", partitions=owned, tasks=sorted(self._state.tasks))
 
     def _steps(self, producers: PartitionProducers, updates: EventConsumer, batch: list[Envelope]) -> None:
-        for partition in producers.partitions:
-            mine = [env for env in batch if env.partition == partition]
+        split = {p: [env for env in batch if env.partition == p] for p in producers.partitions}
+        batch.clear()  # each step drops a message once decided (a large update is not kept to the close)
+        for partition, mine in split.items():
             if not self._step(producers, updates, partition, mine):
                 return  # aborted and rewound: the rest of the batch is read again
 
@@ -240,8 +241,8 @@ class GovernanceService:
         producer = producers.get(partition)
         producer.begin_transaction()
         try:
-            for envelope in batch:
-                self._decider.handle(producer, envelope)
+            while batch:
+                self._decider.handle(producer, batch.pop(0))  # folded, the message's bytes go
                 faults.kill_point("governance.after-consume")
                 self._closer.close_ready(producer, tasks)
             self._closer.close_ready(producer, tasks)
