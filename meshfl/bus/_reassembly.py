@@ -22,6 +22,7 @@ same sets however fast or slow the reader is, and no producer's clock can age ot
 from __future__ import annotations
 
 import hashlib
+import mmap
 import re
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -101,7 +102,7 @@ class _PendingSet:
     # and hashed, so a payload costs its size once, not its chunks plus their join. Chunks ahead of
     # the next expected index wait in ``parts`` (only a misbehaving producer sends them).
     parts: dict[int, bytes | memoryview] = field(default_factory=dict)
-    buffer: bytearray | None = None
+    buffer: bytearray | mmap.mmap | None = None
     written: dict[int, tuple[int, int]] = field(default_factory=dict)  # index -> (start, length)
     next_index: int = 0
     size: int = 0
@@ -369,16 +370,23 @@ def _received(pending: _PendingSet, index: int) -> bytes | memoryview | None:
 def _write_ready(pending: _PendingSet) -> None:
     """Write the chunks that follow what is written into the buffer, hashing them in order.
 
-    The buffer is allocated at its declared size on the first write (calloc'd pages cost memory only
-    once written) and never grows: ``received_bytes`` is checked against the size before a write.
+    The buffer is an anonymous mapping of the declared size, allocated on the first write: its
+    zero pages cost memory only once written, so an unverified sender's declared size costs nothing
+    beyond the bytes it sends (a ``bytearray`` would be zero-filled: committed at once). It never
+    grows: ``received_bytes`` is checked against the size before a write.
     """
     while pending.next_index in pending.parts:
         data = pending.parts.pop(pending.next_index)
         if pending.buffer is None:
-            pending.buffer = bytearray(pending.total_size)
+            pending.buffer = _lazy_buffer(pending.total_size)
         start = pending.size
         pending.buffer[start : start + len(data)] = data
         pending.digest.update(data)
         pending.written[pending.next_index] = (start, len(data))
         pending.size += len(data)
         pending.next_index += 1
+
+
+def _lazy_buffer(size: int) -> bytearray | mmap.mmap:
+    """A writable zeroed buffer of ``size`` bytes whose pages are committed only when written."""
+    return mmap.mmap(-1, size) if size > 0 else bytearray()

@@ -283,3 +283,22 @@ def test_open_sets_are_bounded() -> None:
         reassembler.add(
             _declaring(1000, "s3"), topic=TOPIC, partition=0, offset=3, timestamp_ms=0, sender="3"
         )
+
+
+def _resident_mib() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") >> 20
+
+
+def test_declared_sizes_cost_no_memory_until_sent() -> None:
+    # Senders are named by the record, not yet verified: many names each declaring the payload limit
+    # with one small chunk must not commit their declared sizes (a zero-filled buffer would).
+    size = 64 << 20
+    reassembler = Reassembler(max_buffered_bytes=1 << 20, max_payload_bytes=size)
+    before = _resident_mib()
+    for i in range(8):
+        reassembler.add(
+            _declaring(size, f"claim-{i}"), topic=TOPIC, partition=0, offset=i, timestamp_ms=0, sender=f"s{i}"
+        )
+    assert reassembler.held_bytes == 800 and reassembler.reserved_bytes == 8 * size
+    assert _resident_mib() - before < 64
