@@ -22,7 +22,7 @@ from governance.log_state import FORM_REFUSED, ROUND_FAILED, WITHDRAWN
 from governance.policies import buffer_ready, buffer_size, check_secret, round_ready
 from governance.policies.transforms import reapply_transforms
 from governance.round_fold import RoundFold
-from governance.rounds import PendingUpdate, TaskState, aggregate_version
+from governance.rounds import PendingUpdate, TaskState, aggregate_version, unfolded_start
 from governance.service_state import ServiceState
 from governance.state_record import log_positions
 from governance.strategies import ClientUpdate, TooFewUpdates
@@ -109,7 +109,8 @@ class RoundCloser:
             self._count_held(state)
             return
         limit = buffer_size(state.task.round_policy) if state.is_async else None
-        for item in [p for p in state.pending if p.weights is not None]:
+        start = unfolded_start(state.pending)
+        for item in state.pending[start:]:
             if limit is not None and state.fold is not None and state.fold.count >= limit:
                 break
             if state.is_async and self._withdraw_if_stale(producer, state, item):
@@ -138,7 +139,7 @@ class RoundCloser:
             except (ValueError, RuntimeError, ArithmeticError) as exc:
                 self._fail_round(producer, state, exc)
                 return
-            state.pending[state.pending.index(item)] = replace(item, weights=None)
+            state.pending[state.pending.index(item, start)] = replace(item, weights=None)
         self._count_held(state)
 
     @staticmethod
@@ -146,7 +147,7 @@ class RoundCloser:
         """The round's held bytes on ``/metrics``: update tensors not folded, and the running sums."""
         held = sum(
             t.numel() * t.element_size()
-            for item in state.pending
+            for item in state.pending[unfolded_start(state.pending) :]
             if item.weights is not None
             for t in item.weights.values()
         )

@@ -56,6 +56,19 @@ class PendingUpdate:
     first_offset: int
 
 
+def unfolded_start(pending: Sequence[PendingUpdate]) -> int:
+    """Index of the first update of ``pending`` still holding its tensors, read from the end.
+
+    Updates are appended as decided and folded in that order (withdrawals and the async buffer's
+    leftovers keep it), so the folded ones are a prefix: a decision reads only the unfolded tail,
+    not every update of the round (quadratic in the domains per round otherwise).
+    """
+    start = len(pending)
+    while start > 0 and pending[start - 1].weights is not None:
+        start -= 1
+    return start
+
+
 @dataclass
 class TaskState:
     """One task's latest version and the accepted updates of its open round (or async buffer)."""

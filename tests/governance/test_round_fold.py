@@ -160,3 +160,27 @@ def test_rules_that_need_every_update_do_not_fold(name: str) -> None:
     assert not streams(task_strategy(task))
     with pytest.raises(ValueError, match="does not fold"):
         RoundFold(task, from_wire(initial_version(task).tensors))
+
+
+class _CountingList(list):
+    """A pending list that counts the items read, to show a decision reads only the unfolded tail."""
+
+    reads = 0
+
+    def __getitem__(self, index):
+        type(self).reads += 1
+        return super().__getitem__(index)
+
+
+def test_a_decision_reads_only_the_unfolded_tail_of_the_round() -> None:
+    from governance.rounds import PendingUpdate, unfolded_start
+
+    def item(i: int, held: bool) -> PendingUpdate:
+        return PendingUpdate(f"u{i}", f"d{i}", 1, 0, {"w": torch.zeros(1)} if held else None, 0, i)
+
+    pending = _CountingList(
+        [item(i, held=False) for i in range(1000)] + [item(1000 + i, True) for i in range(2)]
+    )
+    assert unfolded_start(pending) == 1000
+    assert _CountingList.reads <= 3  # the two held updates and the folded one before them, not 1,000
+    assert unfolded_start([]) == 0 and unfolded_start([item(0, True)]) == 0
