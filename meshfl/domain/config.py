@@ -26,6 +26,7 @@ Standard (ODPS) and its contract the Open Data Contract Standard (ODCS v3)::
 
     [split]                              # optional: what it agrees to in vertical (split) tasks
     share_labels = false                 # its labels never go to governance unless true
+    # label_columns = ["label"]          # which columns may be those labels (default: as columns)
 """
 
 from __future__ import annotations
@@ -127,6 +128,10 @@ class SplitConsent(_Strict):
     )
     share_labels: bool = Field(
         False, description="let its label column go to governance (a task with labels at governance)"
+    )
+    label_columns: list[str] | None = Field(
+        None,
+        description="label columns share_labels lets go to governance (patterns; default: as columns)",
     )
     allow_raw_columns: bool = Field(
         False, description="join a task whose bottom has no linear layer (it would publish the columns)"

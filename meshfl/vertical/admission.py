@@ -7,7 +7,8 @@ own say: the task must pass the task-file checks (``check_split_task``), its id 
 ``[split] tasks``, the data product must be one of the domain's and match ``[split] data_products``,
 every feature column must match ``[split] columns``, the bottom network must contain a linear layer
 (a bottom of only ReLU, batch norm and dropout publishes the columns themselves) unless
-``allow_raw_columns``, and labels go to governance only with ``share_labels``. Whether governance
+``allow_raw_columns``, and labels go to governance only with ``share_labels`` and a label column that
+matches ``[split] label_columns`` (default: the ``columns`` patterns). Whether governance
 signed the task is checked before, apart (``meshfl.vertical.trust``).
 """
 
@@ -52,6 +53,10 @@ def split_admits(config: DomainConfig, task: SplitTask) -> str | None:
             " (set [split] allow_raw_columns = true to agree)"
         )
     labels = task.labels
-    if labels.domain == config.name and labels.at == SplitLabelsAt.GOVERNANCE and not consent.share_labels:
-        return "the task sends this domain's labels to governance; [split] share_labels is false"
+    if labels.domain == config.name and labels.at == SplitLabelsAt.GOVERNANCE:
+        if not consent.share_labels:
+            return "the task sends this domain's labels to governance; [split] share_labels is false"
+        allowed = consent.columns if consent.label_columns is None else consent.label_columns
+        if not _matches(labels.column, allowed):  # else any column could go raw, named the label
+            return f"label column {labels.column!r} matches none of [split] label_columns {allowed}"
     return None

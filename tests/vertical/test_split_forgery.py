@@ -15,6 +15,7 @@ import pytest
 from meshfl.events import Event
 from meshfl.identity import Signer, generate_private_key
 from meshfl.topics import Topic
+from meshfl.vertical.admission import split_admits
 from meshfl.vertical.agent import SplitAgent
 from meshfl.vertical.datasets import SplitDataset, breast_cancer_split, paper_task
 from meshfl.vertical.events import (
@@ -230,3 +231,31 @@ def test_split_governance_serves_only_signed_predictions_of_versions_it_holds(tm
     out = service.on_control(mesh.keys.envelope(mesh.keys.sign(unknown)))
     assert [(e.kind, e.party) for _, e in out] == [(SplitReportKind.REFUSED, "governance")]
     assert "no version 9" in out[0][1].reason  # type: ignore[attr-defined]
+
+
+def test_shared_labels_are_only_a_column_the_domain_listed(dataset: SplitDataset) -> None:
+    # share_labels lets *a* label column go to governance as it is: a governance-signed task naming a
+    # feature the domain kept out of [split] columns as its "label" must not get that column raw.
+    keys = SplitKeys()
+    holder = dataset.label_domain
+    config = _agent(dataset, keys, holder)._config
+    kept_out, *features = dataset.columns[holder]
+    task = _task(dataset)
+    hostile = task.model_copy(
+        update={
+            "id": "split-label-grab",
+            "domains": [
+                d.model_copy(update={"columns": features}) if d.domain == holder else d for d in task.domains
+            ],
+            "labels": task.labels.model_copy(update={"column": kept_out}),
+        }
+    )
+    listed = config.model_copy(update={"split": config.split.model_copy(update={"columns": features})})
+    assert "label column" in (split_admits(listed, hostile) or "")
+    # the honest label passes once listed (here as [split] label_columns), and so does the default config
+    labelled = listed.model_copy(
+        update={"split": listed.split.model_copy(update={"label_columns": [task.labels.column]})}
+    )
+    assert split_admits(labelled, task.model_copy(update={"domains": hostile.domains})) is None
+    assert "label column" in (split_admits(labelled, hostile) or "")
+    assert split_admits(config, task) is None
