@@ -193,7 +193,10 @@ class Reassembler:
         pending.parts[chunk.index] = chunk.data
         pending.received_bytes += len(chunk.data)
         self._held += len(chunk.data)
-        _write_ready(pending)
+        try:
+            _write_ready(pending)
+        except OSError as exc:  # ENOMEM: the host cannot map the declared size (strict overcommit)
+            self._reject(key, REASON_OVERSIZED, f"cannot map the declared {pending.total_size} bytes: {exc}")
         if len(pending.written) < pending.count:
             return None
         return self._complete(key, pending)

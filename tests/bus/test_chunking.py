@@ -302,3 +302,12 @@ def test_declared_sizes_cost_no_memory_until_sent() -> None:
         )
     assert reassembler.held_bytes == 800 and reassembler.reserved_bytes == 8 * size
     assert _resident_mib() - before < 64
+
+
+def test_a_declared_size_the_host_cannot_map_rejects_the_set() -> None:
+    # a payload limit set above what the host can map: the set is rejected, the reader goes on
+    reassembler = Reassembler(max_buffered_bytes=1 << 20, max_payload_bytes=1 << 50)
+    with pytest.raises(ChunkSetError, match="cannot map") as info:
+        reassembler.add(_declaring(1 << 50, "petabyte"), topic=TOPIC, partition=0, offset=0, timestamp_ms=0)
+    assert info.value.reason == "chunk-oversized"
+    assert reassembler.pending_sets == 0 and reassembler.held_bytes == 0 and reassembler.reserved_bytes == 0
