@@ -85,3 +85,12 @@ class SignatureError(MeshflError):
 
 class ReplayError(MeshflError):
     """An audit replay could not be carried out."""
+
+
+def stops_the_daemon(exc: BaseException) -> bool:
+    """Whether an error raised while handling one message is the environment's (the broker or the bus
+    failing, a stop asked for), which stops a daemon, rather than that message's fault, which only
+    refuses it. A chunk set that does not reassemble is the message's fault."""
+    if isinstance(exc, ChunkError):
+        return False
+    return isinstance(exc, BrokerError | BusError | TrainingStopped) or not isinstance(exc, Exception)

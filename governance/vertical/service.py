@@ -24,7 +24,7 @@ import torch
 from governance.vertical.coordinator import Outgoing, SplitCoordinator
 from governance.vertical.recovery import read_recovered
 from meshfl.bus import Envelope, EventConsumer, EventProducer, ensure_topics, read_all
-from meshfl.errors import MeshflError
+from meshfl.errors import stops_the_daemon
 from meshfl.events import Event
 from meshfl.identity import Signer
 from meshfl.identity.trust import governance_signer
@@ -47,9 +47,6 @@ from meshfl.vertical.trust import SplitTrust
 log = get_logger("meshfl.governance.vertical")
 
 _TICK_S = 0.5
-_REFUSED = (MeshflError, ValueError, RuntimeError)
-"""What one hostile message can make the coordinator raise (bad tensor bytes, torch shape or dtype
-errors): the message is refused and logged, the daemon goes on."""
 
 
 class SplitGovernance:
@@ -180,9 +177,8 @@ class SplitGovernance:
             return []
         try:
             return self._control(env.event)
-        except _REFUSED as exc:
-            log.warning("split message refused", event_type=type(env.event).__name__, reason=str(exc))
-            return []
+        except Exception as exc:  # bad tensor bytes, torch shape or dtype errors, anything one message raises
+            return _refused(env, exc)
 
     def on_data(self, env: Envelope) -> list[Outgoing]:
         """One record of activations or gradients: verified, then given to its task's coordinator."""
@@ -190,9 +186,8 @@ class SplitGovernance:
             return []
         try:
             return self._data(env.event)
-        except _REFUSED as exc:
-            log.warning("split message refused", event_type=type(env.event).__name__, reason=str(exc))
-            return []
+        except Exception as exc:  # bad tensor bytes, torch shape or dtype errors, anything one message raises
+            return _refused(env, exc)
 
     def _control(self, event: Event) -> list[Outgoing]:
         coordinator = self.coordinators.get(getattr(event, "task_id", ""))
@@ -213,3 +208,16 @@ class SplitGovernance:
         if isinstance(event, SplitGradients):
             return coordinator.on_owner_gradient(event, time.monotonic())
         return []
+
+
+def _refused(env: Envelope, exc: Exception) -> list[Outgoing]:
+    """One message's failure is logged and the message refused; the daemon goes on. Only the
+    environment's failures (the broker, a stop) stop it."""
+    if stops_the_daemon(exc):
+        raise exc
+    log.warning(
+        "split message refused",
+        event_type=type(env.event).__name__,
+        reason=f"{type(exc).__name__}: {exc}",
+    )
+    return []

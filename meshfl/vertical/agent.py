@@ -23,7 +23,7 @@ import torch
 
 from meshfl.bus import Envelope, EventConsumer, EventProducer, ensure_topics
 from meshfl.domain.config import load_domain
-from meshfl.errors import MeshflError
+from meshfl.errors import MeshflError, stops_the_daemon
 from meshfl.events import Event
 from meshfl.identity import Signer
 from meshfl.identity.trust import domain_signer, governance_public_key
@@ -196,8 +196,15 @@ class SplitAgent:
                 return runtime.on_command(event)
             if isinstance(event, SplitAlignment):
                 return runtime.on_alignment(event)
-        except (MeshflError, ValueError, RuntimeError) as exc:
-            log.error("split command failed", task=runtime.task.id, domain=self.domain, error=str(exc))
+        except Exception as exc:  # one message never stops the daemon; the broker failing does
+            if stops_the_daemon(exc):
+                raise
+            log.error(
+                "split command failed",
+                task=runtime.task.id,
+                domain=self.domain,
+                error=f"{type(exc).__name__}: {exc}",
+            )
         return []
 
     def _on_task(self, task: SplitTask) -> list[Outgoing]:
@@ -216,8 +223,10 @@ class SplitAgent:
     def _on_data(self, event: Event) -> list[Outgoing]:
         try:
             return self._data(event)
-        except (MeshflError, ValueError, RuntimeError) as exc:  # bad tensor bytes, torch shape errors
-            log.warning("split message refused", domain=self.domain, reason=str(exc))
+        except Exception as exc:  # bad tensor bytes, torch shape errors, anything else one message raises
+            if stops_the_daemon(exc):
+                raise
+            log.warning("split message refused", domain=self.domain, reason=f"{type(exc).__name__}: {exc}")
             return []
 
     def _data(self, event: Event) -> list[Outgoing]:

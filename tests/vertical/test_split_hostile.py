@@ -13,7 +13,15 @@ import torch
 from governance.vertical.coordinator import Recovered, SplitCoordinator
 from governance.vertical.recovery import recover, trusted_events
 from governance.vertical.service import SplitGovernance
-from meshfl.errors import ConfigError
+from meshfl.errors import (
+    BrokerError,
+    BusError,
+    ChunkError,
+    ConfigError,
+    TensorCodecError,
+    TrainingStopped,
+    stops_the_daemon,
+)
 from meshfl.events import Tensor, TensorDType
 from meshfl.identity import Signer
 from meshfl.identity.keys import generate_private_key
@@ -169,3 +177,44 @@ def test_recovery_ignores_commands_governance_and_reports_their_party_did_not_si
     state = recover(task.id, control, [])
     assert not state.complete and state.open_attempt == (1, 1)
     assert sorted(state.aligned) == ["d0", "d1"]
+
+
+@pytest.mark.parametrize("raised", [KeyError("x"), TypeError("x"), IndexError("x"), ZeroDivisionError()])
+def test_any_error_one_message_raises_is_a_refusal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, raised: Exception
+) -> None:
+    """Not only the errors foreseen: whatever a signed message makes the coordinator raise (a torch or
+    pydantic error deep inside) refuses that message, and the daemon goes on."""
+    mesh, start, service = _started(tmp_path, SplitLabelsAt.GOVERNANCE)
+
+    calls: list[object] = []
+
+    def boom(*args: object, **__: object) -> None:
+        calls.append(args)
+        raise raised
+
+    monkeypatch.setattr(mesh.coordinator, "on_activations", boom)
+    rows = len(mesh.coordinator.current.batches[0])  # type: ignore[union-attr]
+    tensor = Tensor(name="h", dtype=TensorDType.FLOAT32, shape=[rows, 4], data=b"\x00" * (4 * rows * 4))
+    event = SplitActivations(
+        task_id=mesh.task.id,
+        epoch=start.epoch,
+        attempt=start.attempt,
+        batch=0,
+        phase="train",
+        sender="d0",
+        recipient="governance",
+        tensor=tensor,
+    )
+    assert service.on_data(data(mesh, event)) == []  # type: ignore[arg-type]
+    assert calls, "the message reached the coordinator"
+
+
+def test_only_the_environment_stops_a_daemon() -> None:
+    assert stops_the_daemon(BusError("the broker is gone"))
+    assert stops_the_daemon(BrokerError("no broker"))
+    assert stops_the_daemon(TrainingStopped("SIGTERM"))
+    assert stops_the_daemon(KeyboardInterrupt())
+    assert not stops_the_daemon(ChunkError("a chunk set that does not reassemble"))
+    assert not stops_the_daemon(TensorCodecError("bytes do not match the shape"))
+    assert not stops_the_daemon(KeyError("anything else"))
