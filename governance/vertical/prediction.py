@@ -28,6 +28,7 @@ from meshfl.vertical.events import (
     SplitReport,
     SplitReportKind,
     SplitTask,
+    principal_of,
 )
 
 log = get_logger("meshfl.governance.vertical")
@@ -74,6 +75,11 @@ class SplitPredictions:
             return []
         if PRINCIPAL_SEPARATOR not in command.requester:
             return []  # a requester is '<principal>~<tag>', never a party's own name
+        if not self.task.may_predict(principal_of(command.requester)):
+            log.warning(
+                "prediction refused", task=self.task.id, request=command.session, reason="not_allowed"
+            )
+            return []  # silent to a stranger: a refusal would tell it the task exists
         version = self.versions.get(command.epoch)
         if version is None:
             held = f"{min(self.versions)}-{max(self.versions)}" if self.versions else "none"

@@ -93,11 +93,19 @@ class SplitTask(Event):
     batch_timeout_seconds: float = 30.0
     test_fraction: float = 0.2
     created_at: datetime = Field(default_factory=utcnow)
+    predictors: list[str] | None = None
     signature: Signature | None = Field(None, description=SIGNATURE_DOC)
 
     def expected_signer(self) -> str:
         """Who must have signed it (``meshfl.identity.sender_of``): governance."""
         return GOVERNANCE
+
+    def may_predict(self, principal: str) -> bool:
+        """Whether ``principal`` may ask for predictions of this task's versions: governance, the
+        task's own domains, and the principals the task lists. A prediction is an oracle on the model
+        and, through the alignment, on which ids each domain holds: no other registered key gets one."""
+        parties = {spec.domain for spec in self.domains}
+        return principal == GOVERNANCE or principal in parties or principal in (self.predictors or [])
 
 
 # --- alignment ----------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from meshfl.vertical.events import (
     SplitReport,
     SplitReportKind,
     SplitTask,
+    principal_of,
 )
 from meshfl.vertical.local import CheckpointStore, LocalColumns, load_columns
 from meshfl.vertical.party import SplitParty
@@ -239,6 +240,11 @@ class TaskRuntime:
     def _predict(self, command: SplitEpoch) -> list[Outgoing]:
         if command.session in self.predictions or PRINCIPAL_SEPARATOR not in command.requester:
             return []  # a requester is '<principal>~<tag>', never a party's own name
+        if not self.task.may_predict(principal_of(command.requester)):
+            log.warning(
+                "prediction refused", task=self.task.id, request=command.session, reason="not_allowed"
+            )
+            return []
         try:
             part = PredictionPart(
                 self.task,

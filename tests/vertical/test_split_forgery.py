@@ -46,6 +46,7 @@ def _agent(dataset: SplitDataset, keys: SplitKeys, name: str) -> SplitAgent:
     for domain in dataset.domains:
         keys.signer(domain)
     keys.signer("analyst")  # a principal governance registered, who may ask for predictions
+    keys.signer("outsider")  # registered too, but no task lists it as a predictor
     return SplitAgent(
         keys.settings(), dataset.root / name, signer=keys.signer(name), trust=keys.trust(f"split-{name}")
     )
@@ -111,7 +112,7 @@ def test_a_split_agent_refuses_forged_commands_gradients_psi_and_predictions(dat
     keys = SplitKeys()
     member = dataset.domains[0]
     agent = _agent(dataset, keys, member)
-    task = _task(dataset)
+    task = _task(dataset, predictors=["analyst"])
     _on(agent, keys, keys.sign(task), Topic.TASKS)
     align = SplitEpoch(task_id=task.id, command=SplitCommand.ALIGN, session="s1", epoch=0, attempt=0)
     assert _on(agent, keys, align) == []  # unsigned ALIGN: nothing sent
@@ -162,6 +163,10 @@ def test_a_split_agent_refuses_forged_commands_gradients_psi_and_predictions(dat
     )
     assert _on(agent, keys, predict) == []
     assert _on(agent, keys, keys.signer(dataset.domains[1]).sign(predict)) == []
+    # a principal governance registered but the task does not list gets nothing, not even a refusal
+    outsider = predict.model_copy(update={"session": "p0", "requester": "outsider~p0"})
+    assert _on(agent, keys, keys.signer("outsider").sign(outsider)) == []
+    assert "p0" not in agent._tasks[task.id].predictions
     signed = _on(agent, keys, keys.sign(predict))
     # the domain holds no part 000...: it says so to the requester instead of leaving it waiting
     assert [(e.kind, e.party) for _, e in signed if isinstance(e, SplitReport)] == [
@@ -207,10 +212,11 @@ def test_split_governance_counts_only_verified_copies(tmp_path: Path) -> None:
 def test_split_governance_serves_only_signed_predictions_of_versions_it_holds(tmp_path: Path) -> None:
     from meshfl.vertical.events import SplitLabelsAt as At
 
-    mesh, _, service = _started(tmp_path, At.GOVERNANCE)
+    mesh, _, service = _started(tmp_path, At.GOVERNANCE, predictors=["analyst"])
     mesh.run()
     version = mesh.versions()[0]
     mesh.keys.signer("analyst")
+    mesh.keys.signer("outsider")
     service._trust = mesh.keys.trust()  # type: ignore[assignment]
     request = SplitEpoch(
         task_id=mesh.task.id,
@@ -225,6 +231,9 @@ def test_split_governance_serves_only_signed_predictions_of_versions_it_holds(tm
     predictions = mesh.coordinator.predictions
     assert service.on_control(mesh.keys.envelope(request)) == []  # unsigned
     assert "p1" not in predictions._open
+    outsider = request.model_copy(update={"session": "p0", "requester": "outsider~p0"})
+    assert service.on_control(mesh.keys.envelope(mesh.keys.signer("outsider").sign(outsider))) == []
+    assert "p0" not in predictions._open  # registered, but not a predictor of this task
     assert service.on_control(mesh.keys.envelope(mesh.keys.sign(request))) == []
     assert "p1" in predictions._open
     unknown = request.model_copy(update={"session": "p2", "epoch": 9, "base_version": 9})

@@ -43,8 +43,10 @@ from .test_split_protocol import Mesh
 _BAD = Tensor(name="h", dtype=TensorDType.FLOAT32, shape=[16, 4], data=b"\x00" * 7)
 
 
-def _started(tmp_path: Path, at: SplitLabelsAt) -> tuple[Mesh, SplitEpoch, SplitGovernance]:
-    mesh = Mesh(split_task(labels_at=at, epochs=1), tmp_path)
+def _started(
+    tmp_path: Path, at: SplitLabelsAt, **overrides: object
+) -> tuple[Mesh, SplitEpoch, SplitGovernance]:
+    mesh = Mesh(split_task(labels_at=at, epochs=1, **overrides), tmp_path)
     mesh.align()
     start = next(e for _, e in mesh.queue if isinstance(e, SplitEpoch) and e.command == SplitCommand.START)
     keys = mesh.keys

@@ -19,7 +19,9 @@ def test_parts_of_old_versions_are_deleted_and_their_predictions_refused(tmp_pat
     name = data.domains[0]
     config = load_domain(data.root / name)
     config = config.model_copy(update={"split": config.split.model_copy(update={"keep_versions": 3})})
-    task = paper_task(data, task_id="versions", labels_at=SplitLabelsAt.GOVERNANCE, epochs=10)
+    task = paper_task(
+        data, task_id="versions", labels_at=SplitLabelsAt.GOVERNANCE, epochs=10, predictors=["analyst"]
+    )
     runtime = TaskRuntime(config, task, max_elements=1000)  # type: ignore[arg-type]
     parts: dict[int, str] = {}
     failed = runtime.checkpoints.save({"w": torch.full((2,), -1.0)})  # a failed attempt's part
