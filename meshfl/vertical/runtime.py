@@ -197,6 +197,7 @@ class TaskRuntime:
             self._retain()  # nothing of the new attempt is on disk yet
         if command.command == SplitCommand.ALIGN:
             self.party = None
+            self.predictions.pop(command.session, None)  # a request that took the session loses it
             self.aligner = Aligner(
                 self.task,
                 self.domain,
@@ -240,6 +241,9 @@ class TaskRuntime:
     def _predict(self, command: SplitEpoch) -> list[Outgoing]:
         if command.session in self.predictions or PRINCIPAL_SEPARATOR not in command.requester:
             return []  # a requester is '<principal>~<tag>', never a party's own name
+        if self._training_session(command.session):
+            log.warning("prediction refused", task=self.task.id, request=command.session, reason="session")
+            return []  # it would capture the training alignment's PSI messages and wedge it
         if not self.task.may_predict(principal_of(command.requester)):
             log.warning(
                 "prediction refused", task=self.task.id, request=command.session, reason="not_allowed"
@@ -276,6 +280,14 @@ class TaskRuntime:
         for message in [m for m in self._early if m.session == command.session]:
             out += part.on_alignment(message)
         return out
+
+    def _training_session(self, session: str) -> bool:
+        """Whether ``session`` names a training alignment (running, commanded or done here)."""
+        if self.aligner is not None and self.aligner.session == session:
+            return True
+        if self.latest is not None and self.latest.session == session:
+            return True
+        return self._alignment_path(session).exists()
 
     def on_alignment(self, message: SplitAlignment) -> list[Outgoing]:
         if message.recipient != self.domain:

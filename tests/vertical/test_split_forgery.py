@@ -167,6 +167,10 @@ def test_a_split_agent_refuses_forged_commands_gradients_psi_and_predictions(dat
     outsider = predict.model_copy(update={"session": "p0", "requester": "outsider~p0"})
     assert _on(agent, keys, keys.signer("outsider").sign(outsider)) == []
     assert "p0" not in agent._tasks[task.id].predictions
+    # a predictor's request that reuses the training alignment's session would capture its PSI messages
+    collide = predict.model_copy(update={"session": "s1", "requester": "analyst~s1"})
+    assert _on(agent, keys, keys.sign(collide)) == []
+    assert "s1" not in agent._tasks[task.id].predictions
     signed = _on(agent, keys, keys.sign(predict))
     # the domain holds no part 000...: it says so to the requester instead of leaving it waiting
     assert [(e.kind, e.party) for _, e in signed if isinstance(e, SplitReport)] == [
