@@ -31,6 +31,21 @@ from meshfl.registry_server import LocalSchemaRegistry, RegistryServerError
 from meshfl.settings import MeshflSettings
 
 KAFKA_IMAGE = f"apache/kafka:{kafka_version()}"
+
+
+def _worker_port_range() -> None:
+    """Parallel workers (pytest-xdist) each pick brokers' and registries' ports in a range of their own:
+    a test that stops its broker and starts it again on the same ports must not find them taken by
+    another worker's broker in between."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER", ""), os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if not worker.startswith("gw") or not count or os.environ.get("MESHFL_PORT_RANGE"):
+        return
+    width = 12_000 // max(1, int(count))
+    low = 20_000 + int(worker[2:]) * width
+    os.environ["MESHFL_PORT_RANGE"] = f"{low}-{low + width}"
+
+
+_worker_port_range()
 START_TIMEOUT_S = 120.0
 REGISTRY_START_TIMEOUT_S = 240.0
 

@@ -9,6 +9,7 @@ program, so liveness also checks the process's command line names this node's pr
 from __future__ import annotations
 
 import logging
+import os
 import random
 import signal
 import socket
@@ -95,12 +96,29 @@ def port_in_use(host: str, port: int) -> bool:
 def free_port_block(count: int = 2, host: str = "127.0.0.1", *, attempts: int = 200) -> int:
     """A port ``p`` with ``p .. p+count-1`` all free, below Linux's ephemeral range (32768+) so that
     outgoing connections do not take a broker's port between this check and its start."""
+    low, high = port_range()
     rng = random.SystemRandom()
     for _ in range(attempts):
-        first = rng.randrange(20_000, 32_000 - count)
+        first = rng.randrange(low, high - count)
         if not any(port_in_use(host, port) for port in range(first, first + count)):
             return first
-    raise BrokerError(f"found no {count} consecutive free ports on {host} in 20000-32000")
+    raise BrokerError(f"found no {count} consecutive free ports on {host} in {low}-{high}")
+
+
+def port_range() -> tuple[int, int]:
+    """Where ``free_port_block`` looks: ``MESHFL_PORT_RANGE`` (``LOW-HIGH``) or 20000-32000. Processes
+    that start brokers side by side (parallel test workers) each take a range of their own, so one never
+    takes the ports another's stopped broker is about to start on again."""
+    raw = os.environ.get("MESHFL_PORT_RANGE", "").strip()
+    if not raw:
+        return 20_000, 32_000
+    try:
+        low, high = (int(part) for part in raw.split("-", 1))
+    except ValueError:
+        raise BrokerError(f"MESHFL_PORT_RANGE={raw!r} is not LOW-HIGH") from None
+    if not 1024 <= low < high - 16 <= 65_535:
+        raise BrokerError(f"MESHFL_PORT_RANGE={raw!r} must be LOW-HIGH within 1024-65535, 16 ports or more")
+    return low, high
 
 
 def port_answers(host: str, port: int, timeout: float = 0.5) -> bool:
