@@ -8,17 +8,13 @@ work as with any Kafka client; from the environment use ``MESHFL_KAFKA='{"securi
 
 from __future__ import annotations
 
+import json
 import os
+import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_origin
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    TomlConfigSettingsSource,
-)
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from meshfl.errors import ConfigError
 
@@ -33,10 +29,20 @@ def _default_data_dir() -> Path:
     return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "meshfl"
 
 
-class MeshflSettings(BaseSettings):
-    """Connection, topic and framing settings; the same for agents, governance and auditors."""
+ENV_PREFIX = "MESHFL_"
 
-    model_config = SettingsConfigDict(env_prefix="MESHFL_", extra="forbid", validate_default=True)
+
+class MeshflSettings(BaseModel):
+    """Connection, topic and framing settings; the same for agents, governance and auditors.
+
+    Built like any model, it still reads the config file and the environment for the fields it is
+    not given, so ``MeshflSettings(topic_prefix="x.")`` keeps the operator's broker address.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+    def __init__(self, **values: Any) -> None:
+        super().__init__(**{**_from_file(), **_from_env(type(self)), **values})
 
     bootstrap_servers: str = Field(DEFAULT_BOOTSTRAP, description="Kafka bootstrap servers, host:port,...")
     kafka: dict[str, str | int | float | bool] = Field(
@@ -99,21 +105,6 @@ class MeshflSettings(BaseSettings):
             raise ValueError("bootstrap_servers must name at least one host:port")
         return value.strip()
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        config_file = _config_file()
-        if config_file is not None:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
-        return tuple(sources)
-
     def dp_key(self) -> bytes:
         """The DP noise key as bytes (empty when unset: tasks without DP need none)."""
         return self.dp_secret.get_secret_value().encode() if self.dp_secret is not None else b""
@@ -136,6 +127,35 @@ def _config_file() -> Path | None:
         return path
     local = Path("meshfl.toml")
     return local if local.is_file() else None
+
+
+def _from_file() -> dict[str, Any]:
+    path = _config_file()
+    if path is None:
+        return {}
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read the config file {path}: {exc}") from exc
+
+
+def _from_env(model: type[BaseModel]) -> dict[str, Any]:
+    """``MESHFL_<FIELD>`` values by field; a field holding a mapping or list is given as JSON."""
+    env = {name.upper(): value for name, value in os.environ.items()}
+    found: dict[str, Any] = {}
+    for field, info in model.model_fields.items():
+        raw = env.get(ENV_PREFIX + field.upper())
+        if raw is None:
+            continue
+        if get_origin(info.annotation) in (dict, list):
+            try:
+                found[field] = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"{ENV_PREFIX}{field.upper()} must be JSON: {exc}") from exc
+        else:
+            found[field] = raw
+    return found
 
 
 def load_settings(**overrides: Any) -> MeshflSettings:

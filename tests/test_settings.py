@@ -52,3 +52,36 @@ def test_topics_are_prefixed_and_audit_topics_kept_forever() -> None:
     for topic in (Topic.UPDATES, Topic.MODEL_VERSIONS, Topic.DECISIONS, Topic.TASKS):
         assert specs[topic_name(settings, topic)].config["retention.ms"] == "-1"
     assert specs[topic_name(settings, Topic.CATALOG)].config["cleanup.policy"] == "compact"
+
+
+def test_environment_names_any_case_and_mappings_as_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MESHFL_KAFKA", '{"security.protocol": "SASL_SSL", "socket.timeout.ms": 5000}')
+    monkeypatch.setenv("meshfl_partitions", "3")
+    monkeypatch.setenv("MESHFL_SIGNATURE_WINDOW_SECONDS", "60.5")
+    settings = load_settings()
+    assert settings.kafka == {"security.protocol": "SASL_SSL", "socket.timeout.ms": 5000}
+    assert settings.partitions == 3
+    assert settings.signature_window_seconds == 60.5
+
+
+def test_a_model_built_directly_still_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from meshfl.settings import MeshflSettings
+
+    monkeypatch.setenv("MESHFL_BOOTSTRAP_SERVERS", "kafka-b:9092")
+    settings = MeshflSettings(topic_prefix="x.")
+    assert (settings.bootstrap_servers, settings.topic_prefix) == ("kafka-b:9092", "x.")
+
+
+def test_unreadable_sources_are_config_errors(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("MESHFL_KAFKA", "{not json")
+    with pytest.raises(ConfigError, match="MESHFL_KAFKA must be JSON"):
+        load_settings()
+    monkeypatch.delenv("MESHFL_KAFKA")
+    config = tmp_path / "meshfl.toml"
+    config.write_text("bootstrap_servers = \n")
+    monkeypatch.setenv("MESHFL_CONFIG", str(config))
+    with pytest.raises(ConfigError, match="cannot read the config file"):
+        load_settings()
+    config.write_text('no_such_setting = "x"\n')
+    with pytest.raises(ConfigError, match="no_such_setting"):
+        load_settings()

@@ -18,7 +18,7 @@ import typer
 from meshfl.cli._common import BootstrapOption, PrefixOption, settings_from
 from meshfl.errors import BrokerError, MeshflError
 
-if TYPE_CHECKING:  # meshfl.broker loads pydantic-settings and more: only when a command runs
+if TYPE_CHECKING:  # meshfl.broker loads pydantic and more: only when a command runs
     from meshfl.broker import LocalBroker
 
 SECURITY_MODES = ["none", "scram", "scram-tls"]
