@@ -143,6 +143,9 @@ def main() -> int:
     parser.add_argument("--params", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--timeout", type=float, default=900.0)
+    parser.add_argument(
+        "--profile", type=Path, help="py-spy record governance into this file (collapsed stacks)"
+    )
     args = parser.parse_args()
     configure_logging("console", "WARNING")
     work = Path(tempfile.mkdtemp(prefix="meshfl-bench-scale-"))
@@ -216,6 +219,9 @@ def main() -> int:
         governance = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         sampler = RssSampler(governance.pid)
         sampler.start()
+        if args.profile is not None:
+            spy = [shutil.which("py-spy") or "py-spy", "record", "--pid", str(governance.pid)]
+            subprocess.Popen([*spy, "--rate", "50", "--format", "raw", "--output", str(args.profile)])
         watcher = EventConsumer(settings, [Topic.MODEL_VERSIONS], dead_letters=False, accept=(ModelVersion,))
         deadline = time.monotonic() + args.timeout
         done = 0

@@ -28,7 +28,7 @@ class CatalogView:
         self.consumer: EventConsumer | None = None
         self._verifier = verifier
         self._generation = 0  # bumped by every change, so cached answers know they are stale
-        self._serving: dict[str, tuple[int, TrainingTask, list[str]]] = {}
+        self._serving: dict[str, tuple[int, TrainingTask, tuple[str, ...]]] = {}
         self._snapshot: tuple[int, Mapping[str, Sequence[DataProductDescriptor]]] | None = None
 
     def attach(self, consumer: EventConsumer) -> None:
@@ -86,14 +86,23 @@ class CatalogView:
 
         Cached until the catalog changes: round readiness asks after every update, and checking
         1,000 domains' contracts took 0.3 s, once per update (``bench/scale.py``)."""
+        return list(self._serving_now(task))
+
+    def serving_count(self, task: TrainingTask) -> int:
+        """``len(serving_domains(task))`` without copying the list (asked after every decision)."""
+        return len(self._serving_now(task))
+
+    def _serving_now(self, task: TrainingTask) -> tuple[str, ...]:
         cached = self._serving.get(task.id)
         if cached is not None and cached[0] == self._generation and (cached[1] is task or cached[1] == task):
-            return list(cached[2])
-        serving = sorted(
-            domain
-            for domain, products in self.products.items()
-            if any(serves(product, task) is None for product in products.values())
-            and domain not in task.admission.suspended_domains
+            return cached[2]
+        serving = tuple(
+            sorted(
+                domain
+                for domain, products in self.products.items()
+                if any(serves(product, task) is None for product in products.values())
+                and domain not in task.admission.suspended_domains
+            )
         )
         self._serving[task.id] = (self._generation, task, serving)
-        return list(serving)
+        return serving

@@ -73,16 +73,26 @@ class RoundCloser:
             buffered = state.fold.count if state.fold is not None else len(state.pending)
             return buffer_ready(policy, buffered).ready
         accepted = state.accepted_domains()
-        serving = self._catalog.serving_domains(state.task)
+        expected = self._catalog.serving_count(state.task)
         readiness = round_ready(
             policy,
             accepted=len(accepted),
             opened_at=state.opened_at,
             now=now,
-            expected_domains=len(serving) or None,
-            pending_domains=[d for d in serving if d not in accepted],
+            expected_domains=expected or None,
         )
         if closing and readiness.ready:
+            # The stragglers only name the domains in the reason: listed once, when the round closes,
+            # not after every decision (O(domains) each time: quadratic per round).
+            serving = self._catalog.serving_domains(state.task)
+            readiness = round_ready(
+                policy,
+                accepted=len(accepted),
+                opened_at=state.opened_at,
+                now=now,
+                expected_domains=expected or None,
+                pending_domains=[d for d in serving if d not in accepted],
+            )
             log.info("round ready", task=state.task.id, round=state.open_round, reason=readiness.reason)
         return readiness.ready
 
@@ -320,7 +330,8 @@ class RoundCloser:
         """A round closed without some serving domains: say so in the audit trail."""
         if state.is_async:
             return
-        missing = [d for d in self._catalog.serving_domains(state.task) if d not in set(contributing)]
+        contributed = set(contributing)  # once, not once per serving domain
+        missing = [d for d in self._catalog.serving_domains(state.task) if d not in contributed]
         for domain in missing:
             round_decision(
                 producer,

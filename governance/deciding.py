@@ -150,7 +150,7 @@ class Decider:
             expected=expected,
             catalog=self._catalog.snapshot(),
             decided_update_ids=self._state.log.decided_ids.keys(),
-            accepted_domains_this_round=frozenset(state.accepted_domains()),
+            accepted_domains_this_round=state.accepted_domains(),  # a live view, read here only
         )
         with METRICS.check_seconds.labels(state.task.id).time():
             verdict, _final = evaluate_update(Candidate(update=update, weights=weights), context)

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import datetime
 
 import torch
 
+from governance.pending_list import PendingList
 from governance.policies import (
     Verdict,
     check_budget,
@@ -77,7 +79,8 @@ class TaskState:
     latest: ModelVersion
     latest_weights: dict[str, torch.Tensor]
     server_state: dict[str, torch.Tensor]
-    pending: list[PendingUpdate] = field(default_factory=list)
+    # kept as a PendingList whatever is assigned (``__setattr__``): its domains are known at O(1)
+    pending: PendingList[PendingUpdate] = field(default_factory=PendingList)
     # async: the versions before ``latest`` that buffered updates may have trained from (FedBuff takes each
     # delta against its own base), at most ``max_staleness`` of them; see governance.version_window
     recent: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
@@ -86,6 +89,11 @@ class TaskState:
     # tensors released); None until the first is folded, and for rules that need every update
     fold: RoundFold | None = None
     error: str | None = None  # why the open round failed (strategy error): no version until fixed
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name == "pending" and not isinstance(value, PendingList):
+            value = PendingList(value)  # type: ignore[arg-type]
+        super().__setattr__(name, value)
 
     @property
     def open_round(self) -> int:
@@ -119,8 +127,10 @@ class TaskState:
             out[item.partition] = min(out.get(item.partition, item.first_offset), item.first_offset)
         return out
 
-    def accepted_domains(self) -> set[str]:
-        return {item.domain for item in self.pending}
+    def accepted_domains(self) -> AbstractSet[str]:
+        """The domains with an accepted update in the open round: a live read-only view, O(1) (it was a
+        set built from every pending update, once per decision: quadratic in the domains per round)."""
+        return self.pending.domains
 
     def base_weights(self, version: int) -> Mapping[str, torch.Tensor]:
         """The weights of ``version``, which an update trained from (async mode keeps a window of them)."""

@@ -29,6 +29,7 @@ object keys sorted by Unicode code point, no whitespace, every non-ASCII charact
 
 from __future__ import annotations
 
+import functools
 import json
 import struct
 from collections.abc import Mapping
@@ -99,15 +100,22 @@ def _value(value: Any) -> Any:
     raise TypeError(f"no canonical form for a {type(value).__name__}")
 
 
+@functools.cache
+def _fields(model_type: type[BaseModel]) -> tuple[tuple[str, bool], ...]:
+    """Each field's name and whether it is a model state, once a class (every update and decision
+    is signed or verified through here: the annotations were inspected again for each)."""
+    return tuple((name, _is_tensor_list(info.annotation)) for name, info in model_type.model_fields.items())
+
+
 def _record(model: BaseModel, digests: Mapping[str, str], *, top: bool = False) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for name, info in type(model).model_fields.items():
+    for name, is_state in _fields(type(model)):
         if top and name == "signature":
             continue
         value = getattr(model, name)
         if value is None:
             continue
-        if _is_tensor_list(info.annotation):
+        if is_state:
             out[name] = digests[name] if name in digests else layout_sha256(value)
         else:
             out[name] = _value(value)
