@@ -228,7 +228,7 @@ def main() -> int:
         watcher = EventConsumer(settings, [Topic.MODEL_VERSIONS], dead_letters=False, accept=(ModelVersion,))
         deadline = time.monotonic() + args.timeout
         rounds: list[tuple[float, float, int]] = []  # (seconds, publish seconds, peak RSS) per round
-        rest = 0
+        rest = startup = 0
         round_started = publish_seconds = 0.0
         try:
             while len(rounds) < args.rounds and time.monotonic() < deadline:
@@ -244,6 +244,7 @@ def main() -> int:
                 if version.version == 0:
                     time.sleep(2.0)  # governance settles after publishing version 0: its RSS at rest
                     rest = memory.now()
+                    startup = memory.hwm  # building and publishing version 0
                     now = time.time()
                 else:
                     rounds.append((now - round_started, publish_seconds, memory.peak(round_started, now)))
@@ -260,7 +261,7 @@ def main() -> int:
         governance.wait(timeout=600)
         memory.stop.set()
         producer.close()
-        _report(args, nbytes, bare, rest, memory, rounds)
+        _report(args, nbytes, bare, rest, startup, memory, rounds)
         return 0
     finally:
         if governance is not None and governance.poll() is None:
@@ -291,9 +292,13 @@ def _tail(work: Path) -> str:
     return "\n".join((work / "governance.log").read_text(errors="replace").splitlines()[-15:])
 
 
-def _report(args, nbytes, bare, rest, memory, rounds) -> None:  # type: ignore[no-untyped-def]
+def _report(args, nbytes, bare, rest, startup, memory, rounds) -> None:  # type: ignore[no-untyped-def]
     gib = 2**30
-    print(f"\nmodel: {nbytes / gib:.2f} GiB float32; governance RSS at rest (libraries) {rest / gib:.2f} GiB")
+    print(
+        f"\nmodel: {nbytes / gib:.2f} GiB float32; governance RSS at rest (libraries + version 0) "
+        f"{rest / gib:.2f} GiB = {rest / nbytes:.2f}x; start-up peak (building and publishing version 0) "
+        f"{startup / gib:.2f} GiB = {startup / nbytes:.2f}x"
+    )
     for number, (seconds, publish, peak) in enumerate(rounds, start=1):
         print(
             f"  round {number}: {seconds:7.1f} s ({publish:.1f} s of it the generator publishing), "

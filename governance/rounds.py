@@ -196,10 +196,10 @@ def window_floor(task: TrainingTask, latest_version: int) -> int:
 
 def initial_version(task: TrainingTask) -> ModelVersion:
     """Version 0: the task's model with weights drawn from the task's seed."""
-    state = {
-        name: t.detach().clone() for name, t in build_model(task.model, seed=task.seed).state_dict().items()
-    }
-    tensors = to_wire(state)
+    # views of the fresh model's own parameters (no clone, no copy): the model is held once, by the
+    # version, not three times (module, clone, wire bytes) while a large version 0 is built
+    state = {name: t.detach() for name, t in build_model(task.model, seed=task.seed).state_dict().items()}
+    tensors = to_wire(state, copy=False)
     return ModelVersion(
         task_id=task.id,
         version=0,

@@ -56,6 +56,7 @@ from meshfl import faults
 from meshfl.bus import Envelope, EventConsumer, EventProducer, ensure_topics, partition_count
 from meshfl.errors import BusError, FencedError, RegistryUnavailableError
 from meshfl.events import ModelUpdate, TrainingTask
+from meshfl.heap import release_free_memory
 from meshfl.identity.trust import KeyFeed, governance_signer
 from meshfl.logs import get_logger
 from meshfl.metrics import Health
@@ -239,6 +240,7 @@ class GovernanceService:
         if not batch and not self._closer.any_ready(tasks, datetime.now(UTC)):
             return True
         producer = producers.get(partition)
+        moved = sum(_tensor_bytes(env) for env in batch)
         producer.begin_transaction()
         try:
             while batch:
@@ -255,6 +257,7 @@ class GovernanceService:
             self._write_state(producer, partition, tasks, committed)
             producer.commit_transaction(consumer=updates, offsets=offsets)
             self._committed[partition] = committed
+            release_free_memory(moved)  # the updates' chunks (and a version's) leave no heap behind
             return True
         except FencedError:
             raise
@@ -380,6 +383,9 @@ class GovernanceService:
             version = initial_version(effective)
             producer.produce(Topic.MODEL_VERSIONS, version, key=task.id, digests={"tensors": version.sha256})
             producer.commit_transaction()
+            size = sum(memoryview(t.data).nbytes for t in version.tensors)
+            del version  # the rebuild below reads it back from the log: never held twice
+            release_free_memory(size)
         log.info("tasks published", tasks=[t.id for t in missing])
         # The commit returns before the transaction markers move the last stable offset, so a snapshot
         # read at once may miss the versions just published: read again until they are there.

@@ -30,8 +30,9 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from governance.strategies.aggregate import FOLD_CHUNK, TILE, cast_like, fold_scaled_, fold_tiled_
+from governance.strategies.aggregate import FOLD_CHUNK, TILE, fold_scaled_, fold_tiled_
 from governance.strategies.base import ClientUpdate, Weights, check_weights
+from governance.strategies.sums import Float64Sums
 
 
 def examples_weight(update: ClientUpdate) -> float:
@@ -42,9 +43,10 @@ def examples_weight(update: ClientUpdate) -> float:
 class WeightedSumAccumulator:
     """Running ``sum_i w_i * x_i`` over updates, in float64, with ``w_i = weight_of(update_i)``.
 
-    :meth:`result` and :meth:`mean_float64` are terminal: they release the float64 buffers tensor by tensor
-    as they produce the output, so the peak is 2x the float32 model (the buffers) plus the largest tensor,
-    not 3x. Any call after them raises ``RuntimeError``.
+    :meth:`result` and :meth:`mean_float64` are terminal. :meth:`result` rounds each float64 sum into its
+    own memory (``governance.strategies.sums``), so the peak is the float64 sums (2x the float32 model),
+    never sums and result together; :meth:`mean_float64` hands the float64 tensors over. Any call after
+    them raises ``RuntimeError``.
     """
 
     def __init__(
@@ -56,9 +58,8 @@ class WeightedSumAccumulator:
         self._reference = {
             name: torch.empty(t.shape, dtype=t.dtype, device="meta") for name, t in global_weights.items()
         }
-        self._sums: dict[str, torch.Tensor] | None = {
-            name: torch.zeros(t.shape, dtype=torch.float64) for name, t in global_weights.items()
-        }
+        self._storage = Float64Sums({name: t.shape for name, t in global_weights.items()})
+        self._sums: dict[str, torch.Tensor] | None = self._storage.tensors
         largest = max(t.numel() for t in global_weights.values())
         self._scratch = torch.empty(min(max(largest, 1), FOLD_CHUNK), dtype=torch.float64)
         self._weight_of = weight_of
@@ -155,7 +156,8 @@ class WeightedSumAccumulator:
         total = self.total_weight
         out: dict[str, torch.Tensor] = {}
         for name in list(sums):
-            out[name] = cast_like(sums.pop(name).div_(total), self._reference[name].dtype)
+            sums[name].div_(total)
+            out[name] = self._storage.pop_rounded(name, self._reference[name].dtype)
         return out
 
     def _open(self) -> dict[str, torch.Tensor]:

@@ -10,7 +10,7 @@ key, so they land on one partition in order. ``meshfl.bus._reassembly`` puts the
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from meshfl.events import Chunk
@@ -48,27 +48,55 @@ def chunk_size_for(max_message_bytes: int, overhead: int) -> int:
     return size
 
 
-def iter_chunks(payload: bytes, *, chunk_size: int, message_id: str) -> Iterator[Chunk]:
+def iter_chunks(
+    payload: bytes | Sequence[bytes | bytearray | memoryview], *, chunk_size: int, message_id: str
+) -> Iterator[Chunk]:
     """The chunks of ``payload`` in order, built one at a time so only one slice is copied at once.
 
-    An empty payload still gives one (empty) chunk, so that every chunk set has ``count >= 1``.
+    ``payload`` is the message, or the pieces whose concatenation it is (``EventCodec.encode_parts``):
+    then the whole message never exists in memory; each chunk's data is a view of one piece, or the
+    join of the slices it spans (one chunk-sized copy). An empty payload still gives one (empty)
+    chunk, so that every chunk set has ``count >= 1``.
     """
     if chunk_size <= 0:
         raise ValueError("chunk_size must be positive")
-    total = len(payload)
+    whole = isinstance(payload, bytes | bytearray | memoryview)
+    pieces = [memoryview(p).cast("B") for p in ([payload] if whole else payload)]
+    total = sum(piece.nbytes for piece in pieces)
     count = max(1, -(-total // chunk_size))
-    digest = hashlib.sha256(payload).hexdigest()
-    view = memoryview(payload)
+    digest = hashlib.sha256()
+    for piece in pieces:
+        digest.update(piece)
+    sha256 = digest.hexdigest()
+    slices = _slices(pieces, chunk_size)
     for index in range(count):
-        start = index * chunk_size
+        data = next(slices, memoryview(b""))
         yield Chunk(
             message_id=message_id,
             index=index,
             count=count,
             total_size=total,
-            sha256=digest,
-            data=view[start : start + chunk_size],  # a view: the codec copies it once, into the message
+            sha256=sha256,
+            data=data,  # a view (or one chunk's join): the codec copies it once, into the message
         )
+
+
+def _slices(pieces: list[memoryview], size: int) -> Iterator[bytes | memoryview]:
+    """Consecutive ``size``-byte runs of the concatenation of ``pieces`` (the last one shorter)."""
+    held: list[memoryview] = []
+    held_bytes = 0
+    for piece in pieces:
+        start = 0
+        while start < piece.nbytes:
+            take = min(size - held_bytes, piece.nbytes - start)
+            held.append(piece[start : start + take])
+            held_bytes += take
+            start += take
+            if held_bytes == size:
+                yield held[0] if len(held) == 1 else b"".join(held)
+                held, held_bytes = [], 0
+    if held:
+        yield held[0] if len(held) == 1 else b"".join(held)
 
 
 def split_payload(payload: bytes, *, chunk_size: int, message_id: str) -> list[Chunk]:

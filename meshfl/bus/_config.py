@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 PRODUCER_MAX_MESSAGE_BYTES = 1_000_000
 """librdkafka's default producer ``message.max.bytes``; raised only if chunks need more."""
+QUEUE_KBYTES = 64 * 1024
+"""Producer queue bound (``queue.buffering.max.kbytes``): a full queue makes ``produce`` wait for room."""
 _RECORD_MARGIN = 64 * 1024
 """Room above a framed chunk for the key, headers and record framing."""
 
@@ -59,6 +61,9 @@ def producer_config(
         "compression.type": "none",
         "linger.ms": 5,
         "message.max.bytes": max(PRODUCER_MAX_MESSAGE_BYTES, settings.max_message_bytes + _RECORD_MARGIN),
+        # librdkafka queues up to 1 GiB by default: a chunked 1 GB version or update would sit there whole
+        # beside the tensors it was cut from. 64 MiB in flight is far above what the link needs.
+        "queue.buffering.max.kbytes": QUEUE_KBYTES,
     }
     if transactional_id is not None:
         config["transaction.timeout.ms"] = 60_000

@@ -104,22 +104,23 @@ class EventProducer:
         name = topic_name(self._settings, topic)
         if self._signer is not None and "signature" in type(event).model_fields:
             event = self._signer.sign(event, digests=digests)
-        payload = self._codec.encode(event)
+        parts = self._codec.encode_parts(event)  # never joined when chunked: no whole-message copy
+        size = sum(memoryview(part).nbytes for part in parts)
         extra = headers_to_list(headers)
         if self._on_committed is not None:
             if self._in_transaction:
                 self._uncommitted.append((topic, event))
             else:
                 self._on_committed(topic, event)
-        if len(payload) <= self._settings.max_message_bytes:
-            self._send(name, payload, key=key, headers=extra, partition=None)
+        if size <= self._settings.max_message_bytes:
+            self._send(name, b"".join(parts), key=key, headers=extra, partition=None)
             return
         message_id = str(uuid.uuid4())
         # A null key would let the partitioner scatter the chunks; pin them to one partition instead.
         partition = None if key is not None else self._partition_for(name, message_id)
         chunk_headers = [*extra, (CHUNK_HEADER, b"1"), (SENDER_HEADER, self._sender)]
         count = 0
-        for chunk in iter_chunks(payload, chunk_size=self._chunk_size, message_id=message_id):
+        for chunk in iter_chunks(parts, chunk_size=self._chunk_size, message_id=message_id):
             self._send(name, self._codec.encode(chunk), key=key, headers=chunk_headers, partition=partition)
             count += 1
             if faults.armed("producer.chunk"):
@@ -131,7 +132,7 @@ class EventProducer:
             key=key,
             message_id=message_id,
             event_type=type(event).__name__,
-            size=len(payload),
+            size=size,
             chunks=count,
         )
 

@@ -46,6 +46,13 @@ _AVRO_ERRORS = (
 
 def encode_body(header: bytes, schema: StoredSchema, event: Event) -> bytes:
     """``header`` then the event's Avro binary body; every byte is copied once, into the returned bytes."""
+    return b"".join(encode_body_parts(header, schema, event))
+
+
+def encode_body_parts(header: bytes, schema: StoredSchema, event: Event) -> list[Any]:
+    """The pieces whose concatenation is :func:`encode_body`'s result, nothing joined: the large
+    ``bytes`` values are the event's own buffers (read-only use), so a caller cutting the message into
+    chunks copies each byte once, into a chunk, and never holds the whole message."""
     if schema.full_name != event.AVRO_NAME:
         raise CodecError(f"a {type(event).__name__} cannot be written with schema {schema.full_name}")
     datum = event.to_avro()
@@ -54,9 +61,9 @@ def encode_body(header: bytes, schema: StoredSchema, event: Event) -> bytes:
     if buffers:
         pieces = splice(_write(schema, event, skeleton), nonce, buffers)
         if pieces is not None:
-            return b"".join((header, *pieces))
+            return [header, *pieces]
         skeleton = to_plain(datum)  # a sentinel was not where fastavro writes it: the plain way
-    return b"".join((header, _write(schema, event, skeleton)))
+    return [header, _write(schema, event, skeleton)]
 
 
 def _write(schema: StoredSchema, event: Event, datum: Any) -> bytes:

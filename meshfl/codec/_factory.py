@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from functools import cache
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from meshfl.codec._registry import RegistryCodec
 from meshfl.codec._schemas import SchemaStore
@@ -18,6 +18,10 @@ class EventCodec(Protocol):
     """Turns events into framed Avro messages and back; raises ``CodecError`` for anything undecodable."""
 
     def encode(self, event: Event) -> bytes: ...
+
+    def encode_parts(self, event: Event) -> list[Any]:
+        """``encode``'s bytes as pieces to concatenate (buffers of the event itself: read them only)."""
+        ...
 
     def decode(self, data: bytes | memoryview) -> Event: ...
 

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient, SchemaRegistryError
 
-from meshfl.codec._body import decode_body, encode_body
+from meshfl.codec._body import decode_body, encode_body, encode_body_parts
 from meshfl.codec._schemas import SchemaStore, StoredSchema, compile_schema
 from meshfl.codec._single_object import MARKER, SingleObjectCodec, check_type
 from meshfl.errors import CodecError, ConfigError, MeshflError, RegistryUnavailableError, UnknownSchemaError
@@ -107,6 +107,11 @@ class RegistryCodec:
     def encode(self, event: Event) -> bytes:
         schema = self.store.current(event.AVRO_NAME)
         return encode_body(self._header(schema), schema, event)
+
+    def encode_parts(self, event: Event) -> list[Any]:
+        """``encode``'s bytes as unjoined pieces (see ``meshfl.codec._body.encode_body_parts``)."""
+        schema = self.store.current(event.AVRO_NAME)
+        return encode_body_parts(self._header(schema), schema, event)
 
     def _resolve(self, schema_id: int) -> tuple[StoredSchema, StoredSchema]:
         cached = self._writers.get(schema_id)

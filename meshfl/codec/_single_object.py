@@ -7,9 +7,9 @@ to the current schema of the same full name, so data written by an older release
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from meshfl.codec._body import decode_body, encode_body
+from meshfl.codec._body import decode_body, encode_body, encode_body_parts
 from meshfl.codec._schemas import SchemaStore
 from meshfl.errors import CodecError, UnknownSchemaError
 from meshfl.events import Event
@@ -39,6 +39,11 @@ class SingleObjectCodec:
     def encode(self, event: Event) -> bytes:
         schema = self.store.current(event.AVRO_NAME)
         return encode_body(MARKER + schema.fingerprint, schema, event)
+
+    def encode_parts(self, event: Event) -> list[Any]:
+        """``encode``'s bytes as unjoined pieces (see ``meshfl.codec._body.encode_body_parts``)."""
+        schema = self.store.current(event.AVRO_NAME)
+        return encode_body_parts(MARKER + schema.fingerprint, schema, event)
 
     def decode(self, data: bytes | memoryview) -> Event:
         if bytes(data[:2]) != MARKER:

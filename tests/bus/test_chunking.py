@@ -5,12 +5,17 @@ from __future__ import annotations
 import hashlib
 import os
 
+import numpy as np
 import pytest
+import torch
 
 from meshfl.bus import ChunkSetError, Reassembler, split_payload
 from meshfl.bus._chunking import chunk_size_for
+from meshfl.codec import make_codec
 from meshfl.errors import ChunkError
-from meshfl.events import Chunk
+from meshfl.events import Chunk, ModelVersion, utcnow
+from meshfl.settings import load_settings
+from meshfl.tensors import tensors_sha256, to_wire
 
 TOPIC = "t.model-updates"
 
@@ -35,6 +40,28 @@ def test_split_sizes_order_and_digest() -> None:
     assert all(len(c.data) == 1000 for c in chunks[:-1]) and len(chunks[-1].data) == 1
     assert b"".join(c.data for c in chunks) == payload
     assert {c.sha256 for c in chunks} == {hashlib.sha256(payload).hexdigest()}
+
+
+def test_chunks_of_the_unjoined_pieces_are_the_chunks_of_the_message() -> None:
+    """The producer cuts ``encode_parts`` pieces without joining them: same chunks, byte for byte,
+    whatever the piece boundaries (pieces shorter and longer than a chunk, empty, a float array view)."""
+    floats = np.arange(3001, dtype=np.float32)
+    pieces = [b"ab", b"", os.urandom(2500), memoryview(floats), os.urandom(999), b"z"]
+    joined = b"".join(pieces)
+    for size in (1, 7, 1000, 2503, len(joined), len(joined) + 5):
+        from_parts = split_payload(pieces, chunk_size=size, message_id="m")
+        whole = split_payload(joined, chunk_size=size, message_id="m")
+        assert [(c.index, c.count, c.total_size, c.sha256, bytes(c.data)) for c in from_parts] == [
+            (c.index, c.count, c.total_size, c.sha256, bytes(c.data)) for c in whole
+        ]
+    weights = {"w": torch.arange(40_000, dtype=torch.float32), "b": torch.ones(3)}
+    tensors = to_wire(weights, copy=False)
+    version = ModelVersion(
+        task_id="t", version=0, parent_version=None, round=0, strategy={"name": "fedavg"},
+        tensors=tensors, sha256=tensors_sha256(tensors), created_at=utcnow(),
+    )  # fmt: skip
+    codec = make_codec(load_settings())
+    assert b"".join(codec.encode_parts(version)) == codec.encode(version)
 
 
 def test_split_exact_multiple_and_empty() -> None:
