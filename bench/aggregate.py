@@ -153,11 +153,19 @@ def main() -> None:
     parser.add_argument("--small-updates", type=int, default=15)
     parser.add_argument("--small-params", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch intra-op threads for every row, baselines included (governance runs 1: --threads)",
+    )
     parser.add_argument("--probe-memory", choices=["held", "arriving"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.probe_memory:
         probe_memory(args)
         return
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
 
     print(f"machine: {cpu_model()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}")
     flwr_version = flwr.__version__ if flwr is not None else "not installed"
