@@ -11,6 +11,7 @@ hook is one dict lookup that finds nothing. Points:
 ``governance.during-abort``  a transaction failed; about to abort it
 ``governance.commit``        (``FAIL_AT`` only) the commit raises ``BusError``: drives the abort path
 ``producer.chunk``           a chunk of a chunked event was queued (agent mid chunked upload)
+``agent.before-progress``    an agent's update is on the log, its ``AgentProgress`` not yet written
 =========================== ==========================================================================
 
 ``KILL_AT`` sends SIGKILL to the process itself (no cleanup, like ``kill -9``); ``FAIL_AT`` raises

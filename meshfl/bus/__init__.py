@@ -9,7 +9,7 @@ creates the topics, ``read_all`` takes a snapshot of one.
 
 from __future__ import annotations
 
-from meshfl.bus._admin import committed_ranges, ensure_topics, partition_count
+from meshfl.bus._admin import committed_ranges, ensure_topics, offsets_at, partition_count
 from meshfl.bus._chunking import split_payload
 from meshfl.bus._consumer import EventConsumer
 from meshfl.bus._dead_letter import (
@@ -39,6 +39,7 @@ __all__ = [
     "Reassembler",
     "committed_ranges",
     "ensure_topics",
+    "offsets_at",
     "partition_count",
     "read_all",
     "split_payload",

@@ -142,6 +142,27 @@ def committed_ranges(
     return ranges
 
 
+def offsets_at(
+    settings: MeshflSettings, name: str, timestamp_ms: int, *, timeout: float = 10.0
+) -> dict[int, int]:
+    """Per partition of topic ``name``: the first offset whose log time is ``timestamp_ms`` or later.
+
+    A partition with no such record maps to its last stable offset (nothing there to read). meshfl's
+    topics use LogAppendTime, so this is the broker's clock: a reader looking for what a producer wrote
+    after some record reads from that record's time, not from the beginning of a topic kept forever.
+    """
+    admin = admin_client(settings)
+    ranges = committed_ranges(settings, name, timeout=timeout)
+    deadline = time.monotonic() + timeout
+    starts: dict[int, int] = {}
+    for partition, (_earliest, end) in ranges.items():
+        found = _list_offset(
+            admin, TopicPartition(name, partition), OffsetSpec.for_timestamp(timestamp_ms), deadline
+        )
+        starts[partition] = end if found < 0 else min(found, end)
+    return starts
+
+
 def _list_offset(admin: AdminClient, tp: TopicPartition, spec: OffsetSpec, deadline: float) -> int:
     """One offset lookup, retried while the error is retriable (a leader still being elected)."""
     while True:

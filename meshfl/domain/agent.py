@@ -1,10 +1,12 @@
 """The domain agent daemon: publish the domain's data products, train each round, publish updates.
 
 Data never leaves the domain: the agent reads its local files, and only weights, example counts and
-metrics go on the bus. Each update is published in one Kafka transaction together with an
-``AgentProgress`` record (compacted topic, key ``domain/task``), so a restarted agent knows exactly
-which rounds it already published and never publishes two updates for the same (task, round), even if
-it was killed mid-publish (the aborted transaction is invisible to read_committed readers).
+metrics go on the bus. Each update is published by an idempotent producer without a transaction (its
+id is deterministic and signed, and governance refuses a second copy), then an ``AgentProgress``
+record (compacted topic, key ``domain/task``) in a transaction of the agent's fenced producer. A
+restarted agent knows the rounds its progress names; for the next one it first looks for its own
+update on the log (``meshfl.domain.published``), so a kill between the update and its progress never
+puts a second, different update of the same (task, round) on the bus.
 
 Everything the agent publishes is signed with the domain's key (``<domain dir>/keys/signing.key``);
 it takes tasks and versions only when governance signed them (its key pinned in settings), and
@@ -22,24 +24,25 @@ from pathlib import Path
 
 import torch
 
+from meshfl import faults
 from meshfl.bus import Envelope, EventConsumer, EventProducer, ensure_topics, read_all
 from meshfl.domain.admission import admits
 from meshfl.domain.config import DomainConfig, load_domain
 from meshfl.domain.data import LocalData, prepare_local_data, product_serves
+from meshfl.domain.heartbeats import meshfl_version, send_heartbeats
+from meshfl.domain.published import own_update, record_progress
 from meshfl.domain.training import LocalResult, train_local
 from meshfl.errors import (
     BusError,
     DataContractError,
-    FencedError,
-    MeshflError,
     RegistryUnavailableError,
+    SignatureError,
     TrainingStopped,
 )
 from meshfl.events import (
     AgentProgress,
     AgentStatus,
     DomainHeartbeat,
-    Event,
     ModelUpdate,
     ModelVersion,
     TrainingTask,
@@ -58,12 +61,8 @@ from meshfl.topics import Topic, agent_transactional_id, client_name
 log = get_logger("meshfl.domain")
 
 _UPDATE_NS = UPDATE_NAMESPACE
-
-
-def count_published(topic: Topic, event: Event) -> None:
-    """Metrics of what the agent's committed transactions put on the bus."""
-    if isinstance(event, ModelUpdate):
-        METRICS.updates_published.labels(event.domain, event.task_id).inc()
+_PUBLISH_TIMEOUT = 330.0
+"""Seconds an update's flush may take: librdkafka's default ``message.timeout.ms`` (300 s) plus room."""
 
 
 def round_seed(task: TrainingTask, round_: int, domain: str) -> int:
@@ -76,7 +75,12 @@ class _AgentView:
 
     tasks: dict[str, TrainingTask] = field(default_factory=dict)
     latest: dict[str, ModelVersion] = field(default_factory=dict)
+    latest_at_ms: dict[str, int] = field(default_factory=dict)  # task id -> the latest version's log time
     progress: dict[str, int] = field(default_factory=dict)
+    unsure: set[tuple[str, int]] = field(default_factory=set)
+    """(task, base version) whose next round may be on the log already: the versions known when the
+    agent started (an earlier agent of this domain may have published on them, then died before its
+    progress) and those of a failed publish. Their round is looked for on the log before training."""
     refused: set[str] = field(default_factory=set)
     refused_tasks: dict[str, str] = field(default_factory=dict)  # task id -> why this domain refused it
     ignored_events: int = 0  # tasks refused or redefined, counted (never used)
@@ -126,15 +130,33 @@ class DomainAgent:
         self._verifier = EnvelopeVerifier(
             registry, window_seconds=self._settings.signature_window_seconds, reader=f"agent-{self._domain}"
         )
+        # Descriptors and progress go through the fenced transactional producer (a second agent of
+        # this domain stops at its next commit); updates through an idempotent one, no transaction.
         producer = EventProducer(
             self._settings,
             transactional_id=agent_transactional_id(self._settings, self._domain),
             client_id=client_name(self._settings, f"agent-{self._domain}"),
-            on_committed=count_published,
+            signer=self._signer,
+        )
+        updates = EventProducer(
+            self._settings,
+            client_id=client_name(self._settings, f"agent-{self._domain}-updates"),
             signer=self._signer,
         )
         beat_stop = threading.Event()
-        beats = threading.Thread(target=self._heartbeats, args=(beat_stop,), name="heartbeats", daemon=True)
+        beats = threading.Thread(
+            target=send_heartbeats,
+            args=(
+                self._settings,
+                self._signer,
+                self._beat,
+                self._heartbeat_interval,
+                beat_stop,
+                self._domain,
+            ),
+            name="heartbeats",
+            daemon=True,
+        )
         consumer: EventConsumer | None = None
         try:
             self._publish_descriptors(producer)
@@ -145,6 +167,8 @@ class DomainAgent:
                 [Topic.TASKS, Topic.MODEL_VERSIONS],
                 client_id=client_name(self._settings, f"agent-{self._domain}-subscriber"),
             )
+            self._drain(consumer)
+            self._view.unsure.update((t, v.version) for t, v in self._view.latest.items())
             self._status = AgentStatus.IDLE
             self._health.set_ready()
             log.info(
@@ -155,7 +179,7 @@ class DomainAgent:
                 for task_id in sorted(self._view.tasks):
                     if stop.is_set():
                         break
-                    self._maybe_train(producer, task_id)
+                    self._maybe_train(producer, updates, task_id)
             self._status = AgentStatus.STOPPING
             log.info("agent stopping", domain=self._domain)
         finally:
@@ -164,7 +188,10 @@ class DomainAgent:
                 beats.join(timeout=5)
             if consumer is not None:
                 consumer.close()
-            producer.close()
+            try:
+                updates.close()
+            finally:
+                producer.close()
         return 0
 
     # --- bus I/O -------------------------------------------------------------------------------
@@ -194,8 +221,25 @@ class DomainAgent:
             if isinstance(event, TrainingTask) and self._trusted(env):
                 self._take_task(event)
             elif isinstance(event, ModelVersion) and self._trusted(env):
-                self._take_version(event)
+                self._take_version(event, env.timestamp_ms)
             env = consumer.poll(0.0)
+
+    def _drain(self, consumer: EventConsumer) -> None:
+        """Read tasks and versions to the end of the log as it is now (at start: whatever an earlier
+        agent of this domain can have trained on is then known, see ``_AgentView.unsure``)."""
+        self._catch_up(consumer)
+        while not self._stop.is_set() and not consumer.at_end():
+            self._catch_up(consumer)
+
+    def _signed_here(self, update: ModelUpdate) -> bool:
+        """An update of this domain, signed with this domain's key (what the agent itself publishes)."""
+        if self._verifier is None or update.domain != self._domain:
+            return False
+        try:
+            self._verifier.registry.verify(update, sender=self._domain)
+        except SignatureError:
+            return False
+        return True
 
     def _trusted(self, env: Envelope) -> bool:
         """Signed by whoever must sign it (governance for tasks and versions, this domain for its
@@ -205,13 +249,14 @@ class DomainAgent:
         self._view.ignored_events += 1
         return False
 
-    def _take_version(self, version: ModelVersion) -> None:
+    def _take_version(self, version: ModelVersion, log_time_ms: int) -> None:
         if version.task_id in self._view.refused_tasks:
             self._view.ignored_events += 1  # a refused task's weights are never held
             return
         current = self._view.latest.get(version.task_id)
         if current is None or version.version > current.version:
             self._view.latest[version.task_id] = version
+            self._view.latest_at_ms[version.task_id] = log_time_ms
 
     def _take_task(self, task: TrainingTask) -> None:
         """Keep a task only if this domain's own configuration admits it; the first definition wins
@@ -231,32 +276,17 @@ class DomainAgent:
             return
         self._view.tasks[task.id] = task
 
-    def _heartbeats(self, stop: threading.Event) -> None:
-        producer = EventProducer(
-            self._settings,
-            client_id=client_name(self._settings, f"agent-{self._domain}-heartbeat"),
-            signer=self._signer,
+    def _beat(self) -> DomainHeartbeat:
+        return DomainHeartbeat(
+            domain=self._domain,
+            agent_id=self._agent_id,
+            status=self._status,
+            data_products=[p.id for p in self._config.data_products],
+            tasks=sorted(t for t in self._view.tasks if t not in self._view.refused),
+            current_round=self._current_round,
+            meshfl_version=meshfl_version(),
+            sent_at=utcnow(),
         )
-        try:
-            while not stop.is_set():
-                beat = DomainHeartbeat(
-                    domain=self._domain,
-                    agent_id=self._agent_id,
-                    status=self._status,
-                    data_products=[p.id for p in self._config.data_products],
-                    tasks=sorted(t for t in self._view.tasks if t not in self._view.refused),
-                    current_round=self._current_round,
-                    meshfl_version=_meshfl_version(),
-                    sent_at=utcnow(),
-                )
-                try:
-                    producer.produce(Topic.HEARTBEATS, beat, key=self._domain)
-                    producer.flush(timeout=10)
-                except MeshflError as exc:
-                    log.warning("heartbeat not delivered", domain=self._domain, error=str(exc))
-                stop.wait(self._heartbeat_interval)
-        finally:
-            producer.close()
 
     # --- training ------------------------------------------------------------------------------
 
@@ -270,7 +300,32 @@ class DomainAgent:
         self._data_cache[task.id] = (key, data)
         return data
 
-    def _maybe_train(self, producer: EventProducer, task_id: str) -> None:
+    def _published_before(self, producer: EventProducer, task_id: str, version: ModelVersion) -> bool:
+        """Whether this domain's update on ``version`` (round ``version.round + 1``) is on the log
+        already; if so its progress is recorded now. True also when the log cannot be read (the round
+        is tried again next loop, never trained blind)."""
+        round_ = version.round + 1
+        update_id = update_id_for(task_id, round_, self._domain)
+        try:
+            found = own_update(
+                self._settings,
+                task_id=task_id,
+                update_id=update_id,
+                since_ms=self._view.latest_at_ms.get(task_id, 0),
+                trusted=self._signed_here,
+            )
+        except (BusError, RegistryUnavailableError) as exc:
+            log.error("cannot read back the updates; will retry", task=task_id, round=round_, error=str(exc))
+            self._stop.wait(1.0)
+            return True
+        self._view.unsure.discard((task_id, version.version))
+        if found is None:
+            return False
+        self._view.progress[task_id] = round_
+        record_progress(producer, self._domain, task_id, round_, update_id)
+        return True
+
+    def _maybe_train(self, producer: EventProducer, updates: EventProducer, task_id: str) -> None:
         task = self._view.tasks[task_id]
         version = self._view.latest.get(task_id)
         if version is None or task_id in self._view.refused or version.round >= task.rounds:
@@ -282,6 +337,10 @@ class DomainAgent:
         if all(reason is not None for reason in reasons):
             self._view.refused.add(task_id)
             log.info("task not served by this domain", domain=self._domain, task=task_id, reasons=reasons)
+            return
+        if (task_id, version.version) in self._view.unsure and self._published_before(
+            producer, task_id, version
+        ):
             return
         try:
             data = self._local_data(task)
@@ -312,28 +371,19 @@ class DomainAgent:
             tensors=to_wire(result.state, copy=False),  # a state of its own, encoded below
             created_at=utcnow(),
         )
-        progress = AgentProgress(
-            domain=self._domain,
-            task_id=task_id,
-            last_round=round_,
-            last_update_id=update.update_id,
-            updated_at=utcnow(),
-        )
         self._status = AgentStatus.IDLE
         try:
-            producer.begin_transaction()
-            producer.produce(Topic.UPDATES, update, key=task_id)
-            producer.produce(Topic.AGENT_PROGRESS, progress, key=f"{self._domain}/{task_id}")
-            producer.commit_transaction()
-        except FencedError:
-            log.error("fenced: another agent of this domain took over; stopping", domain=self._domain)
-            raise
+            updates.produce(Topic.UPDATES, update, key=task_id)
+            # Past librdkafka's delivery timeout: every record is then reported, none left in flight
+            # to land after the log is read back.
+            updates.flush(timeout=_PUBLISH_TIMEOUT)
         except (BusError, RegistryUnavailableError) as exc:
-            # Nothing of an aborted transaction is visible; the round is trained again next loop.
+            # Part or all of it may be on the log (a lost acknowledgement): looked for before retraining.
+            self._view.unsure.add((task_id, version.version))
             log.error("update not published; will retry", domain=self._domain, round=round_, error=str(exc))
-            producer.abort_transaction()  # a no-op if the commit already aborted it
             self._stop.wait(1.0)
             return
+        METRICS.updates_published.labels(self._domain, task_id).inc()
         self._view.progress[task_id] = round_
         log.info(
             "update published",
@@ -344,6 +394,8 @@ class DomainAgent:
             examples=result.num_examples,
             **{k: round(v, 4) for k, v in result.metrics.items()},
         )
+        faults.kill_point("agent.before-progress")
+        record_progress(producer, self._domain, task_id, round_, update.update_id)
 
     def _train_guarded(
         self, task: TrainingTask, version: ModelVersion, data: LocalData, round_: int
@@ -393,12 +445,3 @@ def _files_key(config: DomainConfig) -> tuple[tuple[str, int], ...]:
         path = config.product_path(product)
         out.append((str(path), path.stat().st_mtime_ns if path.exists() else -1))
     return tuple(out)
-
-
-def _meshfl_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("meshfl")
-    except PackageNotFoundError:
-        return "0+unknown"

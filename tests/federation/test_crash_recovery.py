@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
 
 from meshfl.bus import ensure_topics
-from meshfl.events import AgentProgress, ModelUpdate, ModelVersion, TrainingTask
+from meshfl.events import AgentProgress, DecisionOutcome, ModelUpdate, ModelVersion, TrainingTask
 from meshfl.settings import MeshflSettings
 from meshfl.topics import Topic
 from tests.federation.conftest import HOSPITALS, Processes, events, hospital_task, wait_for, write_task
+from tests.federation.faults_helpers import assert_exactly_once, decisions
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -82,23 +84,38 @@ def test_governance_sigkill_mid_round_gives_the_same_model(
 def test_restarted_agent_never_publishes_a_round_twice(
     processes: Processes, mesh_root: Path, settings: MeshflSettings
 ) -> None:
+    # The worst moment: its round-1 update is on the log (no transaction) and its progress is not.
     task = hospital_task(mesh_root, rounds=2)
     ensure_topics(settings)
     task_file = write_task(task, processes.log_dir / "task.json")
     processes.start("governance", "governance", "run", "--tasks", str(task_file))
     domain = mesh_root / HOSPITALS[0]
-    processes.start("agent", "domain", "run", "--domain", str(domain))
-    wait_for(lambda: len(_updates(settings)) >= 1, timeout=120, what="the round-1 update")
-    processes.kill("agent")  # no chance to clean up
+    doomed = processes.start(
+        "agent", "domain", "run", "--domain", str(domain), env={"MESHFL_KILL_AT": "agent.before-progress"}
+    )
+    wait_for(lambda: doomed.poll() is not None, timeout=240, what="the agent to die before its progress")
+    assert doomed.returncode == -signal.SIGKILL
+    processes.procs.pop("agent")
+    assert not [e for e in events(settings, Topic.AGENT_PROGRESS) if isinstance(e, AgentProgress)]
     processes.start("agent-again", "domain", "run", "--domain", str(domain))
-    wait_for(lambda: "progress restored" in processes.log("agent-again"), timeout=60, what="restart")
+    wait_for(
+        lambda: any(isinstance(e, AgentProgress) for e in events(settings, Topic.AGENT_PROGRESS)),
+        timeout=120,
+        what="the progress of the round found on the log",
+    )
     assert processes.terminate("agent-again") == 0  # SIGTERM: clean stop, exit code 0
     processes.start("agent-third", "domain", "run", "--domain", str(domain))
+    wait_for(lambda: "progress restored" in processes.log("agent-third"), timeout=60, what="restart")
     for other in HOSPITALS[1:]:
         processes.start(f"agent-{other}", "domain", "run", "--domain", str(mesh_root / other))
     wait_for(lambda: len(_versions(settings, task.id)) >= 3, timeout=240, what="both rounds")
+    processes.stop_all()
 
     mine = [(u.round, u.update_id) for u in _updates(settings) if u.domain == HOSPITALS[0]]
-    assert sorted(r for r, _ in mine) == [1, 2]
+    assert sorted(r for r, _ in mine) == [1, 2]  # one update a round: none trained and published again
     progress = [e for e in events(settings, Topic.AGENT_PROGRESS) if isinstance(e, AgentProgress)]
     assert max(p.last_round for p in progress if p.domain == HOSPITALS[0]) == 2
+    assert_exactly_once(settings, [task])
+    assert "own update found on the log" in processes.log("agent-again")
+    outcomes = [d.outcome for d in decisions(settings) if d.domain == HOSPITALS[0]]
+    assert outcomes == [DecisionOutcome.ACCEPTED] * 2  # no second copy for governance to refuse
