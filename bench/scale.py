@@ -54,10 +54,11 @@ from meshfl.events import (  # noqa: E402
 )
 from meshfl.identity.keys import generate_private_key, key_id, public_bytes  # noqa: E402
 from meshfl.identity.local import identity_env, with_governance_keys  # noqa: E402
-from meshfl.identity.signing import Signer  # noqa: E402
+from meshfl.identity.signing import Signer, verify_event  # noqa: E402
 from meshfl.identity.trust import governance_signer  # noqa: E402
 from meshfl.logs import configure_logging  # noqa: E402
 from meshfl.settings import load_settings  # noqa: E402
+from meshfl.tensors import layout_sha256  # noqa: E402
 from meshfl.topics import Topic, topic_name  # noqa: E402
 
 
@@ -93,8 +94,21 @@ class RssSampler(threading.Thread):
         return max((rss for t, rss in self.samples if start <= t <= end), default=0)
 
 
-def bare_read(bootstrap: str, topic: str, count: int) -> tuple[float, int]:
-    """Seconds and bytes for a bare consumer to read the first ``count`` messages of ``topic``."""
+def log_ends(bootstrap: str, topic: str) -> dict[int, int]:
+    """The high watermark of every partition of ``topic`` (where round 1's updates end)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-scale-{uuid.uuid4().hex[:6]}"})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions
+        }
+    finally:
+        consumer.close()
+
+
+def bare_read(bootstrap: str, topic: str, ends: dict[int, int]) -> tuple[float, int]:
+    """Seconds and bytes for a bare consumer to read ``topic`` from its start up to ``ends`` (every
+    message, chunks included), from its first message to its last."""
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -105,17 +119,18 @@ def bare_read(bootstrap: str, topic: str, count: int) -> tuple[float, int]:
             "max.partition.fetch.bytes": 64 * 1024 * 1024,
         }
     )
-    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-    consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
-    got = size = 0
+    left = {p: end for p, end in ends.items() if end > 0}
+    consumer.assign([TopicPartition(topic, p, 0) for p in left])
+    size = 0
     start = None
-    while got < count:
+    while left:
         message = consumer.poll(1.0)
         if message is None or message.error():
             continue
         start = start or time.perf_counter()
-        got += 1
         size += len(message.value() or b"")
+        if message.offset() + 1 >= left.get(message.partition(), 0):
+            left.pop(message.partition(), None)
     seconds = time.perf_counter() - (start or time.perf_counter())
     consumer.close()
     return seconds, size
@@ -209,6 +224,7 @@ def main() -> int:
         started = time.perf_counter()
         publish(1, base)
         took = time.perf_counter() - started
+        round_one = log_ends(bootstrap, topic_name(settings, Topic.UPDATES))
         print(f"round 1's {args.domains} updates on the log in {took:.1f} s; starting governance")
         command = meshfl_command(
             "governance", "run", "--tasks", str(task_file), "--service-id", f"scale-{task.id}",
@@ -225,6 +241,7 @@ def main() -> int:
         watcher = EventConsumer(settings, [Topic.MODEL_VERSIONS], dead_letters=False, accept=(ModelVersion,))
         deadline = time.monotonic() + args.timeout
         done = 0
+        bare = (0.0, 0)
         try:
             while done < args.rounds and time.monotonic() < deadline:
                 if governance.poll() not in (None, 0):
@@ -244,6 +261,8 @@ def main() -> int:
                     f"  version {version.version} (round {done}) at {time.perf_counter() - started:.1f} s",
                     flush=True,
                 )
+                if done == 1:  # round 1's updates, read bare while governance waits for round 2
+                    bare = bare_read(bootstrap, topic_name(settings, Topic.UPDATES), round_one)
                 if done < args.rounds:
                     publish(done + 1, version)
         finally:
@@ -253,7 +272,7 @@ def main() -> int:
         governance.wait(timeout=300)
         sampler.stop.set()
         producer.close()
-        return _report(args, settings, bootstrap, task, nbytes, sampler)
+        return _report(args, settings, task, nbytes, sampler, bare, signers)
     finally:
         if governance is not None and governance.poll() is None:
             governance.terminate()
@@ -267,12 +286,22 @@ def _tail(work: Path) -> str:
     return "\n".join((work / "governance.log").read_text(errors="replace").splitlines()[-15:])
 
 
-def _report(args, settings, bootstrap, task, nbytes, sampler) -> int:  # type: ignore[no-untyped-def]
+def _verify_seconds(update: ModelUpdate, public_key) -> float:  # type: ignore[no-untyped-def]
+    """Seconds to check ``update``'s signature as governance must: hash its tensors, verify Ed25519."""
+    started = time.perf_counter()
+    verify_event(update, public_key, digests={"tensors": layout_sha256(update.tensors)})
+    return time.perf_counter() - started
+
+
+def _report(args, settings, task, nbytes, sampler, bare_run, signers) -> int:  # type: ignore[no-untyped-def]
     """Per-round figures from the log's own (broker) timestamps, after the run."""
     updates: dict[int, list[int]] = {}
+    floor_seconds = 0.0
     for env in read_all(settings, Topic.UPDATES, timeout=60):
         if isinstance(env.event, ModelUpdate) and env.event.task_id == task.id:
             updates.setdefault(env.event.round, []).append(env.timestamp_ms)
+            if env.event.round == 1:
+                floor_seconds += _verify_seconds(env.event, signers[env.event.domain].public_key)
     decisions: dict[int, list[int]] = {}
     for env in read_all(settings, Topic.DECISIONS, timeout=60):
         if isinstance(env.event, GovernanceDecision) and env.event.task_id == task.id:
@@ -285,7 +314,7 @@ def _report(args, settings, bootstrap, task, nbytes, sampler) -> int:  # type: i
     first, last = min(decisions[1]), max(decisions[1])
     seconds = max(last - first, 1) / 1000
     ingest = count / seconds
-    bare_seconds, bare_bytes = bare_read(bootstrap, topic_name(settings, Topic.UPDATES), count)
+    bare_seconds, bare_bytes = bare_run
     bare = count / max(bare_seconds, 1e-6)
     print(f"\nround 1 (all {count} updates on the log before governance started):")
     bare_mb = bare_bytes / max(bare_seconds, 1e-6) / 1e6
@@ -293,6 +322,12 @@ def _report(args, settings, bootstrap, task, nbytes, sampler) -> int:  # type: i
     print(f"  bare consumer      {bare:8.1f} updates/s, {bare_mb:8.1f} MB/s (same topic, same run)")
     ratio = ingest / bare
     print(f"  governance / bare consumer = {ratio:.2f} (aim >= 0.50: {'met' if ratio >= 0.5 else 'NOT met'})")
+    floor = count / max(floor_seconds, 1e-6)
+    print(
+        f"  signature checks alone {floor:8.1f} updates/s: SHA-256 of each update's tensors and one Ed25519\n"
+        f"  verify, in this process (what any governance that checks senders spends): "
+        f"{floor / bare:.2f}x the bare consumer; governance = {ingest / floor:.2f}x of it"
+    )
     print("\nper round: last update appended -> version appended, governance peak RSS in the round")
     peaks = []
     previous_end = 0.0
