@@ -25,7 +25,7 @@ from governance.round_fold import RoundFold
 from governance.rounds import PendingUpdate, TaskState, aggregate_version, unfolded_start
 from governance.service_state import ServiceState
 from governance.state_record import log_positions
-from governance.strategies import ClientUpdate, TooFewUpdates
+from governance.strategies import ClientUpdate, TooFewUpdates, Weights
 from meshfl import faults
 from meshfl.bus import EventProducer
 from meshfl.errors import ConfigError
@@ -125,21 +125,8 @@ class RoundCloser:
                 break
             if state.is_async and self._withdraw_if_stale(producer, state, item):
                 continue
-            assert item.weights is not None
-            try:  # the form _formed gives at close: against the parent, or (async) the update's own base
-                reference = state.reference_weights(item.base_version)
-                weights, refused = reapply_transforms(state.task, item.weights, reference)
-            except (ValueError, RuntimeError, ArithmeticError) as exc:  # restored, never re-checked
-                weights, refused = {}, f"{type(exc).__name__}: {exc}"
-            if refused is not None:
-                against = item.base_version if state.is_async else state.latest.version
-                self._withdraw(
-                    producer,
-                    state,
-                    item,
-                    policy=FORM_REFUSED,
-                    reason=f"withdrawn: the policies refuse it against version {against}: {refused}",
-                )
+            weights = self._form_or_withdraw(producer, state, item)
+            if weights is None:
                 continue
             self._count_held(state)
             try:
@@ -218,20 +205,33 @@ class RoundCloser:
         """
         formed = []
         for item in chosen:
+            weights = self._form_or_withdraw(producer, state, item)
+            if weights is not None:
+                formed.append(replace(item, weights=weights))
+        return state.client_updates(formed)
+
+    def _form_or_withdraw(
+        self, producer: EventProducer, state: TaskState, item: PendingUpdate
+    ) -> Weights | None:
+        """The update as the transforming policies pass it (against the parent, or in async mode its own
+        base), or None once it is withdrawn because they now refuse it (or its restored tensors raise)."""
+        assert item.weights is not None
+        try:
             reference = state.reference_weights(item.base_version)
             weights, refused = reapply_transforms(state.task, item.weights, reference)
-            if refused is not None:
-                against = item.base_version if state.is_async else state.latest.version
-                self._withdraw(
-                    producer,
-                    state,
-                    item,
-                    policy=FORM_REFUSED,
-                    reason=f"withdrawn: the policies refuse it against version {against}: {refused}",
-                )
-                continue
-            formed.append(replace(item, weights=weights))
-        return state.client_updates(formed)
+        except (ValueError, RuntimeError, ArithmeticError) as exc:  # restored, never re-checked
+            weights, refused = {}, f"{type(exc).__name__}: {exc}"
+        if refused is None:
+            return weights
+        against = item.base_version if state.is_async else state.latest.version
+        self._withdraw(
+            producer,
+            state,
+            item,
+            policy=FORM_REFUSED,
+            reason=f"withdrawn: the policies refuse it against version {against}: {refused}",
+        )
+        return None
 
     def _close_round(self, producer: EventProducer, state: TaskState) -> None:
         if state.streams:
