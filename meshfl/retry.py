@@ -43,16 +43,20 @@ def retrying(
     initial: float = 0.05,
     max_wait: float = 2.0,
     sleep: Callable[[float], object] | None = None,
+    quiet: bool = False,
 ) -> Retrying:
     """A tenacity ``Retrying`` for ``what``: retries errors ``retry_on`` accepts until ``deadline`` s.
 
     ``sleep`` replaces the wait (e.g. a producer's ``poll`` to serve callbacks while waiting); by
-    default waits end early on ``SHUTDOWN``. The last error is re-raised when it gives up.
+    default waits end early on ``SHUTDOWN``. The last error is re-raised when it gives up. ``quiet``
+    logs each retry at debug level: for waits that are the normal course (backpressure).
     """
 
     def _log(state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome is not None else None
-        log.warning("retrying", what=what, attempt=state.attempt_number, error=str(error))
+        (log.debug if quiet else log.warning)(
+            "retrying", what=what, attempt=state.attempt_number, error=str(error)
+        )
 
     return Retrying(
         retry=retry_if_exception(retry_on),

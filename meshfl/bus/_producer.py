@@ -285,12 +285,14 @@ class EventProducer:
         partition: int | None,
     ) -> None:
         kwargs = {} if partition is None else {"partition": partition}
-        # A full local queue drains as deliveries complete: wait for room by serving callbacks.
+        # A full local queue drains as deliveries complete: wait for room by serving callbacks. The
+        # queue is bounded (QUEUE_KBYTES), so a large chunked event waits here all the time: quietly.
         queue_full = retrying(
             f"producing to {name} (queue full)",
             retry_on=lambda exc: isinstance(exc, BufferError),
             deadline=_QUEUE_FULL_TIMEOUT,
             sleep=self._producer.poll,
+            quiet=True,
         )
         try:
             for attempt in queue_full:
