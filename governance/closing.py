@@ -294,6 +294,7 @@ class RoundCloser:
             Topic.MODEL_VERSIONS, version, key=state.task.id, digests={"tensors": version.sha256}
         )
         self._state.log.aggregated.update(version.contributing_updates)
+        self._state.log.latest[version.task_id] = version  # the log's latest: never the old one's bytes
         state.advance(version)
         log.info(
             "model version published",

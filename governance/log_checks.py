@@ -76,12 +76,13 @@ def version_problem(version: ModelVersion, task: TrainingTask | None) -> str | N
 
 
 def decode_version(
-    version: ModelVersion, task: TrainingTask
+    version: ModelVersion, task: TrainingTask, *, copy: bool = True
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]] | str:
-    """(weights, server state) of ``version``, or the reason they cannot be decoded."""
+    """(weights, server state) of ``version``, or the reason they cannot be decoded; ``copy=False``:
+    the weights are read-only views of the version's bytes (for a caller that holds the version)."""
     try:
         elements = spec_elements(expected_shapes(task.model))
-        weights = from_wire(version.tensors, max_elements=elements)
+        weights = from_wire(version.tensors, max_elements=elements, copy=copy)
         server_state = from_wire(version.server_state, max_elements=_SERVER_STATE_FACTOR * elements)
     except (TensorCodecError, ConfigError) as exc:
         return str(exc)

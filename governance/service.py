@@ -346,7 +346,8 @@ class GovernanceService:
             latest = log_state.latest.get(task.id)
             if latest is None:
                 continue
-            decoded = decode_version(latest, effective)
+            # views of the version's bytes, which the task state holds anyway (as ``TaskState.advance``)
+            decoded = decode_version(latest, effective, copy=False)
             if isinstance(decoded, str):
                 log.error("latest version cannot be decoded; task not run", task=task.id, error=decoded)
                 continue
