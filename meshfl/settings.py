@@ -42,7 +42,9 @@ class MeshflSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
     def __init__(self, **values: Any) -> None:
-        super().__init__(**{**_from_file(), **_from_env(type(self)), **values})
+        # Merged key by key, tables too (as pydantic-settings did): an env ``MESHFL_KAFKA`` adds to the
+        # file's ``[kafka]`` table, never drops its security settings.
+        super().__init__(**_merged(_from_file(), _from_env(type(self)), values))
 
     bootstrap_servers: str = Field(DEFAULT_BOOTSTRAP, description="Kafka bootstrap servers, host:port,...")
     kafka: dict[str, str | int | float | bool] = Field(
@@ -158,10 +160,29 @@ def _from_env(model: type[BaseModel]) -> dict[str, Any]:
     return found
 
 
+def _merged(*sources: dict[str, Any]) -> dict[str, Any]:
+    """``sources`` merged, later ones winning; mappings present in two are merged recursively."""
+    out: dict[str, Any] = {}
+    for source in sources:
+        for key, value in source.items():
+            known = out.get(key)
+            out[key] = _merged(known, value) if isinstance(known, dict) and isinstance(value, dict) else value
+    return out
+
+
+def _describe(exc: ValidationError) -> str:
+    """The failed fields and why, without their values (a ``kafka`` value may hold a password)."""
+    lines = [
+        f"{'.'.join(str(part) for part in error['loc']) or '(settings)'}: {error['msg']}"
+        for error in exc.errors(include_url=False, include_input=False, include_context=False)
+    ]
+    return "; ".join(lines)
+
+
 def load_settings(**overrides: Any) -> MeshflSettings:
     """Build settings, turning validation failures into a ConfigError that says which field is wrong."""
     clean = {key: value for key, value in overrides.items() if value is not None}
     try:
         return MeshflSettings(**clean)
     except ValidationError as exc:
-        raise ConfigError(f"invalid meshfl settings: {exc}") from exc
+        raise ConfigError(f"invalid meshfl settings: {_describe(exc)}") from None

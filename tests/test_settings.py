@@ -85,3 +85,32 @@ def test_unreadable_sources_are_config_errors(monkeypatch: pytest.MonkeyPatch, t
     config.write_text('no_such_setting = "x"\n')
     with pytest.raises(ConfigError, match="no_such_setting"):
         load_settings()
+
+
+def test_environment_mappings_merge_with_the_file_key_by_key(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """As with pydantic-settings: ``MESHFL_KAFKA`` adds to the file's ``[kafka]`` table (and arguments
+    to both), it never silently drops the file's security settings."""
+    config = tmp_path / "meshfl.toml"
+    config.write_text('[kafka]\n"security.protocol" = "SASL_SSL"\n"client.rack" = "file"\n')
+    monkeypatch.setenv("MESHFL_CONFIG", str(config))
+    monkeypatch.setenv("MESHFL_KAFKA", '{"client.rack": "env", "linger.ms": 7}')
+    assert load_settings().kafka == {"security.protocol": "SASL_SSL", "client.rack": "env", "linger.ms": 7}
+    merged = load_settings(kafka={"linger.ms": 9}).kafka
+    assert merged == {"security.protocol": "SASL_SSL", "client.rack": "env", "linger.ms": 9}
+
+
+def test_invalid_settings_never_echo_their_values(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("MESHFL_KAFKA", '"sasl.password=hunter2"')
+    with pytest.raises(ConfigError, match="kafka") as raised:
+        load_settings()
+    assert "hunter2" not in str(raised.value)
+    assert raised.value.__cause__ is None and raised.value.__suppress_context__
+    monkeypatch.delenv("MESHFL_KAFKA")
+    config = tmp_path / "meshfl.toml"
+    config.write_text('[kafka]\n"sasl.password" = ["hunter2"]\n')
+    monkeypatch.setenv("MESHFL_CONFIG", str(config))
+    with pytest.raises(ConfigError, match=r"kafka\.sasl\.password") as raised:
+        load_settings()
+    assert "hunter2" not in str(raised.value)
