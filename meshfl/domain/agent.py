@@ -30,7 +30,7 @@ from meshfl.domain.admission import admits
 from meshfl.domain.config import DomainConfig, load_domain
 from meshfl.domain.data import LocalData, prepare_local_data, product_serves
 from meshfl.domain.heartbeats import meshfl_version, send_heartbeats
-from meshfl.domain.published import own_update, record_progress
+from meshfl.domain.published import own_update, publish_timeout, record_progress
 from meshfl.domain.training import LocalResult, train_local
 from meshfl.errors import (
     BusError,
@@ -61,8 +61,6 @@ from meshfl.topics import Topic, agent_transactional_id, client_name
 log = get_logger("meshfl.domain")
 
 _UPDATE_NS = UPDATE_NAMESPACE
-_PUBLISH_TIMEOUT = 330.0
-"""Seconds an update's flush may take: librdkafka's default ``message.timeout.ms`` (300 s) plus room."""
 
 
 def round_seed(task: TrainingTask, round_: int, domain: str) -> int:
@@ -376,7 +374,7 @@ class DomainAgent:
             updates.produce(Topic.UPDATES, update, key=task_id)
             # Past librdkafka's delivery timeout: every record is then reported, none left in flight
             # to land after the log is read back.
-            updates.flush(timeout=_PUBLISH_TIMEOUT)
+            updates.flush(timeout=publish_timeout(self._settings))
         except (BusError, RegistryUnavailableError) as exc:
             # Part or all of it may be on the log (a lost acknowledgement): looked for before retraining.
             self._view.unsure.add((task_id, version.version))

@@ -28,9 +28,29 @@ from meshfl.topics import Topic, topic_name
 
 log = get_logger("meshfl.domain")
 
+DEFAULT_DELIVERY_TIMEOUT_MS = 300_000
+"""librdkafka's default ``message.timeout.ms`` (alias ``delivery.timeout.ms``)."""
+_FLUSH_MARGIN_S = 30.0
+"""Past the delivery timeout: an in-flight request is failed only once its own timeout runs out."""
+
 CLOCK_MARGIN_MS = 60_000
 """Read from this long before the base version's log time: partitions of a cluster are appended by
 different brokers, whose clocks may differ a little."""
+
+
+def publish_timeout(settings: MeshflSettings) -> float:
+    """Seconds an update's flush may take: past the producer's delivery timeout (``MESHFL_KAFKA`` may
+    raise it), so that when the flush gives up every record was reported and none is still in flight
+    to land after the log is read back (and the round trained and published again)."""
+    kafka = settings.kafka
+    raw = kafka.get("message.timeout.ms", kafka.get("delivery.timeout.ms", DEFAULT_DELIVERY_TIMEOUT_MS))
+    try:
+        delivery_ms = float(raw)
+    except (TypeError, ValueError):
+        delivery_ms = DEFAULT_DELIVERY_TIMEOUT_MS  # librdkafka refuses it when the producer is built
+    if delivery_ms <= 0:  # 0: no limit; flush until every record is reported
+        return float("inf")
+    return delivery_ms / 1000 + _FLUSH_MARGIN_S
 
 
 def own_update(
