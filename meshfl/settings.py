@@ -138,7 +138,7 @@ def _from_file() -> dict[str, Any]:
     try:
         with path.open("rb") as handle:
             return tomllib.load(handle)
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:  # TOML is UTF-8 or nothing
         raise ConfigError(f"cannot read the config file {path}: {exc}") from exc
 
 

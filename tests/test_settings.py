@@ -82,6 +82,9 @@ def test_unreadable_sources_are_config_errors(monkeypatch: pytest.MonkeyPatch, t
     monkeypatch.setenv("MESHFL_CONFIG", str(config))
     with pytest.raises(ConfigError, match="cannot read the config file"):
         load_settings()
+    config.write_bytes(b'topic_prefix = "caf\xe9."\n')  # Latin-1, not UTF-8
+    with pytest.raises(ConfigError, match="cannot read the config file"):
+        load_settings()
     config.write_text('no_such_setting = "x"\n')
     with pytest.raises(ConfigError, match="no_such_setting"):
         load_settings()
