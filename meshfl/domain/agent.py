@@ -280,7 +280,9 @@ class DomainAgent:
             agent_id=self._agent_id,
             status=self._status,
             data_products=[p.id for p in self._config.data_products],
-            tasks=sorted(t for t in self._view.tasks if t not in self._view.refused),
+            # copied in one step each (C-level, under the GIL): the agent's thread adds tasks meanwhile,
+            # and iterating the live dict here raised "dictionary changed size during iteration"
+            tasks=sorted(set(self._view.tasks) - set(self._view.refused)),
             current_round=self._current_round,
             meshfl_version=meshfl_version(),
             sent_at=utcnow(),

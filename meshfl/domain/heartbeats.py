@@ -31,12 +31,16 @@ def send_heartbeats(
     )
     try:
         while not stop.is_set():
-            event = beat()
             try:
-                producer.produce(Topic.HEARTBEATS, event, key=event.domain)
-                producer.flush(timeout=10)
-            except MeshflError as exc:
-                log.warning("heartbeat not delivered", domain=event.domain, error=str(exc))
+                event = beat()
+            except Exception as exc:  # built from state the agent changes meanwhile: skip one, keep beating
+                log.warning("heartbeat not built", domain=domain, error=f"{type(exc).__name__}: {exc}")
+            else:
+                try:
+                    producer.produce(Topic.HEARTBEATS, event, key=event.domain)
+                    producer.flush(timeout=10)
+                except MeshflError as exc:
+                    log.warning("heartbeat not delivered", domain=event.domain, error=str(exc))
             stop.wait(interval)
     finally:
         producer.close()
