@@ -54,16 +54,18 @@ def resolve_codec(settings: MeshflSettings, codec: EventCodec | None) -> EventCo
 def producer_config(
     settings: MeshflSettings, *, transactional_id: str | None = None, client_id: str | None = None
 ) -> dict[str, Any]:
+    max_bytes = max(PRODUCER_MAX_MESSAGE_BYTES, settings.max_message_bytes + _RECORD_MARGIN)
     config: dict[str, Any] = {
         # None: float weights do not compress, and bench/round.py's floor measures what trying costs on
         # this 2-core machine: a 10 x 4 MB round took 0.26 s uncompressed, 0.60 s with lz4, 0.89 s with
         # zstd. The small events gain nothing worth a codec either. MESHFL_KAFKA can set one.
         "compression.type": "none",
         "linger.ms": 5,
-        "message.max.bytes": max(PRODUCER_MAX_MESSAGE_BYTES, settings.max_message_bytes + _RECORD_MARGIN),
+        "message.max.bytes": max_bytes,
         # librdkafka queues up to 1 GiB by default: a chunked 1 GB version or update would sit there whole
         # beside the tensors it was cut from. 64 MiB in flight is far above what the link needs.
-        "queue.buffering.max.kbytes": QUEUE_KBYTES,
+        # Room for two of the largest records at least: one above the bound never fits, however empty.
+        "queue.buffering.max.kbytes": max(QUEUE_KBYTES, -(-2 * max_bytes // 1024)),
     }
     if transactional_id is not None:
         config["transaction.timeout.ms"] = 60_000
