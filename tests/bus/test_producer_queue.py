@@ -14,8 +14,9 @@ def test_a_record_at_the_message_limit_fits_the_bounded_queue() -> None:
     settings = MeshflSettings(bootstrap_servers="127.0.0.1:1", max_message_bytes=100_000_000)
     client = Producer(producer_config(settings))
     try:
-        client.produce("t", value=bytes(70_000_000))  # queued (never delivered: no broker there)
-        assert len(client) == 1
+        # queued (never delivered: no broker there); BufferError "Queue full" when it does not fit
+        client.produce("t", value=bytes(70_000_000))
+        assert len(client) >= 1  # the record, and the client's own events
     finally:
         client.purge()
         client.flush(0)
