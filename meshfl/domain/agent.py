@@ -30,13 +30,12 @@ from meshfl.domain.admission import admits
 from meshfl.domain.config import DomainConfig, load_domain
 from meshfl.domain.data import LocalData, prepare_local_data, product_serves
 from meshfl.domain.heartbeats import meshfl_version, send_heartbeats
-from meshfl.domain.published import own_update, publish_timeout, record_progress
+from meshfl.domain.published import own_update, publish_timeout, record_progress, signed_by
 from meshfl.domain.training import LocalResult, train_local
 from meshfl.errors import (
     BusError,
     DataContractError,
     RegistryUnavailableError,
-    SignatureError,
     TrainingStopped,
 )
 from meshfl.events import (
@@ -231,13 +230,7 @@ class DomainAgent:
 
     def _signed_here(self, update: ModelUpdate) -> bool:
         """An update of this domain, signed with this domain's key (what the agent itself publishes)."""
-        if self._verifier is None or update.domain != self._domain:
-            return False
-        try:
-            self._verifier.registry.verify(update, sender=self._domain)
-        except SignatureError:
-            return False
-        return True
+        return self._verifier is not None and signed_by(self._verifier.registry, self._domain)(update)
 
     def _trusted(self, env: Envelope) -> bool:
         """Signed by whoever must sign it (governance for tasks and versions, this domain for its

@@ -20,8 +20,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from meshfl.bus import EventProducer, offsets_at, read_all
-from meshfl.errors import BusError, FencedError, RegistryUnavailableError
+from meshfl.errors import BusError, FencedError, RegistryUnavailableError, SignatureError
 from meshfl.events import AgentProgress, ModelUpdate, utcnow
+from meshfl.identity import TrustRegistry
 from meshfl.logs import get_logger
 from meshfl.settings import MeshflSettings
 from meshfl.topics import Topic, topic_name
@@ -51,6 +52,22 @@ def publish_timeout(settings: MeshflSettings) -> float:
     if delivery_ms <= 0:  # 0: no limit; flush until every record is reported
         return float("inf")
     return delivery_ms / 1000 + _FLUSH_MARGIN_S
+
+
+def signed_by(registry: TrustRegistry, domain: str) -> Callable[[ModelUpdate], bool]:
+    """Whether an update is ``domain``'s own: it says so and ``domain``'s trusted key signed it (a copy
+    on the log that anyone could have written is adopted only then, never on its ids alone)."""
+
+    def check(update: ModelUpdate) -> bool:
+        if update.domain != domain:
+            return False
+        try:
+            registry.verify(update, sender=domain)
+        except SignatureError:
+            return False
+        return True
+
+    return check
 
 
 def own_update(
