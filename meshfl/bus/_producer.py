@@ -285,8 +285,24 @@ class EventProducer:
         partition: int | None,
     ) -> None:
         kwargs = {} if partition is None else {"partition": partition}
-        # A full local queue drains as deliveries complete: wait for room by serving callbacks. The
-        # queue is bounded (QUEUE_KBYTES), so a large chunked event waits here all the time: quietly.
+        try:
+            try:  # the common case first: a retry loop costs more than the produce (a decision each)
+                self._producer.produce(
+                    name, value=value, key=key, headers=headers, on_delivery=self._delivered, **kwargs
+                )
+            except BufferError:
+                self._send_when_room(name, value, key=key, headers=headers, kwargs=kwargs)
+        except BufferError:
+            raise BusError(f"producer queue still full after {_QUEUE_FULL_TIMEOUT} s") from None
+        except KafkaException as exc:
+            raise bus_error(f"producing to {name}", exc) from exc
+        self._producer.poll(0)
+
+    def _send_when_room(
+        self, name: str, value: bytes, *, key: str | None, headers: list[tuple[str, bytes]], kwargs: dict
+    ) -> None:
+        """A full local queue drains as deliveries complete: wait for room by serving callbacks. The
+        queue is bounded (QUEUE_KBYTES), so a large chunked event waits here all the time: quietly."""
         queue_full = retrying(
             f"producing to {name} (queue full)",
             retry_on=lambda exc: isinstance(exc, BufferError),
@@ -294,17 +310,11 @@ class EventProducer:
             sleep=self._producer.poll,
             quiet=True,
         )
-        try:
-            for attempt in queue_full:
-                with attempt:
-                    self._producer.produce(
-                        name, value=value, key=key, headers=headers, on_delivery=self._delivered, **kwargs
-                    )
-        except BufferError:
-            raise BusError(f"producer queue still full after {_QUEUE_FULL_TIMEOUT} s") from None
-        except KafkaException as exc:
-            raise bus_error(f"producing to {name}", exc) from exc
-        self._producer.poll(0)
+        for attempt in queue_full:
+            with attempt:
+                self._producer.produce(
+                    name, value=value, key=key, headers=headers, on_delivery=self._delivered, **kwargs
+                )
 
     def _partition_for(self, name: str, message_id: str) -> int:
         count = self._partitions.get(name)
