@@ -6,7 +6,7 @@ For round ``r`` the critical path runs through the domain whose update was decid
       a. version commit, delivery to the agent, decode, local data load, update encode  (minus training)
       -- local training (train_seconds) --
     agent "chunked event queued" (the update, encoded and queued)
-      b. update transaction commit
+      b. update publish: produce and flush (no transaction since session 4)
     agent "update published"
       c. governance fetch, reassembly, decode, checks
     governance "decision" (that update)
@@ -28,7 +28,7 @@ from typing import Any
 
 SEGMENTS: dict[str, str] = {
     "a": "version commit + delivery + decode + data load + update encode",
-    "b": "update transaction commit",
+    "b": "update publish (produce + flush)",
     "c": "update fetch + decode + checks at governance",
     "d": "wait for the rest of the batch",
     "e": "aggregate + version encode + produce",
