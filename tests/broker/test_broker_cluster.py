@@ -85,7 +85,13 @@ def test_meshfl_topics_are_replicated_and_survive_losing_the_leader(cluster: Loc
     lonely = f"{settings.topic_prefix}lonely"
     admin.create_topics([NewTopic(lonely, 1, 1)])[lonely].result(timeout=30)
     _partition_metadata(admin, lonely)
-    assert warn_single_replicas(admin, [*names, lonely]) == [lonely]
+    # A new topic's metadata reaches every broker a moment later (a loaded machine: seconds).
+    deadline = time.monotonic() + 60
+    while (single := warn_single_replicas(admin, [*names, lonely])) != [
+        lonely
+    ] and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert single == [lonely]
 
     before = _decisions(10, "before")
     _publish(settings, before)

@@ -24,6 +24,7 @@ def test_export_list() -> None:
             "Reassembler",
             "committed_ranges",
             "ensure_topics",
+            "offsets_at",
             "partition_count",
             "read_all",
             "split_payload",
