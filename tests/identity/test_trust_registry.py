@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import pytest
 
 from meshfl.errors import SignatureError
-from meshfl.events import DataProductDescriptor, GovernanceDecision, KeyAction, TrainingTask
+from meshfl.events import DataProductDescriptor, GovernanceDecision, KeyAction, TrainingTask, utcnow
 from meshfl.identity import GOVERNANCE, Signer, TrustRegistry, sender_of
 from tests.identity.identity_builders import WHEN, fixed_key, key_event, update
 
@@ -73,6 +74,8 @@ def test_revocation_refuses_later_signatures_only(registry: TrustRegistry, gover
     registry.apply(governance.sign(key_event("retail", fixed_key(2), KeyAction.REVOKED, effective_at=cut)))
     assert registry.verify(before).signer == "retail"  # signed before the revocation: still valid
     after = before.model_copy(update={"signature": None})
+    while utcnow() <= cut:  # the re-signing must fall after the cut, not in the same millisecond
+        time.sleep(0.001)
     resigned = retail.sign(after)
     assert _policy(registry, resigned) == "revoked_key"
     # registering the revoked key again does not bring it back
