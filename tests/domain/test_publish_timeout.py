@@ -12,6 +12,11 @@ from meshfl.domain.published import publish_timeout
 from meshfl.settings import MeshflSettings
 
 
+@pytest.fixture(autouse=True)
+def _no_kafka_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MESHFL_KAFKA", raising=False)  # it would merge into the settings under test
+
+
 @pytest.mark.parametrize(
     ("kafka", "at_least"),
     [
