@@ -14,6 +14,12 @@ with the same ``train_local`` call on the same rows, in processes of their own:
   reading them all and producing the model back, which every domain reads), with no compression, and
   with lz4 and zstd to show what compressing float bytes costs (``bench/_round/floor.py``).
 
+The broker is freshly started, and a fresh JVM interprets and JIT-compiles the broker's code for
+minutes: in session 4 its JIT compiler was still a quarter of the broker's CPU after 12 meshfl rounds,
+and meshfl ran first on it while the floor ran after, on the warm broker. A production broker has run
+for days, so ``--warm-rounds`` floor rounds (not counted) run on it first; ``--warm-rounds 0`` measures
+the cold broker as session 3 and early session 4 did.
+
     .venv/bin/python bench/round.py                 # about 3-5 minutes on 2 cores
     .venv/bin/python bench/round.py --rounds 10 --json out/round.json
 
@@ -70,6 +76,12 @@ def _parse(argv: list[str]) -> argparse.Namespace:
         help="run meshfl's governance under cProfile and print its top functions",
     )
     parser.add_argument("--only", choices=["flower", "meshfl"], default=None, help="run one side only")
+    parser.add_argument(
+        "--warm-rounds",
+        type=int,
+        default=30,
+        help="floor rounds run on the fresh broker before meshfl, not counted (0: none; see the docstring)",
+    )
     args = parser.parse_args(argv)
     if args.rounds < 3:
         parser.error("--rounds must be >= 3")
@@ -165,7 +177,14 @@ def main(argv: list[str]) -> int:
             print(f"\n[meshfl] starting Kafka ... (load average {load_average()})", flush=True)
             try:
                 bootstrap, broker = start_broker(work)
-                print(f"[meshfl] Kafka at {bootstrap}; running ...", flush=True)
+                print(f"[meshfl] Kafka at {bootstrap}", flush=True)
+                if args.warm_rounds:
+                    print(f"[warm-up] {args.warm_rounds} floor rounds on the fresh broker ...", flush=True)
+                    run_floor(
+                        work, bootstrap, domains=args.domains, rounds=args.warm_rounds,
+                        nbytes=parameter_count() * 4, compression="none", timeout=args.timeout,
+                    )  # fmt: skip
+                print(f"[meshfl] running ... (load average {load_average()})", flush=True)
                 profile_dir = work if args.profile else None
                 meshfl = run_meshfl(
                     work, domain_dirs, task, task_file, bootstrap, args.timeout, profile_dir=profile_dir
