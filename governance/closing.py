@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from governance.catalog_view import CatalogView
 from governance.deciding import round_decision
 from governance.log_state import FORM_REFUSED, ROUND_FAILED, WITHDRAWN
-from governance.policies import buffer_ready, buffer_size, check_secret, round_ready
+from governance.policies import RoundReadiness, buffer_ready, buffer_size, check_secret, round_ready
 from governance.policies.transforms import reapply_transforms
 from governance.round_fold import RoundFold
 from governance.rounds import PendingUpdate, TaskState, aggregate_version, unfolded_start
@@ -73,26 +73,24 @@ class RoundCloser:
             buffered = state.fold.count if state.fold is not None else len(state.pending)
             return buffer_ready(policy, buffered).ready
         accepted = state.accepted_domains()
-        expected = self._catalog.serving_count(state.task)
-        readiness = round_ready(
-            policy,
-            accepted=len(accepted),
-            opened_at=state.opened_at,
-            now=now,
-            expected_domains=expected or None,
-        )
-        if closing and readiness.ready:
-            # The stragglers only name the domains in the reason: listed once, when the round closes,
-            # not after every decision (O(domains) each time: quadratic per round).
-            serving = self._catalog.serving_domains(state.task)
-            readiness = round_ready(
+        expected = self._catalog.serving_count(state.task) or None
+
+        def readiness_with(pending_domains: list[str]) -> RoundReadiness:
+            return round_ready(
                 policy,
                 accepted=len(accepted),
                 opened_at=state.opened_at,
                 now=now,
-                expected_domains=expected or None,
-                pending_domains=[d for d in serving if d not in accepted],
+                expected_domains=expected,
+                pending_domains=pending_domains,
             )
+
+        readiness = readiness_with([])
+        if closing and readiness.ready:
+            # The stragglers only name the domains in the reason: listed once, when the round closes,
+            # not after every decision (O(domains) each time: quadratic per round).
+            serving = self._catalog.serving_domains(state.task)
+            readiness = readiness_with([d for d in serving if d not in accepted])
             log.info("round ready", task=state.task.id, round=state.open_round, reason=readiness.reason)
         return readiness.ready
 
