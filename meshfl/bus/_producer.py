@@ -8,6 +8,7 @@ by the delivery callback and raised by ``flush`` (or the transaction commit), ne
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 import zlib
@@ -285,22 +286,27 @@ class EventProducer:
         partition: int | None,
     ) -> None:
         kwargs = {} if partition is None else {"partition": partition}
+        produce = functools.partial(
+            self._producer.produce,
+            name,
+            value=value,
+            key=key,
+            headers=headers,
+            on_delivery=self._delivered,
+            **kwargs,
+        )
         try:
             try:  # the common case first: a retry loop costs more than the produce (a decision each)
-                self._producer.produce(
-                    name, value=value, key=key, headers=headers, on_delivery=self._delivered, **kwargs
-                )
+                produce()
             except BufferError:
-                self._send_when_room(name, value, key=key, headers=headers, kwargs=kwargs)
+                self._send_when_room(name, produce)
         except BufferError:
             raise BusError(f"producer queue still full after {_QUEUE_FULL_TIMEOUT} s") from None
         except KafkaException as exc:
             raise bus_error(f"producing to {name}", exc) from exc
         self._producer.poll(0)
 
-    def _send_when_room(
-        self, name: str, value: bytes, *, key: str | None, headers: list[tuple[str, bytes]], kwargs: dict
-    ) -> None:
+    def _send_when_room(self, name: str, produce: Callable[[], None]) -> None:
         """A full local queue drains as deliveries complete: wait for room by serving callbacks. The
         queue is bounded (QUEUE_KBYTES), so a large chunked event waits here all the time: quietly."""
         queue_full = retrying(
@@ -312,9 +318,7 @@ class EventProducer:
         )
         for attempt in queue_full:
             with attempt:
-                self._producer.produce(
-                    name, value=value, key=key, headers=headers, on_delivery=self._delivered, **kwargs
-                )
+                produce()
 
     def _partition_for(self, name: str, message_id: str) -> int:
         count = self._partitions.get(name)
