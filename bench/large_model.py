@@ -48,6 +48,7 @@ from meshfl.bus import EventConsumer, EventProducer, ensure_topics  # noqa: E402
 from meshfl.domain.agent import update_id_for  # noqa: E402
 from meshfl.domain.config import load_domain  # noqa: E402
 from meshfl.events import DataProductRef, ModelUpdate, ModelVersion, RoundPolicy, TrainingTask, utcnow  # noqa: E402
+from meshfl.identity.canonical import state_digests  # noqa: E402
 from meshfl.identity.local import identity_env, with_governance_keys  # noqa: E402
 from meshfl.logs import configure_logging  # noqa: E402
 from meshfl.modelspec import num_parameters  # noqa: E402
@@ -274,6 +275,7 @@ def main() -> int:
 
 def _publish(producer, task, version, names, descriptors, signers) -> None:  # type: ignore[no-untyped-def]
     """Every domain sends the version's own tensors back (no training: valid, accepted, about bytes)."""
+    digests = {"tensors": state_digests(version)["tensors"]}  # every update sends these tensors: hash once
     for name, descriptor in zip(names, descriptors, strict=True):
         update = ModelUpdate(
             update_id=update_id_for(task.id, version.round + 1, name), task_id=task.id,
@@ -282,9 +284,7 @@ def _publish(producer, task, version, names, descriptors, signers) -> None:  # t
             num_examples=60 + names.index(name), metrics={"train_seconds": 0.0}, tensors=version.tensors,
             created_at=utcnow(),
         )  # fmt: skip
-        producer.produce(
-            Topic.UPDATES, signers[name].sign(update, digests={"tensors": version.sha256}), key=task.id
-        )
+        producer.produce(Topic.UPDATES, signers[name].sign(update, digests=digests), key=task.id)
     producer.flush(1800)
 
 

@@ -52,13 +52,13 @@ from meshfl.events import (  # noqa: E402
     TrainingTask,
     utcnow,
 )
+from meshfl.identity.canonical import state_digests  # noqa: E402
 from meshfl.identity.keys import generate_private_key, key_id, public_bytes  # noqa: E402
 from meshfl.identity.local import identity_env, with_governance_keys  # noqa: E402
 from meshfl.identity.signing import Signer, verify_event  # noqa: E402
 from meshfl.identity.trust import governance_signer  # noqa: E402
 from meshfl.logs import configure_logging  # noqa: E402
 from meshfl.settings import load_settings  # noqa: E402
-from meshfl.tensors import layout_sha256  # noqa: E402
 from meshfl.topics import Topic, topic_name  # noqa: E402
 
 
@@ -208,6 +208,7 @@ def main() -> int:
         print(f"{args.domains} domain keys registered and descriptors published in {took:.1f} s")
 
         def publish(round_: int, version: ModelVersion) -> float:
+            digests = {"tensors": state_digests(version)["tensors"]}  # the same tensors: hashed once
             for name, descriptor in zip(names, descriptors, strict=True):
                 update = ModelUpdate(
                     update_id=update_id_for(task.id, round_, name), task_id=task.id, round=round_,
@@ -216,7 +217,7 @@ def main() -> int:
                     num_examples=64, metrics={"train_seconds": 0.0}, tensors=version.tensors,
                     created_at=utcnow(),
                 )  # fmt: skip
-                signed = signers[name].sign(update, digests={"tensors": version.sha256})
+                signed = signers[name].sign(update, digests=digests)
                 producer.produce(Topic.UPDATES, signed, key=task.id)
             producer.flush(600)
             return time.time()
@@ -289,7 +290,7 @@ def _tail(work: Path) -> str:
 def _verify_seconds(update: ModelUpdate, public_key) -> float:  # type: ignore[no-untyped-def]
     """Seconds to check ``update``'s signature as governance must: hash its tensors, verify Ed25519."""
     started = time.perf_counter()
-    verify_event(update, public_key, digests={"tensors": layout_sha256(update.tensors)})
+    verify_event(update, public_key)  # hashes the tensors in the scheme the signature names
     return time.perf_counter() - started
 
 

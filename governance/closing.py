@@ -287,10 +287,9 @@ class RoundCloser:
         self._state.log.version_from[(version.task_id, version.version)] = {
             key: offset for key, offset in where.items() if key[0] == Topic.MODEL_VERSIONS.value
         }
-        # the version's sha256 is the hash its signature names: the state is hashed once
-        producer.produce(
-            Topic.MODEL_VERSIONS, version, key=state.task.id, digests={"tensors": version.sha256}
-        )
+        # the signature names the state by BLAKE3 (scheme 2), not by the version's sha256: the signer
+        # hashes it (a quarter of a SHA-256 pass); passing version.sha256 would be refused
+        producer.produce(Topic.MODEL_VERSIONS, version, key=state.task.id)
         self._state.log.aggregated.update(version.contributing_updates)
         self._state.log.latest[version.task_id] = version  # the log's latest: never the old one's bytes
         state.advance(version)

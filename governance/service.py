@@ -384,7 +384,7 @@ class GovernanceService:
                 producer.produce(Topic.TASKS, task, key=task.id)
             effective = effective_task(task, self._state.log.tasks.get(task.id))
             version = initial_version(effective)
-            producer.produce(Topic.MODEL_VERSIONS, version, key=task.id, digests={"tensors": version.sha256})
+            producer.produce(Topic.MODEL_VERSIONS, version, key=task.id)  # signed by BLAKE3, not its sha256
             producer.commit_transaction()
             size = sum(memoryview(t.data).nbytes for t in version.tensors)
             del version  # the rebuild below reads it back from the log: never held twice

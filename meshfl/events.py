@@ -99,6 +99,9 @@ class Signature(_Model):
     timestamp: datetime
     sequence: int = Field(description="per-sender, strictly increasing")
     value: bytes = Field(description="the 64-byte Ed25519 signature")
+    scheme: int | None = Field(
+        default=None, description="None: scheme 1 (SHA-256 state digests); 2: BLAKE3 (meshfl.identity)"
+    )
 
 
 _SIGNATURE_DOC = "Ed25519 signature by the sender (meshfl.identity); None when unsigned"

@@ -1,4 +1,4 @@
-"""The tensor wire layout: a model state as a list of Avro ``Tensor`` records, and its SHA-256.
+"""The tensor wire layout: a model state as a list of Avro ``Tensor`` records, and its digests.
 
 Layout (the contract every language implements; see ``schemas/types/Tensor.avsc``):
 
@@ -15,6 +15,10 @@ is also the order of the UTF-8 bytes), with every integer an unsigned 64-bit lit
     len(name_utf8) name_utf8  len(dtype_symbol) dtype_symbol  ndim shape[0] ... shape[ndim-1]  len(data) data
 
 It depends only on the tensors, never on the Avro encoding, so an auditor in any language recomputes it.
+The same byte sequence hashed with BLAKE3 (32-byte output, unkeyed: ``layout_blake3``) is how signature
+scheme 2 names a state (``meshfl.identity.canonical``): about four times SHA-256's speed here, and a
+signature needs only collision resistance, not the name. SHA-256 stays the version's audit anchor
+(``ModelVersion.sha256``), a documented contract that does not change with the signature scheme.
 
 Nothing here unpickles: bytes become tensors through ``numpy.frombuffer`` of a known dtype, never
 ``torch.load``. By default every byte crosses memory once per direction (``tobytes`` on the way out, one
@@ -36,6 +40,7 @@ from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
+import blake3
 import numpy as np
 import torch
 
@@ -43,7 +48,7 @@ from meshfl.errors import TensorCodecError
 from meshfl.events import Tensor, TensorDType
 from meshfl.limits import DEFAULT_LIMITS, WireLimits, check_tensor_header, check_wire_tensors
 
-__all__ = ["from_wire", "layout_sha256", "state_sha256", "tensors_sha256", "to_wire"]
+__all__ = ["from_wire", "layout_blake3", "layout_sha256", "state_sha256", "tensors_sha256", "to_wire"]
 
 _BIG_ENDIAN_HOST = sys.byteorder == "big"
 _U64 = struct.Struct("<Q")
@@ -191,7 +196,7 @@ def _as_torch(array: np.ndarray) -> torch.Tensor:
 
 
 def _hash_tensor(
-    digest: hashlib._Hash, name: str, dtype: TensorDType, shape: Sequence[int], data: object
+    digest: hashlib._Hash | blake3.blake3, name: str, dtype: TensorDType, shape: Sequence[int], data: object
 ) -> None:
     encoded_name = name.encode("utf-8")
     symbol = str(dtype.value).encode("ascii")
@@ -226,7 +231,15 @@ def layout_sha256(tensors: Sequence[Tensor]) -> str:
     is checked first, the layout after. Only a number no u64 holds or a name UTF-8 cannot encode has
     no digest (``TensorCodecError``).
     """
-    digest = hashlib.sha256()
+    return _layout_digest(tensors, hashlib.sha256())
+
+
+def layout_blake3(tensors: Sequence[Tensor]) -> str:
+    """``layout_sha256``'s byte sequence hashed with BLAKE3-256 (hex): signature scheme 2's state name."""
+    return _layout_digest(tensors, blake3.blake3())
+
+
+def _layout_digest(tensors: Sequence[Tensor], digest: hashlib._Hash | blake3.blake3) -> str:
     try:
         for tensor in sorted(tensors, key=lambda item: item.name):
             _hash_tensor(digest, tensor.name, TensorDType(tensor.dtype), tensor.shape, tensor.data)

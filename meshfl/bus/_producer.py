@@ -33,7 +33,7 @@ from meshfl.topics import Topic, topic_name
 if TYPE_CHECKING:
     from meshfl.bus._consumer import EventConsumer
     from meshfl.codec import EventCodec
-    from meshfl.identity import Signer
+    from meshfl.identity import Signer, StateDigest
 
 log = get_logger("meshfl.bus.producer")
 
@@ -95,12 +95,13 @@ class EventProducer:
         *,
         key: str | None,
         headers: Mapping[str, str] | None = None,
-        digests: Mapping[str, str] | None = None,
+        digests: Mapping[str, StateDigest] | None = None,
     ) -> None:
         """Queue one event; chunked when its encoding is above ``settings.max_message_bytes``.
 
-        With a ``signer`` the event is signed first (``digests``: model-state hashes already known,
-        see ``meshfl.identity.state_digests``); the signed event is what goes on the bus.
+        With a ``signer`` the event is signed first (``digests``: model-state digests of the signing
+        scheme already known, see ``meshfl.identity.state_digests``); the signed event is what goes on
+        the bus.
         """
         name = topic_name(self._settings, topic)
         if self._signer is not None and "signature" in type(event).model_fields:

@@ -8,7 +8,18 @@ settings, domain folders and the ``keys`` topic.
 
 from __future__ import annotations
 
-from meshfl.identity.canonical import DOMAIN_TAG, canonical_json, signed_bytes, state_digests
+from meshfl.identity.canonical import (
+    CURRENT_SCHEME,
+    DOMAIN_TAG,
+    SCHEME_1,
+    SCHEME_2,
+    Scheme,
+    StateDigest,
+    canonical_json,
+    scheme_of,
+    signed_bytes,
+    state_digests,
+)
 from meshfl.identity.keys import (
     decode_public_key,
     encode_public_key,
@@ -24,12 +35,17 @@ from meshfl.identity.replay import ReplayGuard
 from meshfl.identity.signing import GOVERNANCE, Signer, verify_event
 
 __all__ = [
+    "CURRENT_SCHEME",
     "DOMAIN_TAG",
     "GOVERNANCE",
     "GOVERNANCE_EVENTS",
+    "SCHEME_1",
+    "SCHEME_2",
     "KeyRecord",
     "ReplayGuard",
+    "Scheme",
     "Signer",
+    "StateDigest",
     "TrustRegistry",
     "canonical_json",
     "decode_public_key",
@@ -39,6 +55,7 @@ __all__ = [
     "load_private_key",
     "load_public_key",
     "public_bytes",
+    "scheme_of",
     "sender_of",
     "signed_bytes",
     "state_digests",

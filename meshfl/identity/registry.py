@@ -25,6 +25,7 @@ from meshfl.events import (
     Signature,
     TrainingTask,
 )
+from meshfl.identity.canonical import StateDigest
 from meshfl.identity.keys import key_id, raw_public_key
 from meshfl.identity.signing import GOVERNANCE, verify_event
 from meshfl.state_events import GovernanceState
@@ -153,7 +154,7 @@ class TrustRegistry:
         return record.public_key
 
     def verify(
-        self, event: Event, *, sender: str | None = None, digests: Mapping[str, str] | None = None
+        self, event: Event, *, sender: str | None = None, digests: Mapping[str, StateDigest] | None = None
     ) -> Signature:
         """Check that ``event`` is signed, by ``sender`` (default ``sender_of(event)``), with a key the
         registry trusts for it at the signing time, and that the signature matches. Returns the

@@ -1,9 +1,11 @@
 """Signing and verifying events: Ed25519 (RFC 8032) over the canonical form of ``canonical``.
 
 ``Signer.sign`` returns a copy of the event carrying a ``Signature`` (signer, key id, timestamp,
-per-sender sequence, value); ``verify_event`` checks one against a public key and raises
-``SignatureError`` saying what is wrong. Which key may sign for whom is the trust registry's business
-(``meshfl.identity.registry``), not this module's.
+per-sender sequence, scheme, value), always in ``CURRENT_SCHEME`` (2: BLAKE3 state digests);
+``verify_event`` checks one against a public key in the scheme the signature names (1 or 2, so the
+signatures already on the logs keep verifying) and raises ``SignatureError`` saying what is wrong.
+Which key may sign for whom is the trust registry's business (``meshfl.identity.registry``), not this
+module's.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from meshfl.errors import SignatureError, TensorCodecError
 from meshfl.events import Event, Signature
-from meshfl.identity.canonical import signed_bytes
+from meshfl.identity.canonical import CURRENT_SCHEME, StateDigest, signed_bytes
 from meshfl.identity.keys import key_id
 
 __all__ = ["GOVERNANCE", "Signer", "verify_event"]
@@ -67,23 +69,38 @@ class Signer:
             self._last_sequence = max(self._last_sequence + 1, time.time_ns() // 1000)
             return self._last_sequence
 
-    def sign(self, event: E, *, digests: Mapping[str, str] | None = None) -> E:
-        """A copy of ``event`` with a fresh signature (any previous one is replaced)."""
+    def sign(self, event: E, *, digests: Mapping[str, StateDigest] | None = None) -> E:
+        """A copy of ``event`` with a fresh signature (any previous one is replaced).
+
+        ``digests`` (``state_digests``) must be of the current scheme's algorithm: anything else is a
+        caller's bug (say a version's SHA-256 handed over as its signature digest) and raises
+        ``ValueError`` rather than being silently re-hashed.
+        """
+        for name, digest in (digests or {}).items():
+            if not isinstance(digest, StateDigest) or digest.algorithm != CURRENT_SCHEME.algorithm:
+                raise ValueError(
+                    f"digest of {name!r} is {digest!r}; scheme {CURRENT_SCHEME.field} signs "
+                    f"{CURRENT_SCHEME.algorithm} state digests (meshfl.identity.state_digests)"
+                )
         unsigned = Signature(
             signer=self._identity,
             key_id=self._key_id,
             timestamp=_now_ms(),
             sequence=self._next_sequence(),
             value=b"",
+            scheme=CURRENT_SCHEME.field,
         )
         value = self._key.sign(signed_bytes(event, unsigned, digests))
         return event.model_copy(update={"signature": unsigned.model_copy(update={"value": value})})
 
 
 def verify_event(
-    event: Event, public_key: Ed25519PublicKey, *, digests: Mapping[str, str] | None = None
+    event: Event, public_key: Ed25519PublicKey, *, digests: Mapping[str, StateDigest] | None = None
 ) -> Signature:
     """Check ``event``'s signature with ``public_key``; returns the signature, raises ``SignatureError``.
+
+    The scheme is the one the signature names (an unknown one fails); ``digests`` of another
+    algorithm than that scheme's are not used (the state is hashed here instead).
 
     Only the cryptography is checked here: that the key belongs to ``signature.signer`` and that the
     signer may send this event is for the caller (``TrustRegistry.verify``).

@@ -27,6 +27,7 @@ def test_codec_exports() -> None:
 def test_tensor_exports() -> None:
     assert sorted(meshfl.tensors.__all__) == [
         "from_wire",
+        "layout_blake3",
         "layout_sha256",
         "state_sha256",
         "tensors_sha256",

@@ -14,9 +14,9 @@ import pytest
 from avro.compatibility import ReaderWriterCompatibilityChecker, SchemaCompatibilityType
 from fastavro import schemaless_writer
 
-from meshfl.codec import SchemaStore, SingleObjectCodec, schemas_dir
+from meshfl.codec import SchemaStore, SingleObjectCodec, StoredSchema, schemas_dir
 from meshfl.errors import CodecError
-from meshfl.events import EVENT_TYPES, SIGNED_EVENT_TYPES, Event, KeyEvent, ModelUpdate
+from meshfl.events import EVENT_TYPES, SIGNED_EVENT_TYPES, Chunk, Event, KeyEvent, ModelUpdate
 from meshfl.state_events import GovernanceState
 from meshfl.vertical.events import SPLIT_EVENT_TYPES
 
@@ -38,8 +38,12 @@ NEW_SINCE_V1 = {KeyEvent, GovernanceState}
 @pytest.mark.parametrize("event_type", EVENT_TYPES, ids=lambda cls: cls.__name__)
 def test_current_reads_every_released_version(store: SchemaStore, event_type: type[Event]) -> None:
     released = store.released(event_type.AVRO_NAME)
-    # every other event was released as version 1
-    expected = [] if event_type in NEW_SINCE_V1 or event_type in SPLIT_EVENT_TYPES else ["1"]
+    # every other event was released as version 1; version 2 froze the contract before signature
+    # scheme 2 (Chunk had not changed since 1, so 2 holds no new Chunk)
+    if event_type in NEW_SINCE_V1 or event_type in SPLIT_EVENT_TYPES:
+        expected = ["2"]
+    else:
+        expected = ["1"] if event_type is Chunk else ["1", "2"]
     assert [stored.version for stored in released] == expected
     current = store.current(event_type.AVRO_NAME)
     for writer in released:
@@ -59,7 +63,7 @@ OTHER_ADDITIONS: dict[str, dict[str, object]] = {
 def test_signature_is_a_real_backward_and_forward_compatible_change(
     store: SchemaStore, event_type: type[Event]
 ) -> None:
-    (v1,) = store.released(event_type.AVRO_NAME)
+    v1 = _release(store, event_type.AVRO_NAME, "1")
     current = store.current(event_type.AVRO_NAME)
     assert v1.fingerprint != current.fingerprint
     added = [f for f in current.schema["fields"] if f["name"] not in {g["name"] for g in v1.schema["fields"]}]
@@ -69,8 +73,45 @@ def test_signature_is_a_real_backward_and_forward_compatible_change(
     assert [(f["name"], f["default"]) for f in added] == [("signature", None)]
     null, record = added[0]["type"]
     assert null == "null" and record["name"] == "io.meshfl.v1.Signature"
-    assert [f["name"] for f in record["fields"]] == ["signer", "key_id", "timestamp", "sequence", "value"]
+    assert [f["name"] for f in record["fields"]] == [*_SIGNATURE_FIELDS_2, "scheme"]
     assert _compatible(reader=v1.schema, writer=current.schema)  # v1 readers skip the new field
+
+
+_SIGNATURE_FIELDS_2 = ["signer", "key_id", "timestamp", "sequence", "value"]
+
+
+def _release(store: SchemaStore, full_name: str, version: str) -> StoredSchema:
+    (stored,) = [s for s in store.released(full_name) if s.version == version]
+    return stored
+
+
+def _signature_record(schema: dict[str, Any]) -> dict[str, Any]:
+    (field,) = [f for f in schema["fields"] if f["name"] == "signature"]
+    null, record = field["type"]
+    assert null == "null"
+    return record
+
+
+@pytest.mark.parametrize("event_type", SIGNED_EVENT_TYPES, ids=lambda cls: cls.__name__)
+def test_signature_scheme_is_the_only_change_since_release_2(
+    store: SchemaStore, event_type: type[Event]
+) -> None:
+    """Released 2 is what signed every event on the logs so far (scheme 1): its messages must read with
+    the current schema, and the only difference is the Signature's nullable ``scheme`` (null = 1)."""
+    released = _release(store, event_type.AVRO_NAME, "2")
+    current = store.current(event_type.AVRO_NAME)
+    old, new = _signature_record(released.schema), _signature_record(current.schema)
+    assert [f["name"] for f in old["fields"]] == _SIGNATURE_FIELDS_2
+    assert new["fields"][: len(old["fields"])] == old["fields"]
+    (scheme,) = new["fields"][len(old["fields"]) :]
+    assert (scheme["name"], scheme["type"], scheme["default"]) == ("scheme", ["null", "long"], None)
+    strip = {**current.schema, "fields": [f for f in current.schema["fields"] if f["name"] != "signature"]}
+    assert strip == {
+        **released.schema,
+        "fields": [f for f in released.schema["fields"] if f["name"] != "signature"],
+    }
+    assert _compatible(reader=current.schema, writer=released.schema)
+    assert _compatible(reader=released.schema, writer=current.schema)
 
 
 def _with_required_field(schema: dict[str, Any]) -> dict[str, Any]:
@@ -89,7 +130,7 @@ def test_a_new_field_without_default_is_flagged(store: SchemaStore) -> None:
 
 def test_a_v1_message_decodes_with_the_current_reader(store: SchemaStore) -> None:
     """Framed by hand with the released schema, so nothing of the current writer is involved."""
-    (v1,) = store.released(UPDATE)
+    v1 = _release(store, UPDATE, "1")
     update = next(e for e in sample_events() if isinstance(e, ModelUpdate))
     datum = {key: value for key, value in update.to_avro().items() if key != "signature"}
     buffer = io.BytesIO()

@@ -171,7 +171,7 @@ def test_store_indexes(store: SchemaStore) -> None:
     assert store.names() == sorted(cls.AVRO_NAME for cls in EVENT_TYPES)
     update = store.current("io.meshfl.v1.ModelUpdate")
     assert store.by_fingerprint(update.fingerprint) is update
-    assert [s.version for s in store.history("io.meshfl.v1.ModelUpdate")] == ["1", "current"]
+    assert [s.version for s in store.history("io.meshfl.v1.ModelUpdate")] == ["1", "2", "current"]
     with pytest.raises(UnknownSchemaError, match="0123456789abcdef"):
         store.by_fingerprint(bytes.fromhex("efcdab8967452301"))
     with pytest.raises(UnknownSchemaError):
