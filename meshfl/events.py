@@ -363,7 +363,8 @@ class Chunk(Event):
     index: int
     count: int
     total_size: int
-    sha256: str = Field(description="hex SHA-256 of the whole reassembled payload")
+    sha256: str | None = Field(default=None, description="hex SHA-256 of the whole payload (older sets)")
+    blake3: str | None = Field(default=None, description="hex BLAKE3-256 of the whole payload (writers)")
     data: Buffer
 
     @field_validator("index")

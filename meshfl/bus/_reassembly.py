@@ -1,8 +1,8 @@
 """Putting chunked payloads back together, all or nothing.
 
-A payload is handed out only when every chunk is there, the sizes add up and the SHA-256 of the
-whole matches; anything else rejects the set with a ``ChunkSetError`` naming the reason, for the
-dead-letter path.
+A payload is handed out only when every chunk is there, the sizes add up and every digest of the
+whole that the set names matches (BLAKE3, or SHA-256 in sets written before: ``meshfl.bus._chunking``);
+anything else rejects the set with a ``ChunkSetError`` naming the reason, for the dead-letter path.
 
 Memory is bounded three ways, so that a claim costs its claimant and no one else:
 
@@ -21,14 +21,12 @@ same sets however fast or slow the reader is, and no producer's clock can age ot
 
 from __future__ import annotations
 
-import hashlib
 import mmap
-import re
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
+from meshfl.bus._chunking import Declared, SetHasher
 from meshfl.errors import ChunkError
 from meshfl.events import Chunk
 
@@ -36,7 +34,6 @@ REASON_CORRUPT = "chunk-corrupt"
 REASON_OVERSIZED = "chunk-oversized"
 REASON_INCOMPLETE = "chunk-incomplete"
 
-_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _FINISHED_MEMORY = 4096
 """How many finished (completed or rejected) message ids to remember, to drop their stray chunks."""
 _MAX_PENDING_SETS = 4096
@@ -92,7 +89,8 @@ class Reassembled:
 class _PendingSet:
     count: int
     total_size: int
-    sha256: str
+    declared: Declared
+    digest: SetHasher
     first_offset: int
     last_offset: int
     first_timestamp_ms: int
@@ -106,7 +104,6 @@ class _PendingSet:
     written: dict[int, tuple[int, int]] = field(default_factory=dict)  # index -> (start, length)
     next_index: int = 0
     size: int = 0
-    digest: Any = field(default_factory=hashlib.sha256)
 
 
 class Reassembler:
@@ -265,8 +262,10 @@ class Reassembler:
             raise fail(REASON_CORRUPT, f"index {chunk.index} outside a set of {chunk.count}")
         if chunk.total_size < 0 or chunk.count > max(1, chunk.total_size):
             raise fail(REASON_CORRUPT, f"{chunk.count} chunks cannot hold {chunk.total_size} bytes")
-        if not _SHA256_HEX.fullmatch(chunk.sha256):
-            raise fail(REASON_CORRUPT, "sha256 is not 64 lowercase hex digits")
+        declared = Declared.of(chunk)
+        problem = declared.problem()
+        if problem is not None:
+            raise fail(REASON_CORRUPT, problem)
         if chunk.total_size > self.max_payload_bytes:
             raise fail(
                 REASON_OVERSIZED, f"{chunk.total_size} bytes exceed the {self.max_payload_bytes} limit"
@@ -283,7 +282,8 @@ class Reassembler:
         pending = _PendingSet(
             count=chunk.count,
             total_size=chunk.total_size,
-            sha256=chunk.sha256,
+            declared=declared,
+            digest=declared.hasher(),
             first_offset=offset,
             last_offset=offset,
             first_timestamp_ms=timestamp_ms,
@@ -295,20 +295,21 @@ class Reassembler:
         return pending
 
     def _check_consistent(self, key: SetKey, pending: _PendingSet, chunk: Chunk) -> None:
-        if (chunk.count, chunk.total_size, chunk.sha256) != (
+        if (chunk.count, chunk.total_size, Declared.of(chunk)) != (
             pending.count,
             pending.total_size,
-            pending.sha256,
+            pending.declared,
         ):
-            self._reject(key, REASON_CORRUPT, f"chunk {chunk.index} disagrees on count, size or sha256")
+            self._reject(key, REASON_CORRUPT, f"chunk {chunk.index} disagrees on count, size or digest")
         if not 0 <= chunk.index < pending.count:
             self._reject(key, REASON_CORRUPT, f"index {chunk.index} outside a set of {pending.count}")
 
     def _complete(self, key: SetKey, pending: _PendingSet) -> Reassembled:
         if pending.size != pending.total_size:
             self._reject(key, REASON_CORRUPT, f"{pending.size} bytes, {pending.total_size} declared")
-        if pending.digest.hexdigest() != pending.sha256:
-            self._reject(key, REASON_CORRUPT, "sha256 of the reassembled payload does not match")
+        mismatch = pending.digest.mismatch()
+        if mismatch is not None:
+            self._reject(key, REASON_CORRUPT, f"{mismatch} of the reassembled payload does not match")
         buffer = pending.buffer if pending.buffer is not None else bytearray()
         payload = memoryview(buffer).toreadonly()
         self._forget(key)

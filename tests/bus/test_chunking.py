@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 
+import blake3
 import numpy as np
 import pytest
 import torch
@@ -39,7 +39,8 @@ def test_split_sizes_order_and_digest() -> None:
     assert all(c.count == 11 and c.total_size == 10_001 and c.message_id == "m1" for c in chunks)
     assert all(len(c.data) == 1000 for c in chunks[:-1]) and len(chunks[-1].data) == 1
     assert b"".join(c.data for c in chunks) == payload
-    assert {c.sha256 for c in chunks} == {hashlib.sha256(payload).hexdigest()}
+    assert {c.blake3 for c in chunks} == {blake3.blake3(payload).hexdigest()}
+    assert {c.sha256 for c in chunks} == {None}  # writers name the set by BLAKE3 only
 
 
 def test_chunks_of_the_unjoined_pieces_are_the_chunks_of_the_message() -> None:
@@ -51,8 +52,8 @@ def test_chunks_of_the_unjoined_pieces_are_the_chunks_of_the_message() -> None:
     for size in (7, 1000, 2503, len(joined), len(joined) + 5):
         from_parts = split_payload(pieces, chunk_size=size, message_id="m")
         whole = split_payload(joined, chunk_size=size, message_id="m")
-        assert [(c.index, c.count, c.total_size, c.sha256, bytes(c.data)) for c in from_parts] == [
-            (c.index, c.count, c.total_size, c.sha256, bytes(c.data)) for c in whole
+        assert [(c.index, c.count, c.total_size, c.blake3, bytes(c.data)) for c in from_parts] == [
+            (c.index, c.count, c.total_size, c.blake3, bytes(c.data)) for c in whole
         ]
     weights = {"w": torch.arange(40_000, dtype=torch.float32), "b": torch.ones(3)}
     tensors = to_wire(weights, copy=False)
@@ -156,7 +157,7 @@ def test_corrupt_data_fails_the_digest() -> None:
     flipped[0] ^= 0xFF
     chunks[1] = chunks[1].model_copy(update={"data": bytes(flipped)})
     reassembler = Reassembler(max_buffered_bytes=1 << 20)
-    with pytest.raises(ChunkSetError, match="sha256") as info:
+    with pytest.raises(ChunkSetError, match="blake3 of the reassembled payload does not match") as info:
         _feed(reassembler, chunks)
     assert info.value.reason == "chunk-corrupt"
 
@@ -175,8 +176,8 @@ def test_inconsistent_metadata_and_ranges_are_rejected() -> None:
     too_long = chunks[0].model_copy(update={"message_id": "o", "total_size": 10})
     with pytest.raises(ChunkSetError):
         _feed(reassembler, [too_long])
-    bad_digest = chunks[0].model_copy(update={"message_id": "p", "sha256": "xyz"})
-    with pytest.raises(ChunkSetError, match="sha256"):
+    bad_digest = chunks[0].model_copy(update={"message_id": "p", "blake3": "xyz"})
+    with pytest.raises(ChunkSetError, match="blake3 is not 64 lowercase hex"):
         _feed(reassembler, [bad_digest])
 
 
