@@ -8,9 +8,11 @@ by the delivery callback and raised by ``flush`` (or the transaction commit), ne
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 import uuid
+import warnings
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
@@ -20,7 +22,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer, Topic
 
 from meshfl import faults
 from meshfl.bus._chunking import chunk_overhead, chunk_size_for, iter_chunks
-from meshfl.bus._config import bus_error, is_fatal, producer_config, resolve_codec
+from meshfl.bus._config import FENCED_CODES, bus_error, is_fatal, producer_config, resolve_codec
 from meshfl.bus._dead_letter import DeadLetter
 from meshfl.bus._envelope import CHUNK_HEADER, SENDER_HEADER, headers_to_list
 from meshfl.errors import BusError
@@ -41,6 +43,13 @@ _QUEUE_FULL_TIMEOUT = 300.0
 """How long ``produce`` waits for room in librdkafka's queue before giving up."""
 _TXN_TIMEOUT = 60.0
 _MAX_KEPT_FAILURES = 20
+
+
+def _needs_new_client(exc: KafkaException) -> bool:
+    """A fatal transactional error that is not a fence: this client can never end a transaction again,
+    but a new one with the same transactional id can (a fence means another owner: never renewed)."""
+    error = exc.args[0] if exc.args else None
+    return isinstance(error, KafkaError) and error.fatal() and error.code() not in FENCED_CODES
 
 
 class EventProducer:
@@ -73,12 +82,11 @@ class EventProducer:
         self._partitions: dict[str, int] = {}
         self._ends: dict[tuple[str, int], int] = {}
         self._fatal: KafkaError | None = None
-        config = producer_config(settings, transactional_id=transactional_id, client_id=client_id)
-        config["error_cb"] = self._on_client_error
-        try:
-            self._producer = Producer(config)
-        except KafkaException as exc:
-            raise bus_error("creating the producer", exc) from exc
+        self._broken = False  # a fatal transactional error: the client must be renewed (``_renew``)
+        self._renewals = 0
+        self._config = producer_config(settings, transactional_id=transactional_id, client_id=client_id)
+        self._config["error_cb"] = self._on_client_error
+        self._producer = self._new_client()
         self._chunk_size = chunk_size_for(
             settings.max_message_bytes, chunk_overhead(self._codec, str(uuid.uuid4()))
         )
@@ -163,6 +171,11 @@ class EventProducer:
     def in_transaction(self) -> bool:
         return self._in_transaction
 
+    @property
+    def renewals(self) -> int:
+        """Times the client was replaced after a fatal transactional error (``abort_transaction``)."""
+        return self._renewals
+
     def init_transactions(self) -> None:
         """Fence every earlier producer with this ``transactional.id`` and settle its open transaction.
 
@@ -182,6 +195,8 @@ class EventProducer:
     def begin_transaction(self) -> None:
         if not self._transactional:
             raise BusError("begin_transaction needs a producer built with a transactional_id")
+        if self._broken:  # an earlier renewal failed (broker away): try again before anything else
+            self._renew()
         self.init_transactions()
         try:
             self._producer.begin_transaction()
@@ -219,6 +234,8 @@ class EventProducer:
             if isinstance(error, KafkaError) and error.txn_requires_abort():
                 self.abort_transaction()
                 raise BusError(f"transaction aborted: {error.str()}") from exc
+            # Fatal: the outcome is not known (the caller reads the log); the abort renews the client.
+            self._broken = self._broken or _needs_new_client(exc)
             raise bus_error("committing a transaction", exc) from exc
         self._in_transaction = False
         committed, self._uncommitted = self._uncommitted, []
@@ -232,13 +249,30 @@ class EventProducer:
 
         A no-op when no transaction is open (``commit_transaction`` already aborted on an abortable
         error): librdkafka refuses a second abort.
+
+        A fatal error is never retried: the client could not end a transaction again. One seen here:
+        EndTxn(abort) of a transaction begun just after a commit, whose partition registration was
+        still refused while the broker wrote the previous commit's markers, is refused as
+        INVALID_TXN_STATE once they are written (no transaction open on the broker's side), and
+        librdkafka makes that fatal. The client is then renewed (``_renew``): the new one's
+        ``init_transactions`` fences the old one and has the coordinator abort whatever it left open,
+        the outcome of an abort. After a fatal commit the outcome of that commit is unknown: read the log.
         """
         if not self._in_transaction:
             return
         try:
-            self._producer.abort_transaction(_TXN_TIMEOUT)
-        except KafkaException as exc:
-            raise bus_error("aborting a transaction", exc) from exc
+            if not self._broken:
+                try:
+                    self._producer.abort_transaction(_TXN_TIMEOUT)
+                except KafkaException as exc:
+                    if not _needs_new_client(exc):
+                        raise bus_error("aborting a transaction", exc) from exc
+                    self._broken = True
+                    log.warning(
+                        "abort failed with a fatal error; renewing the client", error=exc.args[0].str()
+                    )
+            if self._broken:
+                self._renew()
         finally:
             self._failures.clear()
             self._failure_count = 0
@@ -250,6 +284,8 @@ class EventProducer:
         try:
             if self._in_transaction:
                 try:
+                    if self._broken:  # no renewal to close it: the next owner's fence aborts it
+                        raise BusError("the client is in a fatal state")
                     self.abort_transaction()
                 except BusError as exc:
                     # Fenced or failed: the broker aborts what this producer left open; nothing is lost.
@@ -257,10 +293,7 @@ class EventProducer:
             else:
                 self.flush()
         finally:
-            if self._fatal is not None:  # nothing queued can be delivered: do not wait out its timeout
-                self._producer.purge()
-                self._producer.flush(0)
-            self._producer.close()
+            self._release(purge=self._fatal is not None or self._broken)
 
     def __enter__(self) -> Self:
         return self
@@ -276,6 +309,33 @@ class EventProducer:
         self._send(name, letter.value, key=letter.key, headers=letter.wire_headers(), partition=None)
 
     # --- internals ------------------------------------------------------------------------------
+
+    def _new_client(self) -> Producer:
+        try:
+            return Producer(self._config)
+        except KafkaException as exc:
+            raise bus_error("creating the producer", exc) from exc
+
+    def _release(self, *, purge: bool) -> None:
+        if purge:  # nothing queued can be delivered: do not wait out its timeout
+            self._producer.purge()
+            with contextlib.suppress(KafkaException):  # a client in a fatal state raises it again here
+                self._producer.flush(0)
+        with warnings.catch_warnings():  # its abort of an open transaction on close fails: said already
+            warnings.simplefilter("ignore", RuntimeWarning)
+            self._producer.close()
+
+    def _renew(self) -> None:
+        """Replace a client in a fatal state by a new one with the same transactional id, initialized:
+        the old one is fenced and its open transaction aborted by the coordinator (a restart's outcome)."""
+        self._release(purge=True)
+        self._fatal = None
+        self._initialized = False
+        self._producer = self._new_client()
+        self.init_transactions()
+        self._broken = False
+        self._renewals += 1
+        log.info("transactional client renewed after a fatal error", client=self._sender.decode())
 
     def _send(
         self,
