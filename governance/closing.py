@@ -33,6 +33,7 @@ from meshfl.events import TrainingTask, utcnow
 from meshfl.logs import get_logger
 from meshfl.metrics import METRICS
 from meshfl.settings import MeshflSettings
+from meshfl.spill import spill_tensors
 from meshfl.topics import Topic
 
 log = get_logger("meshfl.governance")
@@ -291,6 +292,11 @@ class RoundCloser:
         # hashes it (a quarter of a SHA-256 pass); passing version.sha256 would be refused
         producer.produce(Topic.MODEL_VERSIONS, version, key=state.task.id)
         self._state.log.aggregated.update(version.contributing_updates)
+        size = sum(memoryview(t.data).nbytes for t in version.tensors)
+        if 0 < self._settings.spill_bytes <= size:
+            # the next round's parent, which a FedAvg round never reads: in a file, not resident
+            spilled = spill_tensors(version.tensors, self._settings.spill_dir)
+            version = version.model_copy(update={"tensors": spilled})
         self._state.log.latest[version.task_id] = version  # the log's latest: never the old one's bytes
         state.advance(version)
         log.info(

@@ -67,6 +67,15 @@ class MeshflSettings(BaseModel):
     max_payload_bytes: int = Field(
         4 * 1024**3, description="Largest reassembled payload a consumer accepts (memory guard)."
     )
+    spill_bytes: int = Field(
+        64 * 1024**2,
+        ge=0,
+        description="Payloads and model versions at least this large live in a file-backed mapping "
+        "(meshfl.spill), out of resident memory; 0 = never.",
+    )
+    spill_dir: Path | None = Field(
+        None, description="Directory of those (unnamed) files; the system's temporary directory if unset."
+    )
     cache_dir: Path = Field(default_factory=_default_cache_dir, description="Maven jars and other caches.")
     data_dir: Path = Field(default_factory=_default_data_dir, description="Local broker data and state.")
     dp_secret: SecretStr | None = Field(

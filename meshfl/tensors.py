@@ -47,6 +47,7 @@ import torch
 from meshfl.errors import TensorCodecError
 from meshfl.events import Tensor, TensorDType
 from meshfl.limits import DEFAULT_LIMITS, WireLimits, check_tensor_header, check_wire_tensors
+from meshfl.spill import windows
 
 __all__ = ["from_wire", "layout_blake3", "layout_sha256", "state_sha256", "tensors_sha256", "to_wire"]
 
@@ -209,7 +210,8 @@ def _hash_tensor(
     view = memoryview(data).cast("B")  # type: ignore[arg-type]
     header += _U64.pack(view.nbytes)
     digest.update(header)
-    digest.update(view)
+    for window in windows(view):  # a spilled tensor's pages leave the process as they are hashed
+        digest.update(window)
 
 
 def tensors_sha256(tensors: Sequence[Tensor]) -> str:

@@ -33,6 +33,7 @@ import torch
 from governance.strategies.aggregate import FOLD_CHUNK, TILE, fold_scaled_, fold_tiled_
 from governance.strategies.base import ClientUpdate, Weights, check_weights
 from governance.strategies.sums import Float64Sums
+from meshfl.spill import spans
 
 
 def examples_weight(update: ClientUpdate) -> float:
@@ -105,7 +106,9 @@ class WeightedSumAccumulator:
                 f"update {update.update_id} has weight {weight}; weights must be positive and finite"
             )
         for name, acc in sums.items():
-            fold_scaled_(acc, update.weights[name], weight, self._scratch)
+            x = update.weights[name].reshape(-1)
+            for start, stop in spans(x):  # element-wise: the same bits window by window
+                fold_scaled_(acc.view(-1)[start:stop], x[start:stop], weight, self._scratch)
         self._keys.add(update.key)
         self._weights.append(weight)
         self._total_examples += update.num_examples

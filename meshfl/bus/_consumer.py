@@ -105,6 +105,8 @@ class EventConsumer:
             max_buffered_bytes=settings.max_payload_bytes,
             max_sender_bytes=settings.max_payload_bytes,
             timeout_ms=int(chunk_timeout * 1000),
+            spill_bytes=settings.spill_bytes,
+            spill_dir=settings.spill_dir,
         )
         self._assigned: set[PartitionKey] = set()
         self._next: dict[PartitionKey, int] = {}

@@ -25,10 +25,12 @@ import mmap
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from meshfl.bus._chunking import Declared, SetHasher
 from meshfl.errors import ChunkError
 from meshfl.events import Chunk
+from meshfl.spill import SpillBuffer
 
 REASON_CORRUPT = "chunk-corrupt"
 REASON_OVERSIZED = "chunk-oversized"
@@ -100,7 +102,7 @@ class _PendingSet:
     # and hashed, so a payload costs its size once, not its chunks plus their join. Chunks ahead of
     # the next expected index wait in ``parts`` (only a misbehaving producer sends them).
     parts: dict[int, bytes | memoryview] = field(default_factory=dict)
-    buffer: bytearray | mmap.mmap | None = None
+    buffer: bytearray | mmap.mmap | SpillBuffer | None = None
     written: dict[int, tuple[int, int]] = field(default_factory=dict)  # index -> (start, length)
     next_index: int = 0
     size: int = 0
@@ -122,12 +124,18 @@ class Reassembler:
         max_sender_bytes: int | None = None,
         max_payload_bytes: int | None = None,
         max_pending_sets: int = _MAX_PENDING_SETS,
+        spill_bytes: int = 0,
+        spill_dir: Path | None = None,
     ) -> None:
+        """``spill_bytes``: sets at least this large are assembled in a file (``meshfl.spill``) in
+        ``spill_dir`` (the system's temporary directory if None), out of resident memory; 0: never."""
         self.max_buffered_bytes = max_buffered_bytes
         self.max_payload_bytes = max_payload_bytes if max_payload_bytes is not None else max_buffered_bytes
         self.max_sender_bytes = max_sender_bytes if max_sender_bytes is not None else self.max_payload_bytes
         self.timeout_ms = timeout_ms
         self.max_pending_sets = max_pending_sets
+        self.spill_bytes = spill_bytes
+        self.spill_dir = spill_dir
         limits = (max_buffered_bytes, timeout_ms, self.max_sender_bytes, self.max_payload_bytes)
         if min(limits) <= 0 or max_pending_sets <= 0:
             raise ValueError("reassembly budgets, timeout_ms and max_pending_sets must be positive")
@@ -191,8 +199,8 @@ class Reassembler:
         pending.received_bytes += len(chunk.data)
         self._held += len(chunk.data)
         try:
-            _write_ready(pending)
-        except OSError as exc:  # ENOMEM: the host cannot map the declared size (strict overcommit)
+            _write_ready(pending, self.spill_dir if self._spills(pending.total_size) else False)
+        except OSError as exc:  # ENOMEM (strict overcommit), or a full disk under a spilled set
             self._reject(key, REASON_OVERSIZED, f"cannot map the declared {pending.total_size} bytes: {exc}")
         if len(pending.written) < pending.count:
             return None
@@ -311,6 +319,9 @@ class Reassembler:
         if mismatch is not None:
             self._reject(key, REASON_CORRUPT, f"{mismatch} of the reassembled payload does not match")
         buffer = pending.buffer if pending.buffer is not None else bytearray()
+        if isinstance(buffer, SpillBuffer):
+            buffer.seal()
+            buffer = buffer.map
         payload = memoryview(buffer).toreadonly()
         self._forget(key)
         topic, partition, message_id = key
@@ -344,7 +355,13 @@ class Reassembler:
         self._release(self._pending.pop(key))
         self._remember(key)
 
+    def _spills(self, size: int) -> bool:
+        """Whether a set of ``size`` bytes is assembled in a file (else in anonymous memory)."""
+        return 0 < self.spill_bytes <= size and SpillBuffer.available()
+
     def _release(self, pending: _PendingSet) -> None:
+        if isinstance(pending.buffer, SpillBuffer):
+            pending.buffer.close()  # a completed set's payload keeps the mapping; a rejected one's goes
         self._reserved -= pending.total_size
         self._held -= pending.received_bytes
         left = self._by_sender.get(pending.sender, 0) - pending.total_size
@@ -368,23 +385,31 @@ def _received(pending: _PendingSet, index: int) -> bytes | memoryview | None:
     if place is None or pending.buffer is None:
         return None
     start, length = place
-    return memoryview(pending.buffer)[start : start + length]
+    buffer = pending.buffer.view if isinstance(pending.buffer, SpillBuffer) else pending.buffer
+    return memoryview(buffer)[start : start + length]
 
 
-def _write_ready(pending: _PendingSet) -> None:
+def _write_ready(pending: _PendingSet, spill: Path | bool | None = False) -> None:
     """Write the chunks that follow what is written into the buffer, hashing them in order.
 
     The buffer is an anonymous mapping of the declared size, allocated on the first write: its
     zero pages cost memory only once written, so an unverified sender's declared size costs nothing
     beyond the bytes it sends (a ``bytearray`` would be zero-filled: committed at once). It never
-    grows: ``received_bytes`` is checked against the size before a write.
+    grows: ``received_bytes`` is checked against the size before a write. A large set (``spill`` is
+    not False: its directory) goes to a file instead, written with ``pwrite``: not resident at all.
     """
     while pending.next_index in pending.parts:
         data = pending.parts.pop(pending.next_index)
         if pending.buffer is None:
-            pending.buffer = _lazy_buffer(pending.total_size)
+            if spill is not False and pending.total_size > 0:
+                pending.buffer = SpillBuffer(pending.total_size, spill if isinstance(spill, Path) else None)
+            else:
+                pending.buffer = _lazy_buffer(pending.total_size)
         start = pending.size
-        pending.buffer[start : start + len(data)] = data
+        if isinstance(pending.buffer, SpillBuffer):
+            pending.buffer.write(start, data)
+        else:
+            pending.buffer[start : start + len(data)] = data
         pending.digest.update(data)
         pending.written[pending.next_index] = (start, len(data))
         pending.size += len(data)
