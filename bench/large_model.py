@@ -12,9 +12,15 @@ libraries), and seconds per round beside the broker's raw throughput measured in
 confluent-kafka moving the same bytes (``domains`` x model up, read by one consumer while they are
 produced, then one model down), acks=all, idempotent, no compression, ~1 MB messages.
 
-Memory: needs about 11x the model free (governance ~6x at its peak, the generator ~4x, the broker's page
-cache aside); the bench refuses to start with less available (``--force`` to try anyway). Run it alone,
-with ``nice``.
+Governance's peak is its libraries (torch: ~0.65x) plus the round's float64 sums (2x, the accumulator
+issue 12 asks for): the update being decided and the parent version live in file-backed mappings
+(``meshfl.spill``, sets of at least ``spill_bytes``), read in windows whose pages leave the process
+after each pass, so neither is resident (they sit in the kernel's page cache, reclaimable, not in
+governance's RSS).
+
+Memory: needs about 11x the model free (governance ~3x at its peak, the generator ~4x, the page cache
+of the spilled files and the broker's aside); the bench refuses to start with less available
+(``--force`` to try anyway). Run it alone, with ``nice``.
 """
 
 from __future__ import annotations
@@ -310,6 +316,10 @@ def _report(args, nbytes, bare, rest, startup, memory, rounds) -> None:  # type:
     print(
         f"governance VmHWM {memory.hwm / gib:.2f} GiB = {ratio:.2f}x the model, {above:.2f}x above rest "
         f"(aim <= 3x: {'met' if ratio <= 3 else 'NOT met'}; above rest {'met' if above <= 3 else 'NOT met'})"
+    )
+    print(
+        "  (peak = libraries at rest + the float64 sums, 2x; the update in flight and the parent are "
+        "file-backed, meshfl.spill, and read in windows)"
     )
     print(f"load average at end {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
