@@ -76,7 +76,7 @@ def test_corrupt_chunk_set_is_dead_lettered_never_delivered(
     letters = read_raw(bus_settings, Topic.DEAD_LETTERS)
     assert len(letters) == 1
     _, headers = letters[0]
-    assert headers[REASON_HEADER] == b"chunk-corrupt" and b"sha256" in headers[ERROR_HEADER]
+    assert headers[REASON_HEADER] == b"chunk-corrupt" and b"blake3" in headers[ERROR_HEADER]
     assert headers["meshfl-dlq-first-offset"] == b"0"
     assert headers["meshfl-dlq-last-offset"] == str(len(records) - 1).encode()
     assert headers["meshfl-dlq-message-id"] == b"corrupt"
