@@ -73,13 +73,15 @@ class SpillBuffer:
         if size <= 0:
             raise ValueError("a spill buffer holds at least one byte")
         self.size = size
-        self._file: Any = tempfile.TemporaryFile(dir=directory)  # noqa: SIM115 (sealed explicitly)
+        self._file: Any = None
+        file = tempfile.TemporaryFile(dir=directory)  # noqa: SIM115 (sealed explicitly)
         try:
-            os.ftruncate(self._file.fileno(), size)  # sparse: blocks only where written
-            self.map = mmap.mmap(self._file.fileno(), size, access=mmap.ACCESS_READ)  # shared, read-only
+            os.ftruncate(file.fileno(), size)  # sparse: blocks only where written
+            self.map = mmap.mmap(file.fileno(), size, access=mmap.ACCESS_READ)  # shared, read-only
         except BaseException:
-            self._file.close()
+            file.close()
             raise
+        self._file = file
         base = _address(self.map)
         ref = weakref.ref(self.map)
         _REGIONS[base] = (size, ref)
@@ -122,7 +124,8 @@ class SpillBuffer:
             self.map.close()
 
     def __del__(self) -> None:
-        self.seal()
+        if getattr(self, "_file", None) is not None:  # not when __init__ failed
+            self.seal()
 
 
 def _region(address: int) -> tuple[int, int, mmap.mmap] | None:

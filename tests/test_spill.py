@@ -224,3 +224,25 @@ def test_folding_a_spilled_update_costs_a_window_not_the_update(tmp_path: Path) 
             assert _status("RssFile") - file_before < 4 * MIB
         sums[weights is spilled] = accumulator.result()["w"]
     assert torch.equal(sums[True].view(torch.int32), sums[False].view(torch.int32))
+
+
+def test_a_file_that_cannot_be_made_or_written_costs_the_spilling_not_the_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = os.urandom(6 * MIB)
+    missing = Reassembler(max_buffered_bytes=PAYLOAD, spill_bytes=MIB, spill_dir=tmp_path / "missing")
+    done = _feed(missing, _chunks(data, "no-dir"))
+    assert done is not None and bytes(done.payload) == data and not spill.is_spilled(done.payload)
+    calls = []
+    real = spill.SpillBuffer.write
+
+    def disk_full_at_the_third(self, offset, data):  # type: ignore[no-untyped-def]
+        calls.append(offset)
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device")
+        real(self, offset, data)
+
+    monkeypatch.setattr(spill.SpillBuffer, "write", disk_full_at_the_third)
+    done = _feed(_reassembler(tmp_path), _chunks(data, "disk-full"))
+    assert done is not None and bytes(done.payload) == data and not spill.is_spilled(done.payload)
+    assert len(calls) == 3 and _mapped(tmp_path) == []  # moved to memory, the file closed

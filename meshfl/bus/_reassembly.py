@@ -30,7 +30,10 @@ from pathlib import Path
 from meshfl.bus._chunking import Declared, SetHasher
 from meshfl.errors import ChunkError
 from meshfl.events import Chunk
+from meshfl.logs import get_logger
 from meshfl.spill import SpillBuffer
+
+log = get_logger("meshfl.bus.reassembly")
 
 REASON_CORRUPT = "chunk-corrupt"
 REASON_OVERSIZED = "chunk-oversized"
@@ -397,23 +400,43 @@ def _write_ready(pending: _PendingSet, spill: Path | bool | None = False) -> Non
     beyond the bytes it sends (a ``bytearray`` would be zero-filled: committed at once). It never
     grows: ``received_bytes`` is checked against the size before a write. A large set (``spill`` is
     not False: its directory) goes to a file instead, written with ``pwrite``: not resident at all.
+    A file that cannot be made or written (a missing directory, a full disk) costs the set its
+    spilling, never the set: it moves to anonymous memory.
     """
     while pending.next_index in pending.parts:
         data = pending.parts.pop(pending.next_index)
         if pending.buffer is None:
-            if spill is not False and pending.total_size > 0:
-                pending.buffer = SpillBuffer(pending.total_size, spill if isinstance(spill, Path) else None)
-            else:
-                pending.buffer = _lazy_buffer(pending.total_size)
+            pending.buffer = _new_buffer(pending.total_size, spill)
         start = pending.size
         if isinstance(pending.buffer, SpillBuffer):
-            pending.buffer.write(start, data)
-        else:
+            try:
+                pending.buffer.write(start, data)
+            except OSError as exc:
+                log.warning("spill file not writable; the set goes on in memory", error=str(exc))
+                pending.buffer = _unspilled(pending.buffer, start, pending.total_size)
+        if not isinstance(pending.buffer, SpillBuffer):
             pending.buffer[start : start + len(data)] = data
         pending.digest.update(data)
         pending.written[pending.next_index] = (start, len(data))
         pending.size += len(data)
         pending.next_index += 1
+
+
+def _new_buffer(size: int, spill: Path | bool | None) -> bytearray | mmap.mmap | SpillBuffer:
+    if spill is not False and size > 0:
+        try:
+            return SpillBuffer(size, spill if isinstance(spill, Path) else None)
+        except OSError as exc:
+            log.warning("cannot make a spill file; the set is assembled in memory", error=str(exc))
+    return _lazy_buffer(size)
+
+
+def _unspilled(spilled: SpillBuffer, written: int, size: int) -> bytearray | mmap.mmap:
+    """The first ``written`` bytes of ``spilled`` moved into anonymous memory; the file is closed."""
+    buffer = _lazy_buffer(size)
+    buffer[:written] = spilled.view[:written]
+    spilled.close()
+    return buffer
 
 
 def _lazy_buffer(size: int) -> bytearray | mmap.mmap:
