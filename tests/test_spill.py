@@ -246,3 +246,18 @@ def test_a_file_that_cannot_be_made_or_written_costs_the_spilling_not_the_set(
     done = _feed(_reassembler(tmp_path), _chunks(data, "disk-full"))
     assert done is not None and bytes(done.payload) == data and not spill.is_spilled(done.payload)
     assert len(calls) == 3 and _mapped(tmp_path) == []  # moved to memory, the file closed
+
+
+def test_only_so_many_sets_are_filled_in_files_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(spill, "MAX_OPEN_FILES", 1)
+    data = os.urandom(4 * MIB)
+    reassembler = _reassembler(tmp_path)
+    _feed(reassembler, _chunks(data, "first")[:2])  # open: holds the one file
+    second = _feed(reassembler, _chunks(data, "second"), start=10)
+    assert second is not None and bytes(second.payload) == data and not spill.is_spilled(second.payload)
+    third = _feed(reassembler, _chunks(data, "first")[2:], start=2)  # completes: its file is sealed
+    assert third is not None and spill.is_spilled(third.payload)
+    fourth = _feed(reassembler, _chunks(data, "fourth"), start=20)
+    assert fourth is not None and spill.is_spilled(fourth.payload)  # a file again once one is sealed

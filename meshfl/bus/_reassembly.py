@@ -13,6 +13,11 @@ Memory is bounded three ways, so that a claim costs its claimant and no one else
 * the bytes actually held, across every set, may not exceed ``max_buffered_bytes``: what is
   reserved but never sent costs nothing, and what is sent is bounded.
 
+A set of at least ``spill_bytes`` is written into an unnamed file instead of anonymous memory
+(``meshfl.spill``): its payload views a read-only file mapping, so it is not resident until read, and
+readers that walk it in windows drop its pages as they go. The budgets above count it all the same
+(they bound the disk as they bound memory).
+
 The sender is what the record says (the ``meshfl-sender`` header the producer sets, else the record
 key); signatures (``sign``) bind it to a key. Sets expire on the log's clock (the broker's
 LogAppendTime of their partition), not the wall clock, so that replaying the same log rejects the
