@@ -22,6 +22,7 @@ anonymous memory would zero it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import mmap
 import os
 import tempfile
@@ -45,7 +46,8 @@ _PAGE = mmap.PAGESIZE
 _REGIONS: dict[int, tuple[int, weakref.ref[mmap.mmap]]] = {}
 """Base address -> (length, map) of every live spill mapping; an entry leaves with its map."""
 
-_open_files = 0
+_FILLING: weakref.WeakSet[SpillBuffer] = weakref.WeakSet()
+"""Buffers not sealed yet (a buffer dropped unsealed leaves by itself; its file closes with it)."""
 
 
 def _address(buffer: Any) -> int:
@@ -69,7 +71,6 @@ class SpillBuffer:
     """
 
     def __init__(self, size: int, directory: Path | None = None) -> None:
-        global _open_files
         if size <= 0:
             raise ValueError("a spill buffer holds at least one byte")
         self.size = size
@@ -86,12 +87,12 @@ class SpillBuffer:
         ref = weakref.ref(self.map)
         _REGIONS[base] = (size, ref)
         weakref.finalize(self.map, _forget, base, ref)
-        _open_files += 1
+        _FILLING.add(self)
 
     @staticmethod
     def available() -> bool:
         """Whether another buffer may be opened for filling (``MAX_OPEN_FILES``)."""
-        return _open_files < MAX_OPEN_FILES
+        return len(_FILLING) < MAX_OPEN_FILES
 
     @property
     def view(self) -> memoryview:
@@ -107,25 +108,22 @@ class SpillBuffer:
         fd = self._file.fileno()
         while view.nbytes:
             written = os.pwrite(fd, view, offset)
+            if written <= 0:
+                raise OSError(errno.ENOSPC, "the spill file takes no more bytes")
             view, offset = view[written:], offset + written
 
     def seal(self) -> None:
         """Close the writing descriptor (idempotent); the mapping stays."""
-        global _open_files
         if self._file is not None:
             self._file.close()
             self._file = None
-            _open_files -= 1
+        _FILLING.discard(self)
 
     def close(self) -> None:
         """Seal, and unmap now if no view is left (else the last view's release unmaps it)."""
         self.seal()
         with contextlib.suppress(BufferError):  # views are left: the last one's release unmaps it
             self.map.close()
-
-    def __del__(self) -> None:
-        if getattr(self, "_file", None) is not None:  # not when __init__ failed
-            self.seal()
 
 
 def _region(address: int) -> tuple[int, int, mmap.mmap] | None:
