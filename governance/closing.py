@@ -29,7 +29,7 @@ from governance.strategies import ClientUpdate, TooFewUpdates, Weights
 from meshfl import faults
 from meshfl.bus import EventProducer
 from meshfl.errors import ConfigError
-from meshfl.events import TrainingTask, utcnow
+from meshfl.events import ModelVersion, TrainingTask, utcnow
 from meshfl.logs import get_logger
 from meshfl.metrics import METRICS
 from meshfl.settings import MeshflSettings
@@ -292,11 +292,7 @@ class RoundCloser:
         # hashes it (a quarter of a SHA-256 pass); passing version.sha256 would be refused
         producer.produce(Topic.MODEL_VERSIONS, version, key=state.task.id)
         self._state.log.aggregated.update(version.contributing_updates)
-        size = sum(memoryview(t.data).nbytes for t in version.tensors)
-        if 0 < self._settings.spill_bytes <= size:
-            # the next round's parent, which a FedAvg round never reads: in a file, not resident
-            spilled = spill_tensors(version.tensors, self._settings.spill_dir)
-            version = version.model_copy(update={"tensors": spilled})
+        version = self._held(version)
         self._state.log.latest[version.task_id] = version  # the log's latest: never the old one's bytes
         state.advance(version)
         log.info(
@@ -306,6 +302,20 @@ class RoundCloser:
             domains=version.contributing_domains,
             sha256=version.sha256,
         )
+
+    def _held(self, version: ModelVersion) -> ModelVersion:
+        """The version as the next round's parent, which a FedAvg round never reads: in a spill file
+        when large, in memory when no file can be made or written (a missing ``spill_dir``, a full
+        disk), as a chunk set does: the round is published already, never undone for that."""
+        size = sum(memoryview(t.data).nbytes for t in version.tensors)
+        if not 0 < self._settings.spill_bytes <= size:
+            return version
+        try:
+            spilled = spill_tensors(version.tensors, self._settings.spill_dir)
+        except OSError as exc:
+            log.warning("cannot spill the version; the parent is held in memory", error=str(exc))
+            return version
+        return version.model_copy(update={"tensors": spilled})
 
     def _fail_round(self, producer: EventProducer, state: TaskState, exc: Exception) -> None:
         """Any other strategy error: a decision that says the round failed, and the task stops there
