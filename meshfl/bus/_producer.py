@@ -327,11 +327,13 @@ class EventProducer:
 
     def _renew(self) -> None:
         """Replace a client in a fatal state by a new one with the same transactional id, initialized:
-        the old one is fenced and its open transaction aborted by the coordinator (a restart's outcome)."""
+        the old one is fenced and its open transaction aborted by the coordinator (a restart's outcome).
+        The new client is made before the old one goes: if it cannot be, the old one stays to renew again."""
+        fresh = self._new_client()
         self._release(purge=True)
         self._fatal = None
         self._initialized = False
-        self._producer = self._new_client()
+        self._producer = fresh
         self.init_transactions()
         self._broken = False
         self._renewals += 1

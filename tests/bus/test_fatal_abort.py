@@ -16,9 +16,11 @@ import uuid
 
 import pytest
 from bus_helpers import decision
+from confluent_kafka import KafkaError, KafkaException, Producer
 
-from meshfl.bus import EventProducer, read_all
+from meshfl.bus import EventProducer, _producer, read_all
 from meshfl.codec import EventCodec
+from meshfl.errors import BusError
 from meshfl.settings import MeshflSettings
 from meshfl.topics import Topic
 
@@ -63,3 +65,48 @@ def test_an_abort_that_meets_a_fatal_error_renews_the_client_and_goes_on(
     # Exactly the committed records, in order; nothing of an aborted transaction (renewed or not).
     seen = [env.event.decision_id for env in read_all(bus_settings, Topic.DECISIONS, codec=codec)]
     assert seen == committed
+
+
+class _FaultyClient(Producer):
+    """The real client, with one injected fault at a time: a fatal abort, a creation that fails."""
+
+    fail_abort = False
+    fail_create = False
+
+    def __init__(self, config: dict) -> None:  # type: ignore[type-arg]
+        if _FaultyClient.fail_create:
+            raise KafkaException(KafkaError(KafkaError._SSL, "ssl.ca.location: No such file", fatal=True))
+        super().__init__(config)
+
+    def abort_transaction(self, *args: float) -> None:
+        if _FaultyClient.fail_abort:
+            _FaultyClient.fail_abort = False
+            raise KafkaException(KafkaError(KafkaError.INVALID_TXN_STATE, "injected", fatal=True))
+        super().abort_transaction(*args)
+
+
+def test_a_renewal_whose_client_cannot_be_made_is_tried_again(
+    bus_settings: MeshflSettings, codec: EventCodec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A renewal that cannot make its new client (a certificate file away for a moment) leaves the old
+    one to renew again: it closed it first, and every later call met a closed client (RuntimeError,
+    which no recovery retries: the daemon died)."""
+    monkeypatch.setattr(_producer, "Producer", _FaultyClient)
+    txn = EventProducer(bus_settings, codec=codec, transactional_id=f"txn-{uuid.uuid4().hex[:6]}")
+    try:
+        txn.begin_transaction()
+        txn.produce(Topic.DECISIONS, decision(1), key="d")
+        _FaultyClient.fail_abort = _FaultyClient.fail_create = True
+        with pytest.raises(BusError, match="creating the producer"):
+            txn.abort_transaction()
+        _FaultyClient.fail_create = False
+        txn.abort_transaction()  # the renewal, tried again
+        assert txn.renewals == 1 and not txn.in_transaction
+        txn.begin_transaction()
+        txn.produce(Topic.DECISIONS, decision(2), key="d")
+        txn.commit_transaction()
+    finally:
+        _FaultyClient.fail_abort = _FaultyClient.fail_create = False
+        txn.close()
+    seen = [env.event.decision_id for env in read_all(bus_settings, Topic.DECISIONS, codec=codec)]
+    assert seen == [decision(2).decision_id]
