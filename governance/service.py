@@ -2,10 +2,13 @@
 
 Exactly-once argument (the log is the state):
 
-* Every batch of work is one Kafka transaction per updates partition: the decisions it makes, any
-  version it publishes, its dead letters and the consumer offsets it commits become visible together
-  or not at all. A crash mid-batch leaves an open transaction, which the next owner of the partition
-  fences (``init_transactions`` on the partition's transactional id) before it reads the log.
+* Work is done in Kafka transactions, one open per updates partition at a time, each update decided
+  in it as it arrives (``governance.transactions``): the decisions it makes, any version it
+  publishes, its dead letters, the partition's state record and the consumer offsets it commits
+  become visible together or not at all. A crash leaves an open transaction, which the next owner of
+  the partition fences (``init_transactions`` on the partition's transactional id) before it reads
+  the log; a failed one is aborted (a client in a fatal state is renewed, ``EventProducer``) and the
+  state rebuilt from the log.
 * One active governance per task: a task's updates share a partition (keyed by task id), the group
   gives that partition to one member, and the partition's transactional id fences any other instance
   (``governance.ownership``). State is rebuilt after fencing and after every assignment change.
@@ -24,8 +27,8 @@ Exactly-once argument (the log is the state):
   once; a standby takes over when the dead member's session (``session_timeout_ms``) expires.
 
 The parts: ``catalog_view`` (which domains serve a task), ``deciding`` (one update's decision),
-``closing`` (ready rounds into versions), ``ownership`` (partitions, fencing); this module is the
-transaction loop that drives them.
+``closing`` (ready rounds into versions), ``ownership`` (partitions, fencing), ``transactions`` (when
+a transaction begins and commits); this module is the loop that drives them and recovers.
 """
 
 from __future__ import annotations
@@ -33,7 +36,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 
 from tenacity import Retrying
 
@@ -47,10 +49,10 @@ from governance.policies import check_dp_config
 from governance.rounds import TaskState, initial_version, strategy_params
 from governance.service_metrics import count_committed
 from governance.service_state import ServiceState
-from governance.state_record import STATE_KEY, log_positions, state_record
 from governance.state_topic import read_governance_state
 from governance.strategies import Strategy, build_strategy
 from governance.strategies.memory import round_memory
+from governance.transactions import Transactions
 from governance.version_window import read_window
 from meshfl import faults
 from meshfl.bus import Envelope, EventConsumer, EventProducer, ensure_topics, partition_count
@@ -62,7 +64,7 @@ from meshfl.logs import get_logger
 from meshfl.metrics import Health
 from meshfl.retry import retrying
 from meshfl.settings import MeshflSettings
-from meshfl.topics import Topic, governance_id, topic_name
+from meshfl.topics import Topic, governance_id
 
 log = get_logger("meshfl.governance")
 
@@ -79,24 +81,11 @@ def _say_round_memory(task: TrainingTask, strategy: Strategy) -> None:
     emit("round memory estimate", task=task.id, estimate=estimate.describe(), bytes=estimate.total_bytes)
 
 
-_MAX_BATCH = 256
-"""Updates a transaction decides at most: its fixed costs (the state record, the commit's round trips)
-are shared by the batch (64 before: 16 transactions a round of 1,000 small updates, ``bench/scale.py``)."""
-_MAX_BATCH_BYTES = 64 << 20
-"""A batch stops gathering once its updates carry this many tensor bytes: the batch's messages stay
-alive until its transaction ends, so a round of large models is decided one update at a time."""
 _RECOVERY_DEADLINE_S = 600.0
-_BATCH_LINGER_S = 0.02
 _PUBLISHED_VISIBLE_S = 30.0
 SESSION_TIMEOUT_MS = 6000
 """The broker's smallest allowed session (``group.min.session.timeout.ms``): a standby takes over
 about this long after the active instance dies."""
-
-
-def _tensor_bytes(env: Envelope) -> int:
-    """Bytes of tensor data an update message carries (0 for anything else)."""
-    event = env.event
-    return sum(len(t.data) for t in event.tensors) if isinstance(event, ModelUpdate) else 0
 
 
 class GovernanceService:
@@ -135,7 +124,6 @@ class GovernanceService:
         self._session_timeout_ms = session_timeout_ms
         self._partitions = 1
         self._state = ServiceState()
-        self._committed: dict[int, int] = {}  # owned updates partition -> committed offset (0: none)
 
     def _wire(self) -> None:
         """The parts, once the tasks are known good: the identity gate needs the pinned key."""
@@ -159,6 +147,7 @@ class GovernanceService:
         self._wire()
         ensure_topics(self._settings)
         self._partitions = partition_count(self._settings, Topic.UPDATES)
+        self._txns = Transactions(self._settings, self._state, self._decider, self._closer, self._partitions)
         group = governance_id(self._settings, self._service_id)
         member = f"{group}-{self._instance_id}"
         producers = PartitionProducers(
@@ -190,19 +179,24 @@ class GovernanceService:
             while not stop.is_set():
                 self._gate.take()
                 self._catalog.take()
-                batch = self._poll_batch(updates)
+                env = updates.poll(self._txns.poll_timeout(self._poll_timeout))
                 if updates.assignment_changes != seen_changes:
                     seen_changes = updates.assignment_changes
-                    # The batch was read before this instance fenced and rebuilt: the rewind re-reads it.
+                    # Read before this instance fenced and rebuilt: the rewind re-reads it, and what the
+                    # open transactions decided is decided again by whoever owns the partitions now.
+                    del env
                     for attempt in self._recovering("taking over the assigned partitions"):
                         with attempt:
+                            self._txns.abort_all()
                             self._take_over(producers, updates)
                     continue
-                self._steps(producers, updates, batch)
-                batch = []  # folded and decided: its messages go before the next poll reassembles more
-                if self._exit_when_complete and self._all_complete():
+                incoming = [] if env is None else [env]
+                del env  # decided and folded in ``advance``: its message goes then, not at the next poll
+                self._advance(producers, updates, incoming)
+                if self._exit_when_complete and not self._txns.open and self._all_complete():
                     log.info("all tasks complete")
                     break
+            self._advance(producers, updates, [], finish=True)
         except FencedError as exc:
             log.error("fenced: another governance instance now runs these tasks; stopping", error=str(exc))
             raise
@@ -227,77 +221,38 @@ class GovernanceService:
         self._publish_missing_tasks(producers)
         log.info("owning", partitions=owned, tasks=sorted(self._state.tasks))
 
-    def _steps(self, producers: PartitionProducers, updates: EventConsumer, batch: list[Envelope]) -> None:
-        split = {p: [env for env in batch if env.partition == p] for p in producers.partitions}
-        batch.clear()  # each step drops a message once decided (a large update is not kept to the close)
-        for partition, mine in split.items():
-            if not self._step(producers, updates, partition, mine):
-                return  # aborted and rewound: the rest of the batch is read again
-
-    def _step(
-        self, producers: PartitionProducers, updates: EventConsumer, partition: int, batch: list[Envelope]
-    ) -> bool:
-        """One transaction: decide the batch, close ready rounds, commit offsets with the output."""
-        tasks = [s for s in self._state.tasks.values() if self._partition_of(s.task.id) == partition]
-        if not batch and not self._closer.any_ready(tasks, datetime.now(UTC)):
-            return True
-        producer = producers.get(partition)
-        moved = sum(_tensor_bytes(env) for env in batch)
-        producer.begin_transaction()
+    def _advance(
+        self,
+        producers: PartitionProducers,
+        updates: EventConsumer,
+        incoming: list[Envelope],
+        *,
+        finish: bool = False,
+    ) -> None:
+        """The update in ``incoming`` (taken out of it) into its partition's transaction
+        (``governance.transactions``), or at ``finish`` every open one committed; on a failure, abort
+        them all, rewind and rebuild from the log."""
         try:
-            while batch:
-                self._decider.handle(producer, batch.pop(0))  # folded, the message's bytes go
-                faults.kill_point("governance.after-consume")
-                self._closer.close_ready(producer, tasks)
-            self._closer.close_ready(producer, tasks)
-            faults.kill_point("governance.before-commit")
-            faults.fail_point("governance.commit")
-            topic = topic_name(self._settings, Topic.UPDATES)
-            holds = {(topic, p): offset for p, offset in self._state.holds().items() if p == partition}
-            offsets = [tp for tp in updates.safe_offsets(holds) if tp.partition == partition]
-            committed = offsets[0].offset if offsets else self._committed.get(partition, 0)
-            self._write_state(producer, partition, tasks, committed)
-            producer.commit_transaction(consumer=updates, offsets=offsets)
-            self._committed[partition] = committed
-            release_free_memory(moved)  # the updates' chunks (and a version's) leave no heap behind
-            return True
+            if finish:
+                self._txns.commit_all(updates)
+            else:
+                self._txns.advance(producers, updates, incoming)
         except FencedError:
             raise
         except (BusError, RegistryUnavailableError) as exc:
+            incoming.clear()
             log.error("transaction failed; aborting and rebuilding from the log", error=str(exc))
             faults.kill_point("governance.during-abort")
             # The broker may be away (that may be why it failed): retry the recovery, not the daemon.
             for attempt in self._recovering("aborting, rewinding and rebuilding"):
                 with attempt:
-                    producer.abort_transaction()  # a no-op if the commit already aborted it
+                    self._txns.abort_all()
                     self._rewind(updates)
                     self._rebuild(producers.partitions)
-            return False
-
-    def _write_state(
-        self, producer: EventProducer, partition: int, tasks: Sequence[TaskState], committed: int
-    ) -> None:
-        """The partition's governance-state record, last in the transaction it summarises (pruned
-        first: ids a copy of which its round now refuses, decisions below the offset committed now)."""
-        log_state = self._state.log
-        log_state.prune(
-            {task_id: s.latest.version for task_id, s in self._state.tasks.items()},
-            {**self._committed, partition: committed},
-            {task_id: s.task.round_policy.max_staleness for task_id, s in self._state.tasks.items()},
-        )
-        record = state_record(
-            updates_topic=topic_name(self._settings, Topic.UPDATES),
-            partition=partition,
-            committed_offset=committed,
-            log_state=log_state,
-            tasks=tasks,
-            log_ends=log_positions(self._settings, log_state.log_ends, producer.written_ends()),
-        )
-        producer.produce(Topic.GOVERNANCE_STATE, record, key=STATE_KEY.format(partition))
 
     def _rewind(self, updates: EventConsumer) -> None:
         resumed = updates.rewind_to_committed()
-        self._committed = {partition: offset for (_topic, partition), offset in resumed.items()}
+        self._txns.committed = {partition: offset for (_topic, partition), offset in resumed.items()}
 
     @staticmethod
     def _recovering(what: str) -> Retrying:
@@ -312,21 +267,6 @@ class GovernanceService:
     def _partition_of(self, task_id: str) -> int:
         return task_partition(task_id, self._partitions)
 
-    def _poll_batch(self, consumer: EventConsumer) -> list[Envelope]:
-        first = consumer.poll(self._poll_timeout)
-        if first is None:
-            return []
-        batch = [first]
-        held = _tensor_bytes(first)
-        while len(batch) < _MAX_BATCH and held < _MAX_BATCH_BYTES:
-            # A short linger gathers the updates of a round into one transaction.
-            more = consumer.poll(_BATCH_LINGER_S)
-            if more is None:
-                break
-            batch.append(more)
-            held += _tensor_bytes(more)
-        return batch
-
     # --- state from the log --------------------------------------------------------------------
 
     def _rebuild(self, partitions: Sequence[int]) -> None:
@@ -336,7 +276,7 @@ class GovernanceService:
             configured,
             partitions=partitions,
             partition_count=self._partitions,
-            committed=self._committed,
+            committed=self._txns.committed,
         )
         self._state.log = log_state
         self._gate.reset()

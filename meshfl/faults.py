@@ -5,7 +5,7 @@
 hook is one dict lookup that finds nothing. Points:
 
 =========================== ==========================================================================
-``governance.after-consume`` a batch is decided, its round not yet closed (transaction open)
+``governance.after-consume`` an update is decided, its round not yet closed (transaction open)
 ``governance.mid-aggregation`` a round's version is computed, not yet produced
 ``governance.before-commit`` the version and decisions are produced, the transaction not committed
 ``governance.during-abort``  a transaction failed; about to abort it
