@@ -8,6 +8,7 @@ import torch
 from governance.strategies import FedAvg, WeightedSumAccumulator
 from governance.strategies.aggregate import TILE, exact_product, fold_scaled_, fold_tiled_
 from governance.strategies.base import ClientUpdate
+from governance.strategies.fused_fold import FUSED_TILE, fold_fused_
 
 
 def _updates(count: int) -> tuple[dict[str, torch.Tensor], list[ClientUpdate]]:
@@ -84,3 +85,48 @@ def test_one_kernel_fold_gives_the_bits_of_multiply_then_add(dtype: torch.dtype)
     fold_tiled_(tiled, x, weights, torch.empty(TILE, dtype=torch.float64))
     assert torch.equal(fused, separate) and torch.equal(tiled, separate)
     assert not exact_product(x[0], 0.5) and not exact_product(x[0].double(), 3.0)
+
+
+def _awkward(dtype: torch.dtype, size: int, count: int) -> list[torch.Tensor]:
+    """Random values over 7 decades with subnormals, rounding ties, signed zeros, +-inf and NaN."""
+    generator = torch.Generator().manual_seed(23)
+    tiny = 2.0**-1074 if dtype == torch.float64 else 2.0**-149
+    xs = []
+    for i in range(count):
+        x = torch.randn(size, generator=generator, dtype=torch.float64) * 10.0 ** (i % 7 - 3)
+        x[::7] = tiny * (i + 1)
+        x[5::13] = 2.0**24 + i % 2  # with the 0.5s below: sums halfway between two floats
+        x[6::13] = 0.5
+        x[7::17] = -0.0
+        x[8::19] = float("inf") * (-1) ** i
+        x[9::23] = float("nan")
+        xs.append(x.to(dtype))
+    return xs
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(
+    "weights",
+    [[7.0 + 13 * i for i in range(7)], [1 / (3 + i) for i in range(7)], [1.0] * 7, [(1 << 29) - 1.0] * 7],
+    ids=["integers", "fractions", "ones", "largest-exact"],
+)
+def test_fused_kernel_gives_the_sequential_fold_bits_at_any_thread_count(
+    dtype: torch.dtype, weights: list[float]
+) -> None:
+    """The numba kernel (float32/float64 updates) against ``fold_scaled_`` update by update: the same
+    bits, NaN payloads and infinities included, with 1 and 2 threads (a thread owns whole tiles)."""
+    xs = _awkward(dtype, 2 * FUSED_TILE + 11, len(weights))
+    expected = torch.zeros(xs[0].shape, dtype=torch.float64)
+    for x, w in zip(xs, weights, strict=True):
+        fold_scaled_(expected, x, w)
+    threads = torch.get_num_threads()
+    try:
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            got = torch.zeros(xs[0].shape, dtype=torch.float64)
+            fold_scaled_(got, xs[0], weights[0])  # a running sum that already holds an update
+            assert fold_fused_(got, xs[1:], weights[1:])
+            assert torch.equal(got.view(torch.int64), expected.view(torch.int64))
+    finally:
+        torch.set_num_threads(threads)
+    assert not fold_fused_(expected, [x.to(torch.bfloat16) for x in xs], weights)  # torch loop instead
