@@ -321,7 +321,9 @@ class EventProducer:
             self._producer.purge()
             with contextlib.suppress(KafkaException):  # a client in a fatal state raises it again here
                 self._producer.flush(0)
-        with warnings.catch_warnings():  # its abort of an open transaction on close fails: said already
+        # Its abort of an open transaction on close fails (a warning; for a fenced client, the fence
+        # raised again): said already, and the client is closed all the same.
+        with warnings.catch_warnings(), contextlib.suppress(KafkaException):
             warnings.simplefilter("ignore", RuntimeWarning)
             self._producer.close()
 

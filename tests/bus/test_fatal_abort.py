@@ -110,3 +110,24 @@ def test_a_renewal_whose_client_cannot_be_made_is_tried_again(
         txn.close()
     seen = [env.event.decision_id for env in read_all(bus_settings, Topic.DECISIONS, codec=codec)]
     assert seen == [decision(2).decision_id]
+
+
+def test_a_fenced_producer_with_an_open_transaction_closes(
+    bus_settings: MeshflSettings, codec: EventCodec
+) -> None:
+    """confluent-kafka's close aborts the open transaction and raises the fence again (the client is
+    closed all the same): close raised a KafkaException, which ended governance when it let go of a
+    partition it had lost with a transaction open, and replaced the FencedError of a fenced daemon."""
+    transactional_id = f"txn-{uuid.uuid4().hex[:6]}"
+    old = EventProducer(bus_settings, codec=codec, transactional_id=transactional_id)
+    old.begin_transaction()
+    old.produce(Topic.DECISIONS, decision(1), key="d")
+    old.flush()
+    with EventProducer(bus_settings, codec=codec, transactional_id=transactional_id) as new:
+        new.init_transactions()  # fences the old one, aborts its transaction
+        old.close()
+        new.begin_transaction()
+        new.produce(Topic.DECISIONS, decision(2), key="d")
+        new.commit_transaction()
+    seen = [env.event.decision_id for env in read_all(bus_settings, Topic.DECISIONS, codec=codec)]
+    assert seen == [decision(2).decision_id]
