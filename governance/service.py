@@ -187,7 +187,7 @@ class GovernanceService:
                     del env
                     for attempt in self._recovering("taking over the assigned partitions"):
                         with attempt:
-                            self._txns.abort_all()
+                            self._txns.abort_all(assigned={p for _topic, p in updates.assigned()})
                             self._take_over(producers, updates)
                     continue
                 incoming = [] if env is None else [env]

@@ -23,7 +23,7 @@ own. Any failure is the caller's to recover (``abort_all``, then rewind and rebu
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -35,6 +35,7 @@ from governance.service_state import ServiceState
 from governance.state_record import STATE_KEY, log_positions, state_record
 from meshfl import faults
 from meshfl.bus import Envelope, EventConsumer, EventProducer
+from meshfl.errors import FencedError
 from meshfl.events import ModelUpdate
 from meshfl.heap import release_free_memory
 from meshfl.logs import get_logger
@@ -154,10 +155,20 @@ class Transactions:
         for partition in list(self._open):
             self._commit(updates, partition)
 
-    def abort_all(self) -> None:
-        """Abort every open transaction; the caller rewinds and rebuilds (a retry aborts the rest)."""
+    def abort_all(self, assigned: Collection[int] | None = None) -> None:
+        """Abort every open transaction; the caller rewinds and rebuilds (a retry aborts the rest).
+
+        ``assigned``: the updates partitions the group gives this instance now (after a rebalance).
+        The transaction of a partition outside them may have been fenced by its new owner already,
+        whose ``init_transactions`` aborted it: that ``FencedError`` is let go, not a reason to stop.
+        """
         for partition in list(self._open):
-            self._open[partition].producer.abort_transaction()  # a no-op if the commit aborted it
+            try:
+                self._open[partition].producer.abort_transaction()  # a no-op if the commit aborted it
+            except FencedError:
+                if assigned is None or partition in assigned:
+                    raise
+                log.info("transaction of a lost partition aborted by its new owner", partition=partition)
             del self._open[partition]
 
     @property
