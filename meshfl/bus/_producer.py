@@ -25,7 +25,7 @@ from meshfl.bus._chunking import chunk_overhead, chunk_size_for, iter_chunks
 from meshfl.bus._config import FENCED_CODES, bus_error, is_fatal, producer_config, resolve_codec
 from meshfl.bus._dead_letter import DeadLetter
 from meshfl.bus._envelope import CHUNK_HEADER, SENDER_HEADER, headers_to_list
-from meshfl.errors import BusError
+from meshfl.errors import BusError, FencedError
 from meshfl.events import Event
 from meshfl.logs import get_logger
 from meshfl.retry import retrying
@@ -42,6 +42,12 @@ log = get_logger("meshfl.bus.producer")
 _QUEUE_FULL_TIMEOUT = 300.0
 """How long ``produce`` waits for room in librdkafka's queue before giving up."""
 _TXN_TIMEOUT = 60.0
+_RENEW_WINDOW_S = 5.0
+"""How long after its fatal error a client may still be renewed. A renewal's ``init_transactions``
+fences whoever holds the transactional id: once the group may have handed the partitions to a
+standby (its session is 6 s in standby deployments), renewing would fence the rightful new owner.
+Past the window the producer reports itself fenced, so the daemon stops and a restart rejoins the
+group before it takes anything over."""
 _MAX_KEPT_FAILURES = 20
 
 
@@ -83,6 +89,7 @@ class EventProducer:
         self._ends: dict[tuple[str, int], int] = {}
         self._fatal: KafkaError | None = None
         self._broken = False  # a fatal transactional error: the client must be renewed (``_renew``)
+        self._broken_at = 0.0  # time.monotonic() of that error (``_RENEW_WINDOW_S``)
         self._renewals = 0
         self._config = producer_config(settings, transactional_id=transactional_id, client_id=client_id)
         self._config["error_cb"] = self._on_client_error
@@ -176,7 +183,7 @@ class EventProducer:
         """Times the client was replaced after a fatal transactional error (``abort_transaction``)."""
         return self._renewals
 
-    def init_transactions(self) -> None:
+    def init_transactions(self, timeout: float = _TXN_TIMEOUT) -> None:
         """Fence every earlier producer with this ``transactional.id`` and settle its open transaction.
 
         Call it before reading the state the transactions will build on: once it returns, no zombie
@@ -187,7 +194,7 @@ class EventProducer:
         if self._initialized:
             return
         try:
-            self._producer.init_transactions(_TXN_TIMEOUT)
+            self._producer.init_transactions(timeout)
         except KafkaException as exc:
             raise bus_error("initializing transactions", exc) from exc
         self._initialized = True
@@ -235,7 +242,8 @@ class EventProducer:
                 self.abort_transaction()
                 raise BusError(f"transaction aborted: {error.str()}") from exc
             # Fatal: the outcome is not known (the caller reads the log); the abort renews the client.
-            self._broken = self._broken or _needs_new_client(exc)
+            if not self._broken and _needs_new_client(exc):
+                self._broken, self._broken_at = True, time.monotonic()
             raise bus_error("committing a transaction", exc) from exc
         self._in_transaction = False
         committed, self._uncommitted = self._uncommitted, []
@@ -267,7 +275,7 @@ class EventProducer:
                 except KafkaException as exc:
                     if not _needs_new_client(exc):
                         raise bus_error("aborting a transaction", exc) from exc
-                    self._broken = True
+                    self._broken, self._broken_at = True, time.monotonic()
                     log.warning(
                         "abort failed with a fatal error; renewing the client", error=exc.args[0].str()
                     )
@@ -330,13 +338,21 @@ class EventProducer:
     def _renew(self) -> None:
         """Replace a client in a fatal state by a new one with the same transactional id, initialized:
         the old one is fenced and its open transaction aborted by the coordinator (a restart's outcome).
-        The new client is made before the old one goes: if it cannot be, the old one stays to renew again."""
+        The new client is made before the old one goes: if it cannot be, the old one stays to renew
+        again, within ``_RENEW_WINDOW_S`` of the error; after it, ``FencedError`` (never fence a newer
+        owner: stop)."""
+        elapsed = time.monotonic() - self._broken_at
+        if elapsed > _RENEW_WINDOW_S:
+            raise FencedError(
+                f"the transactional client failed {elapsed:.0f} s ago and could not be renewed within"
+                f" {_RENEW_WINDOW_S:.0f} s; renewing now could fence a newer owner: restart to rejoin"
+            )
         fresh = self._new_client()
         self._release(purge=True)
         self._fatal = None
         self._initialized = False
         self._producer = fresh
-        self.init_transactions()
+        self.init_transactions(timeout=max(1.0, _RENEW_WINDOW_S - elapsed))
         self._broken = False
         self._renewals += 1
         log.info("transactional client renewed after a fatal error", client=self._sender.decode())

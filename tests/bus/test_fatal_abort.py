@@ -20,7 +20,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 
 from meshfl.bus import EventProducer, _producer, read_all
 from meshfl.codec import EventCodec
-from meshfl.errors import BusError
+from meshfl.errors import BusError, FencedError
 from meshfl.settings import MeshflSettings
 from meshfl.topics import Topic
 
@@ -131,3 +131,28 @@ def test_a_fenced_producer_with_an_open_transaction_closes(
         new.commit_transaction()
     seen = [env.event.decision_id for env in read_all(bus_settings, Topic.DECISIONS, codec=codec)]
     assert seen == [decision(2).decision_id]
+
+
+def test_a_renewal_past_its_window_stops_instead_of_fencing_a_newer_owner(
+    bus_settings: MeshflSettings, codec: EventCodec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A renewal fences whoever holds the transactional id. One tried long after the fatal error (the
+    coordinator was away, governance kept retrying its recovery) could fence the standby that took the
+    partitions over meanwhile: past the window the producer says it is fenced, so the daemon stops."""
+    monkeypatch.setattr(_producer, "Producer", _FaultyClient)
+    monkeypatch.setattr(_producer, "_RENEW_WINDOW_S", 0.0)
+    txn = EventProducer(bus_settings, codec=codec, transactional_id=f"txn-{uuid.uuid4().hex[:6]}")
+    try:
+        txn.begin_transaction()
+        txn.produce(Topic.DECISIONS, decision(1), key="d")
+        _FaultyClient.fail_abort = True
+        with pytest.raises(FencedError, match="could not be renewed"):
+            txn.abort_transaction()
+        assert txn.renewals == 0
+        with pytest.raises(FencedError):
+            txn.begin_transaction()  # still never renewed
+        assert txn.renewals == 0
+    finally:
+        _FaultyClient.fail_abort = False
+        txn.close()
+    assert list(read_all(bus_settings, Topic.DECISIONS, codec=codec)) == []
