@@ -29,6 +29,7 @@ from meshfl.errors import BrokerError
 from meshfl.identity.local import with_governance_keys
 from meshfl.registry_server import LocalSchemaRegistry, RegistryServerError
 from meshfl.settings import MeshflSettings
+from tests.brokers import start_private_broker
 
 KAFKA_IMAGE = f"apache/kafka:{kafka_version()}"
 
@@ -105,11 +106,11 @@ def settings(kafka_bootstrap: str, tmp_path: Path, governance_key_dir: Path) -> 
 
 
 def _local_broker(data_dir: Path) -> Iterator[str]:
-    broker = LocalBroker(data_dir=data_dir, port=free_port_block(2))
     try:
-        bootstrap = broker.start(timeout=START_TIMEOUT_S)
+        broker, bootstrap = start_private_broker(
+            data_dir, lambda home, port: LocalBroker(data_dir=home, port=port), timeout=START_TIMEOUT_S
+        )
     except BrokerError as exc:
-        broker.stop(kill=True)
         pytest.fail(
             "tests marked `kafka` need a real broker: set MESHFL_BOOTSTRAP_SERVERS, run a Docker engine, "
             f"or have Java 17+ and Maven for meshfl's local broker. Starting it failed: {exc}"

@@ -47,7 +47,12 @@ def read_pid(pid_file: Path) -> int | None:
 def pid_alive(pid: int, marker: str | None = None) -> bool:
     """Whether ``pid`` runs (not a zombie) and, when ``marker`` is given, has it in its command line."""
     child = _CHILDREN.get(pid)
-    if child is not None and child.poll() is not None:
+    if child is not None:
+        if child.poll() is None:
+            # Our own child that has not exited runs, whatever its command line reads for a moment
+            # (procfs can answer empty while a process is loaded): reporting it dead would relaunch a
+            # second JVM onto the ports the first one holds.
+            return True
         _EXIT_CODES[pid] = child.returncode
         del _CHILDREN[pid]
         return False

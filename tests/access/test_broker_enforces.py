@@ -24,13 +24,14 @@ from confluent_kafka.admin import (
 )
 
 from meshfl.access import domain, federation, provision
-from meshfl.broker import LocalBroker, SecurityMode, free_port_block
+from meshfl.broker import LocalBroker, SecurityMode
 from meshfl.bus import EventConsumer, EventProducer
 from meshfl.demo import DemoPlan, plan_demo, run_demo, secure_plan
 from meshfl.errors import BusError
 from meshfl.events import AgentStatus, DecisionOutcome, DomainHeartbeat, GovernanceDecision
 from meshfl.settings import MeshflSettings
 from meshfl.topics import Topic, agent_transactional_id, governance_id, topic_name
+from tests.brokers import start_private_broker
 
 pytestmark = pytest.mark.kafka
 
@@ -54,11 +55,13 @@ class Secured:
 @pytest.fixture(scope="module")
 def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
     root = tmp_path_factory.mktemp("secured")
-    broker = LocalBroker(
-        data_dir=root / "broker", port=free_port_block(2), heap="384m", security=SecurityMode.SCRAM_TLS
+    broker, _ = start_private_broker(
+        root / "broker",
+        lambda home, port: LocalBroker(
+            data_dir=home, port=port, heap="384m", security=SecurityMode.SCRAM_TLS
+        ),
     )
     try:
-        broker.start(timeout=180)
         config = broker.client_config()
         bootstrap = config.pop("bootstrap.servers")
         admin = MeshflSettings(

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from meshfl.broker import LocalBroker, free_port_block
+from meshfl.broker import LocalBroker
 from meshfl.bus import ensure_topics
 from meshfl.identity.local import with_governance_keys
 from meshfl.settings import MeshflSettings
+from tests.brokers import start_private_broker
 from tests.federation.conftest import Processes, hospital_task, wait_for
 from tests.federation.faults_helpers import accepted, assert_exactly_once, task_args, versions
 
@@ -28,18 +29,20 @@ pytestmark = [
 
 
 @pytest.fixture
-def private_broker(tmp_path: Path) -> Iterator[LocalBroker]:
-    broker = LocalBroker(data_dir=tmp_path / "kafka", port=free_port_block(2))
+def private_broker(tmp_path: Path) -> Iterator[tuple[LocalBroker, str]]:
+    broker, bootstrap = start_private_broker(
+        tmp_path / "kafka", lambda home, port: LocalBroker(data_dir=home, port=port)
+    )
     try:
-        yield broker
+        yield broker, bootstrap
     finally:
         broker.stop(kill=True)
 
 
 def test_federation_survives_a_broker_restart_mid_round(
-    private_broker: LocalBroker, mesh_root: Path, tmp_path: Path, governance_key_dir: Path
+    private_broker: tuple[LocalBroker, str], mesh_root: Path, tmp_path: Path, governance_key_dir: Path
 ) -> None:
-    bootstrap = private_broker.start(timeout=180)
+    broker, bootstrap = private_broker
     plain = MeshflSettings(bootstrap_servers=bootstrap, topic_prefix="restart.", data_dir=tmp_path / "data")
     settings = with_governance_keys(plain, governance_key_dir)  # every process runs signed
     ensure_topics(settings)
@@ -52,9 +55,9 @@ def test_federation_survives_a_broker_restart_mid_round(
             procs.start(name, "domain", "run", "--domain", str(mesh_root / name))
         wait_for(lambda: len(accepted(settings, task.id)) >= 2, timeout=300, what="two accepted updates")
 
-        private_broker.stop()
+        broker.stop()
         time.sleep(5.0)  # everyone is disconnected for a while (not a wait for a condition)
-        assert private_broker.start(timeout=180) == bootstrap
+        assert broker.start(timeout=180) == bootstrap
 
         procs.start("hospital-south", "domain", "run", "--domain", str(mesh_root / "hospital-south"))
         wait_for(
