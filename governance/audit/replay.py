@@ -24,14 +24,15 @@ import torch
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from governance.audit.log import LoggedEvent, TaskLog
+from governance.audit.log_findings import budget_findings, leftover_findings, log_findings
 from governance.audit.result import Finding, ProgressCallback, ReplayResult, Severity, VersionCheck
 from governance.audit.signatures import check_signatures
 from governance.audit.transforms import reapply_transforms
-from governance.policies import check_secret, dp_config_problems, privacy_spent
+from governance.policies import check_secret, dp_config_problems
 from governance.rounds import aggregate_version, initial_version
 from governance.strategies import ClientUpdate
 from meshfl.errors import ReplayError, TensorCodecError
-from meshfl.events import DecisionOutcome, FederationMode, GovernanceDecision, ModelUpdate, ModelVersion
+from meshfl.events import FederationMode, ModelUpdate, ModelVersion
 from meshfl.logs import get_logger
 from meshfl.tensors import from_wire, tensors_sha256
 
@@ -51,42 +52,6 @@ class _Replayer:
     def find(self, severity: Severity, kind: str, message: str, **where: object) -> str:
         self.findings.append(Finding(severity=severity, kind=kind, message=message, **where))  # type: ignore[arg-type]
         return message
-
-    def check_log(self) -> None:
-        """Findings about the log as a whole: duplicate versions, forged update copies."""
-        for number, copies in self.index.versions.items():
-            first = copies[0].event
-            for other in copies[1:]:
-                if other.event != first:
-                    self.find(
-                        "error",
-                        "conflicting_version",
-                        f"version {number} is published twice with different content "
-                        f"(offsets {copies[0].offset} and {other.offset})",
-                        version=number,
-                        partition=other.partition,
-                        offset=other.offset,
-                    )
-        for update_id, copies in self.index.updates_by_id.items():
-            if len(copies) < 2:
-                continue
-            accepted, _ = self.index.accepted_update(update_id)
-            if accepted is None:
-                continue
-            for copy in copies:
-                if copy.coordinates != accepted.coordinates and _unsigned(copy.event) != _unsigned(
-                    accepted.event
-                ):
-                    self.find(
-                        "error",
-                        "forged_update_copy",
-                        f"update {update_id} of {copy.event.domain} is re-published at partition "  # type: ignore[attr-defined]
-                        f"{copy.partition} offset {copy.offset} with a payload that differs from the "
-                        f"accepted one at offset {accepted.offset}; ignored (no decision accepted it)",
-                        update_id=update_id,
-                        partition=copy.partition,
-                        offset=copy.offset,
-                    )
 
     def client_updates(
         self, version: ModelVersion, parent: ModelVersion, parent_weights: Mapping[str, torch.Tensor]
@@ -226,7 +191,9 @@ class _Replayer:
                 )
             recomputed, basis = self._recompute(published, parent, recomputed_parent, problems)
         if self.task.privacy is not None and number > 0:
-            problems.extend(self.check_budget(published))
+            for finding in budget_findings(self.task, published):
+                self.findings.append(finding)
+                problems.append(finding.message)
         reproduced = recomputed is not None and _same_bytes(recomputed, published)
         if recomputed is not None and reproduced:
             for name in (
@@ -264,31 +231,6 @@ class _Replayer:
             problems=problems,
         )
         return check, recomputed
-
-    def check_budget(self, published: ModelVersion) -> list[str]:
-        """Under DP: the version states its epsilon, and the accountant's epsilon is within max_epsilon."""
-        privacy = self.task.privacy
-        assert privacy is not None
-        where = {"version": published.version}
-        problems: list[str] = []
-        spent = privacy_spent(privacy.noise_multiplier, 1.0, published.version, privacy.target_delta)
-        if published.privacy is None:
-            problems.append(
-                self.find(
-                    "error", "privacy", f"version {published.version} states no epsilon under DP", **where
-                )
-            )
-        if privacy.max_epsilon is not None and spent.epsilon > privacy.max_epsilon:
-            problems.append(
-                self.find(
-                    "error",
-                    "budget_exceeded",
-                    f"version {published.version} brings epsilon to {spent.epsilon:.4g} at delta "
-                    f"{privacy.target_delta:g}, above the task's max_epsilon {privacy.max_epsilon:g}",
-                    **where,
-                )
-            )
-        return problems
 
     def _recompute(
         self,
@@ -371,29 +313,6 @@ class _Replayer:
             version=published.version,
         )
 
-    def check_leftovers(self) -> None:
-        """Accepted updates that no version used (an open round at the log's end) are worth a warning."""
-        used = {
-            u for copies in self.index.versions.values() for c in copies for u in c.event.contributing_updates
-        }  # type: ignore[attr-defined]
-        for decision in self.index.decisions:
-            event = decision.event
-            if not isinstance(event, GovernanceDecision) or event.outcome != DecisionOutcome.ACCEPTED:
-                continue
-            if event.update_id not in used:
-                used.add(event.update_id)
-                self.find(
-                    "warning",
-                    "pending_update",
-                    f"update {event.update_id} of {event.domain} was accepted but is in no published version",
-                    update_id=event.update_id,
-                )
-
-
-def _unsigned(event: object) -> object:
-    """The event without its signature: the same payload signed twice is one update, not a forgery."""
-    return event.model_copy(update={"signature": None})  # type: ignore[attr-defined]
-
 
 def _hash_ok(version: ModelVersion) -> bool:
     try:
@@ -438,7 +357,7 @@ def replay(
             raise ReplayError(f"task {task_id!r}: MESHFL_DP_SECRET is too short: {exc}") from exc
     replayer = _Replayer(index, dp_secret)
     replayer.findings.extend(signatures.findings)
-    replayer.check_log()
+    replayer.findings.extend(log_findings(index))
     for problem in dp_config_problems(index.task):
         replayer.find("error", "privacy_config", f"central DP cannot protect this task: {problem}")
     numbers = [n for n in index.versions if n >= from_version and (to_version is None or n <= to_version)]
@@ -457,7 +376,7 @@ def replay(
         parent, recomputed_parent = published, recomputed
         if on_progress is not None:
             on_progress(done, len(numbers))
-    replayer.check_leftovers()
+    replayer.findings.extend(leftover_findings(index))
     findings = list({f.model_dump_json(): f for f in replayer.findings}.values())
     result = ReplayResult(
         task_id=task_id,
