@@ -20,23 +20,29 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from governance.vertical.messages import (
+    Outgoing,
+    attempt_rejection,
+    epoch_command,
+    gradient_messages,
+    owner_activation,
+    split_version,
+)
 from governance.vertical.prediction import SplitPredictions
+from governance.vertical.recovery import Recovered
 from governance.vertical.top import TopModel
 from meshfl.errors import TensorCodecError
-from meshfl.events import DecisionOutcome, Event, GovernanceDecision, TensorDType
+from meshfl.events import TensorDType
 from meshfl.logs import get_logger
-from meshfl.tensors import from_wire, tensors_sha256, to_wire
+from meshfl.tensors import from_wire
 from meshfl.topics import Topic
 from meshfl.vertical.alignment import eval_batches, split_rows, train_batches
 from meshfl.vertical.events import (
     GOVERNANCE,
     SplitActivations,
     SplitCommand,
-    SplitEpoch,
     SplitGradients,
     SplitLabelsAt,
-    SplitModelVersion,
-    SplitPart,
     SplitPhase,
     SplitReport,
     SplitReportKind,
@@ -46,22 +52,7 @@ from meshfl.vertical.metrics import classification_metrics
 
 log = get_logger("meshfl.governance.vertical")
 
-_DECISION_NS = uuid.UUID("0d0f8a5e-7a53-4c8b-a1f2-6b1d7e0c9a42")
 ALIGNMENT_TIMEOUT_FACTOR = 10.0
-Outgoing = tuple[Topic, Event]
-
-
-@dataclass
-class Recovered:
-    """What the log says about a task (``governance.vertical.recovery``)."""
-
-    session: str | None = None
-    aligned: dict[str, SplitReport] = field(default_factory=dict)
-    latest: SplitModelVersion | None = None
-    versions: dict[int, SplitModelVersion] = field(default_factory=dict)  # the first copy of each
-    attempts: dict[int, int] = field(default_factory=dict)  # epoch -> highest attempt started
-    open_attempt: tuple[int, int] | None = None
-    complete: bool = False
 
 
 @dataclass
@@ -188,33 +179,23 @@ class SplitCoordinator:
         return [self._command(SplitCommand.START, epoch, attempt, train_rows=train_rows, test_rows=test_rows)]
 
     def _command(self, command: SplitCommand, epoch: int, attempt: int, **fields: object) -> Outgoing:
-        base = self.latest
-        event = SplitEpoch(
-            task_id=self.task.id,
-            command=command,
-            session=self.session or "",
-            epoch=epoch,
-            attempt=attempt,
-            base_version=None if base is None else base.version,
-            base_parts={} if base is None else {p.party: p.sha256 for p in base.parts},
-            **fields,  # type: ignore[arg-type]
-        )
-        return Topic.SPLIT_CONTROL, event
+        return epoch_command(self.task.id, self.latest, self.session, command, epoch, attempt, **fields)
 
     def _decide(self, epoch: int, attempt: int, missing: Sequence[str], reason: str) -> list[Outgoing]:
-        subject = f"{self.task.id}/epoch-{epoch}/attempt-{attempt}"
         log.warning("split attempt failed", task=self.task.id, epoch=epoch, attempt=attempt, reason=reason)
-        decision = GovernanceDecision(
-            decision_id=str(uuid.uuid5(_DECISION_NS, f"{subject}/{reason}")),
-            task_id=self.task.id,
-            update_id=subject,
-            domain=",".join(missing),
-            round=epoch,
-            outcome=DecisionOutcome.REJECTED,
-            policy="split_epoch",
-            reason=reason,
+        return [attempt_rejection(self.task.id, epoch, attempt, missing, reason)]
+
+    def _gradients(self, batch: int, slices: list[torch.Tensor]) -> list[Outgoing]:
+        current = self.current
+        assert current is not None
+        return gradient_messages(self.task.id, current.epoch, current.attempt, batch, self.domains, slices)
+
+    def _to_owner(self, phase: SplitPhase, batch: int, output: torch.Tensor) -> Outgoing:
+        current = self.current
+        assert current is not None and self.owner is not None
+        return owner_activation(
+            self.task.id, current.epoch, current.attempt, phase, batch, self.owner, output
         )
-        return [(Topic.DECISIONS, decision)]
 
     def on_report(self, report: SplitReport, now: float) -> list[Outgoing]:
         if report.task_id != self.task.id or self.complete or report.kind == SplitReportKind.REFUSED:
@@ -296,23 +277,6 @@ class SplitCoordinator:
         current.next_batch += 1
         return out + self._advance(now)
 
-    def _gradients(self, batch: int, slices: list[torch.Tensor]) -> list[Outgoing]:
-        current = self.current
-        assert current is not None
-        out: list[Outgoing] = []
-        for domain, grad in zip(self.domains, slices, strict=True):
-            event = SplitGradients(
-                task_id=self.task.id,
-                epoch=current.epoch,
-                attempt=current.attempt,
-                batch=batch,
-                sender=GOVERNANCE,
-                recipient=domain,
-                tensor=to_wire({"gradient": grad})[0],
-            )
-            out.append((Topic.SPLIT_GRADIENTS, event))
-        return out
-
     def _inputs(self, received: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         return [received[domain] for domain in self.domains]
 
@@ -357,21 +321,6 @@ class SplitCoordinator:
             return out
         return out + self._publish(now)
 
-    def _to_owner(self, phase: SplitPhase, batch: int, output: torch.Tensor) -> Outgoing:
-        current = self.current
-        assert current is not None and self.owner is not None
-        event = SplitActivations(
-            task_id=self.task.id,
-            epoch=current.epoch,
-            attempt=current.attempt,
-            batch=batch,
-            phase=phase,
-            sender=GOVERNANCE,
-            recipient=self.owner,
-            tensor=to_wire({"top_output": output})[0],
-        )
-        return Topic.SPLIT_ACTIVATIONS, event
-
     def _publish(self, now: float) -> list[Outgoing]:
         current, top = self.current, self.top
         assert current is not None and top is not None
@@ -387,28 +336,17 @@ class SplitCoordinator:
                 )
         else:
             metrics.update(current.done[self.owner].metrics)
-        tensors = to_wire(top.state())
-        train_rows = sum(len(b) for b in current.batches)
-        version = SplitModelVersion(
-            task_id=self.task.id,
-            version=current.epoch,
-            parent_version=None if self.latest is None else self.latest.version,
-            epoch=current.epoch,
-            attempt=current.attempt,
-            session=self.session or "",
-            train_rows=train_rows,
-            top=tensors,
-            top_sha256=tensors_sha256(tensors),
-            parts=[
-                SplitPart(
-                    party=party,
-                    role="bottom+head" if party == self.owner else "bottom",
-                    sha256=str(current.done[party].sha256),
-                    data_products=current.done[party].data_products,
-                    signature=current.done[party].signature,
-                )
-                for party in self.domains
-            ],
+        version = split_version(
+            self.task.id,
+            self.latest,
+            self.session,
+            current.epoch,
+            current.attempt,
+            train_rows=sum(len(b) for b in current.batches),
+            top_state=top.state(),
+            done=current.done,
+            parties=self.domains,
+            owner=self.owner,
             metrics=metrics,
         )
         log.info("split version published", task=self.task.id, version=version.version, metrics=metrics)

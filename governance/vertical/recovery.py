@@ -14,8 +14,8 @@ with the right row count and digest, would be taken as the party's and could bri
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
-from governance.vertical.coordinator import Recovered
 from meshfl.bus import read_all
 from meshfl.errors import SignatureError
 from meshfl.events import Event
@@ -32,6 +32,19 @@ from meshfl.vertical.events import (
 )
 
 log = get_logger("meshfl.governance.vertical")
+
+
+@dataclass
+class Recovered:
+    """What the log says about a task (``governance.vertical.recovery``)."""
+
+    session: str | None = None
+    aligned: dict[str, SplitReport] = field(default_factory=dict)
+    latest: SplitModelVersion | None = None
+    versions: dict[int, SplitModelVersion] = field(default_factory=dict)  # the first copy of each
+    attempts: dict[int, int] = field(default_factory=dict)  # epoch -> highest attempt started
+    open_attempt: tuple[int, int] | None = None
+    complete: bool = False
 
 
 def recover(task_id: str, control: Iterable[Event], versions: Iterable[Event]) -> Recovered:

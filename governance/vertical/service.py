@@ -21,7 +21,8 @@ from collections.abc import Sequence
 
 import torch
 
-from governance.vertical.coordinator import Outgoing, SplitCoordinator
+from governance.vertical.coordinator import SplitCoordinator
+from governance.vertical.messages import Outgoing
 from governance.vertical.recovery import read_recovered
 from meshfl.bus import Envelope, EventConsumer, EventProducer, ensure_topics, read_all
 from meshfl.errors import stops_the_daemon

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from governance.vertical.coordinator import Recovered, SplitCoordinator
-from governance.vertical.recovery import recover, trusted_events
+from governance.vertical.coordinator import SplitCoordinator
+from governance.vertical.recovery import Recovered, recover, trusted_events
 from governance.vertical.service import SplitGovernance
 from meshfl.errors import (
     BrokerError,

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from governance.vertical.coordinator import Recovered, SplitCoordinator
+from governance.vertical.coordinator import SplitCoordinator
+from governance.vertical.recovery import Recovered
 from governance.vertical.replay import replay_split
 from meshfl.events import Event, GovernanceDecision
 from meshfl.topics import Topic
