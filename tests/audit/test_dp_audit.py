@@ -17,12 +17,11 @@ from governance.audit.dp_audit import (
     AuditSetup,
     audit,
     audit_broken,
-    clopper_pearson,
-    epsilon_lower_bound,
     make_world,
     meshfl_release,
     observed_mean_delta,
 )
+from governance.audit.dp_bound import clopper_pearson, epsilon_lower_bound
 
 SETUP = AuditSetup(domains=10, noise_multiplier=4.0, trials=400)
 
