@@ -71,31 +71,51 @@ def check_datum(datum: Any, limits: WireLimits = DEFAULT_LIMITS, *, what: str = 
 
     Records and maps both decode to dicts (fastavro); a record's keys are field names of a known schema,
     so the same bound on entries and key lengths serves both. ``bytes`` are bounded by the message.
+    Every decoded event comes through here, so no path is formatted while walking: each node keeps
+    its parent's entry and its key, and the path is spelled out only for the error.
     """
-    stack: list[tuple[Any, int, str]] = [(datum, 0, what)]
+    max_string, max_items = limits.max_string_length, limits.max_array_items
+    max_entries, max_key, max_depth = limits.max_map_entries, limits.max_name_length, limits.max_depth
+    stack: list[_Node] = [(datum, 0, None, None)]
     while stack:
-        node, depth, path = stack.pop()
-        if depth > limits.max_depth:
-            raise CodecError(f"{path}: nested deeper than {limits.max_depth}")
+        entry = stack.pop()
+        node, depth = entry[0], entry[1]
+        if depth > max_depth:
+            raise CodecError(f"{_path(entry, what)}: nested deeper than {max_depth}")
         if isinstance(node, str):
-            if len(node) > limits.max_string_length:
-                raise CodecError(f"{path}: string of {len(node)} characters > {limits.max_string_length}")
+            if len(node) > max_string:
+                raise CodecError(f"{_path(entry, what)}: string of {len(node)} characters > {max_string}")
         elif isinstance(node, list):
-            if len(node) > limits.max_array_items:
-                raise CodecError(f"{path}: array of {len(node)} items > {limits.max_array_items}")
+            if len(node) > max_items:
+                raise CodecError(f"{_path(entry, what)}: array of {len(node)} items > {max_items}")
             stack.extend(
-                (item, depth + 1, f"{path}[{index}]")
+                (item, depth + 1, entry, index)
                 for index, item in enumerate(node)
-                if isinstance(item, str | list | dict)
+                if isinstance(item, _CONTAINERS)
             )
         elif isinstance(node, dict):
-            if len(node) > limits.max_map_entries:
-                raise CodecError(f"{path}: map of {len(node)} entries > {limits.max_map_entries}")
+            if len(node) > max_entries:
+                raise CodecError(f"{_path(entry, what)}: map of {len(node)} entries > {max_entries}")
             for key, value in node.items():
-                if isinstance(key, str) and len(key) > limits.max_name_length:
-                    raise CodecError(f"{path}: key of {len(key)} characters > {limits.max_name_length}")
-                if isinstance(value, str | list | dict):
-                    stack.append((value, depth + 1, f"{path}.{key}"))
+                if isinstance(key, str) and len(key) > max_key:
+                    raise CodecError(f"{_path(entry, what)}: key of {len(key)} characters > {max_key}")
+                if isinstance(value, _CONTAINERS):
+                    stack.append((value, depth + 1, entry, key))
+
+
+_CONTAINERS = (str, list, dict)  # a tuple: isinstance with ``str | list | dict`` is several times slower
+_Node = tuple[Any, int, Any, "int | str | None"]
+"""A node of ``check_datum``'s walk: value, depth, the parent's node (None at the top), key in it."""
+
+
+def _path(entry: _Node, what: str) -> str:
+    """``what`` then ``.field`` / ``[index]`` down to ``entry``, as the error names it."""
+    parts: list[str] = []
+    while entry[2] is not None:
+        key = entry[3]
+        parts.append(f"[{key}]" if isinstance(key, int) else f".{key}")
+        entry = entry[2]
+    return what + "".join(reversed(parts))
 
 
 def element_count(shape: Sequence[int], limits: WireLimits = DEFAULT_LIMITS, *, name: str = "") -> int:

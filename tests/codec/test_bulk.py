@@ -24,7 +24,7 @@ WHEN = datetime(2026, 3, 14, 9, 26, 53, 589_000, tzinfo=UTC)
 def _state() -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(3)
     return {
-        "big.weight": torch.randn(200, 100, generator=generator),
+        "big.weight": torch.randn(700, 400, generator=generator),  # 1.1 MB: decoded by reference
         "big.bias": torch.randn(100, generator=generator),  # 400 bytes: below BULK_MIN, plain
         "counts": torch.arange(3000, dtype=torch.int64),
         "half": torch.randn(4000, generator=generator).to(torch.bfloat16),
@@ -85,6 +85,7 @@ def test_a_sentinel_collision_falls_back_to_the_plain_path(
 
 def test_decode_views_the_message(codec: SingleObjectCodec) -> None:
     payload = codec.encode(_update(True))
+    assert len(payload) >= MESSAGE_MIN
     decoded = codec.decode_as(payload, ModelUpdate)
     assert decoded == _update(True)
     large = [t for t in decoded.tensors if len(t.data) >= BULK_MIN]
@@ -97,6 +98,18 @@ def test_decode_views_the_message(codec: SingleObjectCodec) -> None:
     owned = from_wire(decoded.tensors)
     owned["big.weight"].add_(1.0)  # copies are writable and leave the message alone
     assert torch.equal(from_wire(decoded.tensors, copy=False)["big.weight"], expected["big.weight"])
+
+
+def test_a_message_under_message_min_decodes_whole(codec: SingleObjectCodec) -> None:
+    """Below ``MESSAGE_MIN`` fastavro's copy is cheaper than the walk: the same event, owned bytes."""
+    small = {"w": torch.randn(300, 300, generator=torch.Generator().manual_seed(5))}  # 360 KB
+    update = _update(True).model_copy(update={"tensors": to_wire(small)})
+    payload = codec.encode(update)
+    assert BULK_MIN < len(payload) < MESSAGE_MIN
+    decoded = codec.decode_as(payload, ModelUpdate)
+    assert decoded == update
+    assert all(isinstance(t.data, bytes) for t in decoded.tensors)
+    assert torch.equal(from_wire(decoded.tensors, copy=False)["w"], small["w"])
 
 
 def test_decode_of_a_memoryview_message(codec: SingleObjectCodec) -> None:
@@ -119,11 +132,14 @@ def test_corrupt_bodies_are_codec_errors(codec: SingleObjectCodec, damage: Any) 
         codec.decode(damage(payload))
 
 
-def test_a_length_beyond_the_message_is_rejected_before_anything_is_read(codec: SingleObjectCodec) -> None:
-    chunk = Chunk(message_id="m", index=0, count=1, total_size=70_000, sha256="a" * 64, data=b"\0" * 70_000)
+@pytest.mark.parametrize("size", [70_000, MESSAGE_MIN + 1000], ids=["whole", "by-reference"])
+def test_a_length_beyond_the_message_is_rejected_before_anything_is_read(
+    codec: SingleObjectCodec, size: int
+) -> None:
+    chunk = Chunk(message_id="m", index=0, count=1, total_size=size, sha256="a" * 64, data=b"\0" * size)
     payload = codec.encode(chunk)
-    real = encode_long(70_000)
+    real = encode_long(size)
     at = payload.index(real + b"\0" * 16)
     forged = payload[:at] + encode_long(2**40) + payload[at + len(real) :]
-    with pytest.raises(CodecError, match="bytes value of 1099511627776 bytes"):
+    with pytest.raises(CodecError, match="1099511627776 bytes"):
         codec.decode(forged)
