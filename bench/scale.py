@@ -72,26 +72,37 @@ def model_for(params: int) -> ModelSpec:
 
 
 class RssSampler(threading.Thread):
-    """Samples a process's VmRSS every 0.1 s; ``peak_since`` gives the max over a window."""
+    """Samples a process's VmRSS and CPU time (user + system, all threads) every 0.1 s: ``peak``
+    gives the RSS max over a window, ``cpu`` the CPU seconds spent in it."""
 
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
         self.pid = pid
         self.samples: list[tuple[float, int]] = []
+        self.cpu_samples: list[tuple[float, float]] = []
         self.stop = threading.Event()
 
     def run(self) -> None:
         path = Path(f"/proc/{self.pid}/status")
+        stat = Path(f"/proc/{self.pid}/stat")
+        ticks = os.sysconf("SC_CLK_TCK")
         while not self.stop.wait(0.1):
             try:
+                now = time.time()
                 for line in path.read_text().splitlines():
                     if line.startswith("VmRSS:"):
-                        self.samples.append((time.time(), int(line.split()[1]) * 1024))
+                        self.samples.append((now, int(line.split()[1]) * 1024))
+                fields = stat.read_text().rpartition(")")[2].split()
+                self.cpu_samples.append((now, (int(fields[11]) + int(fields[12])) / ticks))
             except OSError:
                 return
 
     def peak(self, start: float, end: float) -> int:
         return max((rss for t, rss in self.samples if start <= t <= end), default=0)
+
+    def cpu(self, start: float, end: float) -> float:
+        inside = [cpu for t, cpu in self.cpu_samples if start <= t <= end]
+        return inside[-1] - inside[0] if len(inside) > 1 else 0.0
 
 
 def log_ends(bootstrap: str, topic: str) -> dict[int, int]:
@@ -288,7 +299,8 @@ def _tail(work: Path) -> str:
 
 
 def _verify_seconds(update: ModelUpdate, public_key) -> float:  # type: ignore[no-untyped-def]
-    """Seconds to check ``update``'s signature as governance must: hash its tensors, verify Ed25519."""
+    """Seconds to check ``update``'s signature as governance must: hash its tensors (BLAKE3 in scheme 2),
+    verify Ed25519."""
     started = time.perf_counter()
     verify_event(update, public_key)  # hashes the tensors in the scheme the signature names
     return time.perf_counter() - started
@@ -322,11 +334,16 @@ def _report(args, settings, task, nbytes, sampler, bare_run, signers) -> int:  #
     print(f"  governance ingests {ingest:8.1f} updates/s, {ingest * nbytes / 1e6:8.1f} MB/s (decode+checks)")
     print(f"  bare consumer      {bare:8.1f} updates/s, {bare_mb:8.1f} MB/s (same topic, same run)")
     ratio = ingest / bare
+    cpu = sampler.cpu(first / 1000, last / 1000)
+    print(
+        f"  governance CPU in that window {cpu:.1f} s of {seconds:.1f} s "
+        f"({cpu / seconds:.0%} of a core; {cpu / count * 1000:.2f} ms CPU an update)"
+    )
     print(f"  governance / bare consumer = {ratio:.2f} (aim >= 0.50: {'met' if ratio >= 0.5 else 'NOT met'})")
     floor = count / max(floor_seconds, 1e-6)
     print(
-        f"  signature checks alone {floor:8.1f} updates/s: SHA-256 of each update's tensors and one Ed25519\n"
-        f"  verify, in this process (what any governance that checks senders spends): "
+        f"  signature checks alone {floor:8.1f} updates/s: the BLAKE3 of each update's tensors and one\n"
+        f"  Ed25519 verify, in this process (what any governance that checks senders spends): "
         f"{floor / bare:.2f}x the bare consumer; governance = {ingest / floor:.2f}x of it"
     )
     print("\nper round: last update appended -> version appended, governance peak RSS in the round")
