@@ -172,6 +172,7 @@ class GovernanceService:
                 instance_id=member,
                 session_timeout_ms=self._session_timeout_ms,
                 transactional_dead_letters=True,
+                chunk_signers=self._gate.registry,
             )
             self._health.set_ready()
             log.info("governance started", tasks=[t.id for t in self._configured], group=group, member=member)

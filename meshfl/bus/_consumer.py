@@ -28,6 +28,7 @@ from meshfl.bus._dead_letter import (
     DeadLetter,
     DeadLetterWriter,
 )
+from meshfl.bus._declaration import DECLARATION_HEADER, DeclarationCheck
 from meshfl.bus._envelope import CHUNK_HEADER, Envelope, decode_key, headers_to_dict
 from meshfl.bus._provenance import chunk_sender, log_time
 from meshfl.bus._reassembly import ChunkSetError, Reassembled, Reassembler
@@ -41,6 +42,7 @@ from meshfl.topics import Topic, is_compacted, topic_name
 
 if TYPE_CHECKING:
     from meshfl.codec import EventCodec
+    from meshfl.identity import TrustRegistry
 
 log = get_logger("meshfl.bus.consumer")
 
@@ -84,8 +86,17 @@ class EventConsumer:
         transactional_dead_letters: bool = False,
         on_tombstone: Callable[[str, str | None], None] | None = None,
         start_offsets: Mapping[int, int] | None = None,
+        chunk_signers: TrustRegistry | None = None,
     ) -> None:
-        """``start_offsets`` (readers only): read just these partitions, each from its offset."""
+        """``start_offsets`` (readers only): read just these partitions, each from its offset.
+        ``chunk_signers``: the registry a chunk set's signed declaration is checked with, so that it
+        spends its signer's budget (``meshfl.bus._declaration``); without one every set spends its
+        claim's."""
+        self._declarations = (
+            None
+            if chunk_signers is None
+            else DeclarationCheck(chunk_signers, window_seconds=settings.signature_window_seconds)
+        )
         self._settings = settings
         self._start_offsets = start_offsets
         self._accept = accept  # other event types are dead-lettered, never handed out
@@ -357,7 +368,7 @@ class EventConsumer:
                     partition=partition,
                     offset=offset,
                     timestamp_ms=broker_ms,
-                    sender=chunk_sender(message),
+                    sender=lambda: self._chunk_budget(message, event, topic, partition, broker_ms),
                 )
             except ChunkSetError as exc:
                 self._dead_letter_set(exc, message)
@@ -411,6 +422,16 @@ class EventConsumer:
             error=str(error),
         )
         SHUTDOWN.wait(delay)
+
+    def _chunk_budget(self, message: Message, chunk: Chunk, topic: str, partition: int, log_ms: int) -> str:
+        """The budget a set opening with ``chunk`` spends: its verified signer's, else its claim's."""
+        claim = chunk_sender(message)
+        if self._declarations is None:
+            return claim
+        header = next((v for k, v in message.headers() or () if k == DECLARATION_HEADER), None)
+        return self._declarations.budget(
+            chunk, header, claim=claim, topic=topic, partition=partition, log_ms=log_ms
+        )
 
     def _decode_bytes(self, data: bytes, letter: Any, *, offset: int = -1) -> Event | None:
         try:

@@ -24,6 +24,7 @@ from meshfl import faults
 from meshfl.bus._chunking import chunk_overhead, chunk_size_for, iter_chunks
 from meshfl.bus._config import FENCED_CODES, bus_error, is_fatal, producer_config, resolve_codec
 from meshfl.bus._dead_letter import DeadLetter
+from meshfl.bus._declaration import DECLARATION_HEADER, declaration_header
 from meshfl.bus._envelope import CHUNK_HEADER, SENDER_HEADER, headers_to_list
 from meshfl.errors import BusError, FencedError
 from meshfl.events import Event
@@ -138,6 +139,8 @@ class EventProducer:
         chunk_headers = [*extra, (CHUNK_HEADER, b"1"), (SENDER_HEADER, self._sender)]
         count = 0
         for chunk in iter_chunks(parts, chunk_size=self._chunk_size, message_id=message_id):
+            if chunk.index == 0 and self._signer is not None:  # every chunk names who may spend a budget
+                chunk_headers.append((DECLARATION_HEADER, declaration_header(self._signer, chunk)))
             self._send(name, self._codec.encode(chunk), key=key, headers=chunk_headers, partition=partition)
             count += 1
             if faults.armed("producer.chunk"):

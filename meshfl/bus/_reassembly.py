@@ -18,8 +18,9 @@ A set of at least ``spill_bytes`` is written into an unnamed file instead of ano
 readers that walk it in windows drop its pages as they go. The budgets above count it all the same
 (they bound the disk as they bound memory).
 
-The sender is what the record says (the ``meshfl-sender`` header the producer sets, else the record
-key); signatures (``sign``) bind it to a key. Sets expire on the log's clock (the broker's
+The sender is the budget the consumer names when a set opens: its signer's, when the set's signed
+declaration verifies (``meshfl.bus._declaration``), else its claim's (the ``meshfl-sender`` header, else
+the record key), never shared with a signer's. Sets expire on the log's clock (the broker's
 LogAppendTime of their partition), not the wall clock, so that replaying the same log rejects the
 same sets however fast or slow the reader is, and no producer's clock can age other senders' sets.
 """
@@ -28,7 +29,7 @@ from __future__ import annotations
 
 import mmap
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -179,14 +180,16 @@ class Reassembler:
         partition: int,
         offset: int,
         timestamp_ms: int,
-        sender: str = "",
+        sender: str | Callable[[], str] = "",
     ) -> Reassembled | None:
+        """``sender`` names the budget a set opening with this chunk counts against; a callable is
+        asked only then (checking a signed declaration costs a verify, once a set, not once a chunk)."""
         key = (topic, partition, chunk.message_id)
         if key in self._finished:
             return None
         pending = self._pending.get(key)
         if pending is None:
-            pending = self._open(key, chunk, offset, timestamp_ms, sender)
+            pending = self._open(key, chunk, offset, timestamp_ms, sender() if callable(sender) else sender)
         else:
             pending.last_offset = max(pending.last_offset, offset)
             self._check_consistent(key, pending, chunk)

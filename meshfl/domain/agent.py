@@ -163,6 +163,7 @@ class DomainAgent:
                 self._settings,
                 [Topic.TASKS, Topic.MODEL_VERSIONS],
                 client_id=client_name(self._settings, f"agent-{self._domain}-subscriber"),
+                chunk_signers=registry,
             )
             self._drain(consumer)
             self._view.unsure.update((t, v.version) for t, v in self._view.latest.items())

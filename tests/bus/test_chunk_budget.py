@@ -17,6 +17,7 @@ from meshfl.bus import CHUNK_HEADER, REASON_HEADER, EventConsumer, EventProducer
 from meshfl.bus._envelope import SENDER_HEADER
 from meshfl.codec import EventCodec
 from meshfl.events import Chunk, ModelUpdate, Tensor, TensorDType
+from meshfl.identity import Signer, TrustRegistry, generate_private_key
 from meshfl.settings import MeshflSettings
 from meshfl.topics import Topic
 
@@ -79,3 +80,36 @@ def test_meshfl_topics_stamp_records_with_broker_time(
         (env,) = poll_until_quiet(consumer, quiet=2.0)
     assert env.event == update
     assert abs(env.timestamp_ms - time.time() * 1000) < 600_000
+
+
+def test_a_forged_declaration_under_a_signers_name_spends_only_its_claim(
+    bus_settings: MeshflSettings, codec: EventCodec
+) -> None:
+    """A 100-byte chunk declaring 4 GiB under domain-0's sender header filled domain-0's budget, so its
+    real set was refused until the forgery expired. With a registry the real set's signed declaration
+    spends domain-0's own budget, which no claim shares; without one (the old behaviour, and a reader
+    that has no registry) the forgery still wins."""
+    settings = bus_settings.model_copy(update={"max_message_bytes": 16_384})
+    signer = Signer("domain-0", generate_private_key())
+    registry = TrustRegistry(generate_private_key().public_key())
+    registry.pin("domain-0", signer.public_key)
+    forged = Chunk(
+        message_id="forged", index=0, count=2, total_size=4 * 1024**3, blake3="0" * 64, data=b"x" * 100
+    )
+    sender = b"meshfl-agent-domain-0"
+    produce_raw(
+        settings,
+        Topic.UPDATES,
+        [(codec.encode(forged), {CHUNK_HEADER: b"1", SENDER_HEADER: sender})],
+        key="task",
+    )
+    update = _update(0)
+    with EventProducer(settings, codec=codec, client_id=sender.decode(), signer=signer) as producer:
+        producer.produce(Topic.UPDATES, update, key="task")
+
+    with EventConsumer(settings, [Topic.UPDATES], codec=codec, dead_letters=False) as unprotected:
+        assert poll_until_quiet(unprotected, quiet=3.0) == []
+    with EventConsumer(settings, [Topic.UPDATES], codec=codec, chunk_signers=registry) as consumer:
+        got = poll_until_quiet(consumer, quiet=3.0)
+    assert [env.event.model_copy(update={"signature": None}) for env in got] == [update]
+    assert [headers[REASON_HEADER] for _, headers in read_raw(settings, Topic.DEAD_LETTERS)] == []
