@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Self
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 from pydantic import ValidationError
 
+from meshfl.bus._chunk_seal import REASON_FOREIGN, SEAL_HEADER, SealCheck, signer_of
 from meshfl.bus._config import bus_error, consumer_config, is_fatal, is_retriable, resolve_codec
 from meshfl.bus._dead_letter import (
     FIRST_OFFSET_HEADER,
@@ -28,7 +29,6 @@ from meshfl.bus._dead_letter import (
     DeadLetter,
     DeadLetterWriter,
 )
-from meshfl.bus._declaration import DECLARATION_HEADER, DeclarationCheck
 from meshfl.bus._envelope import CHUNK_HEADER, Envelope, decode_key, headers_to_dict
 from meshfl.bus._provenance import chunk_sender, log_time
 from meshfl.bus._reassembly import ChunkSetError, Reassembled, Reassembler
@@ -89,13 +89,13 @@ class EventConsumer:
         chunk_signers: TrustRegistry | None = None,
     ) -> None:
         """``start_offsets`` (readers only): read just these partitions, each from its offset.
-        ``chunk_signers``: the registry a chunk set's signed declaration is checked with, so that it
-        spends its signer's budget (``meshfl.bus._declaration``); without one every set spends its
-        claim's."""
-        self._declarations = (
+        ``chunk_signers``: the registry chunk seals are checked with (``meshfl.bus._chunk_seal``): a
+        sealed set spends its signer's budget and takes only its signer's chunks; without one every set
+        spends its claim's."""
+        self._seals = (
             None
             if chunk_signers is None
-            else DeclarationCheck(chunk_signers, window_seconds=settings.signature_window_seconds)
+            else SealCheck(chunk_signers, window_seconds=settings.signature_window_seconds)
         )
         self._settings = settings
         self._start_offsets = start_offsets
@@ -361,6 +361,8 @@ class EventConsumer:
             return None
         first_offset = offset
         if isinstance(event, Chunk):
+            if self._foreign(message, event, topic, partition):
+                return None
             try:
                 done = self._reassembler.add(
                     event,
@@ -424,14 +426,25 @@ class EventConsumer:
         SHUTDOWN.wait(delay)
 
     def _chunk_budget(self, message: Message, chunk: Chunk, topic: str, partition: int, log_ms: int) -> str:
-        """The budget a set opening with ``chunk`` spends: its verified signer's, else its claim's."""
+        """The budget a set opening with ``chunk`` spends: its signer's when sealed, else its claim's."""
         claim = chunk_sender(message)
-        if self._declarations is None:
+        if self._seals is None:
             return claim
-        header = next((v for k, v in message.headers() or () if k == DECLARATION_HEADER), None)
-        return self._declarations.budget(
-            chunk, header, claim=claim, topic=topic, partition=partition, log_ms=log_ms
+        return self._seals.budget(
+            chunk, _seal(message), claim=claim, topic=topic, partition=partition, log_ms=log_ms
         )
+
+    def _foreign(self, message: Message, chunk: Chunk, topic: str, partition: int) -> bool:
+        """Whether ``chunk`` names a set its signer opened without that signer's seal: a copy with other
+        data, dead-lettered so that it cannot spoil the set."""
+        if self._seals is None:
+            return False
+        signer = signer_of(self._reassembler.budget_of(topic, partition, chunk.message_id))
+        if signer is None or self._seals.sealed_by(chunk, _seal(message), signer):
+            return False
+        error = f"chunk {chunk.index} of message {chunk.message_id[:80]} is not sealed by {signer[:80]!r}"
+        self._dead_letters.send(DeadLetter.of(message, REASON_FOREIGN, error))
+        return True
 
     def _decode_bytes(self, data: bytes, letter: Any, *, offset: int = -1) -> Event | None:
         try:
@@ -563,3 +576,7 @@ class EventConsumer:
             log.error("fatal client error", error=error.name(), detail=error.str())
         else:
             log.warning("client error", error=error.name(), detail=error.str())
+
+
+def _seal(message: Message) -> bytes | None:
+    return next((value for name, value in message.headers() or () if name == SEAL_HEADER), None)

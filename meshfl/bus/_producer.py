@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Self
 from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from meshfl import faults
+from meshfl.bus._chunk_seal import SEAL_HEADER, seal_header
 from meshfl.bus._chunking import chunk_overhead, chunk_size_for, iter_chunks
 from meshfl.bus._config import FENCED_CODES, bus_error, is_fatal, producer_config, resolve_codec
 from meshfl.bus._dead_letter import DeadLetter
-from meshfl.bus._declaration import DECLARATION_HEADER, declaration_header
 from meshfl.bus._envelope import CHUNK_HEADER, SENDER_HEADER, headers_to_list
 from meshfl.errors import BusError, FencedError
 from meshfl.events import Event
@@ -139,9 +139,10 @@ class EventProducer:
         chunk_headers = [*extra, (CHUNK_HEADER, b"1"), (SENDER_HEADER, self._sender)]
         count = 0
         for chunk in iter_chunks(parts, chunk_size=self._chunk_size, message_id=message_id):
-            if chunk.index == 0 and self._signer is not None:  # every chunk names who may spend a budget
-                chunk_headers.append((DECLARATION_HEADER, declaration_header(self._signer, chunk)))
-            self._send(name, self._codec.encode(chunk), key=key, headers=chunk_headers, partition=partition)
+            sealed = chunk_headers
+            if self._signer is not None:  # a reader tells this set's chunks from copies (``_chunk_seal``)
+                sealed = [*chunk_headers, (SEAL_HEADER, seal_header(self._signer, chunk))]
+            self._send(name, self._codec.encode(chunk), key=key, headers=sealed, partition=partition)
             count += 1
             if faults.armed("producer.chunk"):
                 self._producer.flush(_TXN_TIMEOUT)  # the chunks so far reach the broker, then die

@@ -18,8 +18,8 @@ A set of at least ``spill_bytes`` is written into an unnamed file instead of ano
 readers that walk it in windows drop its pages as they go. The budgets above count it all the same
 (they bound the disk as they bound memory).
 
-The sender is the budget the consumer names when a set opens: its signer's, when the set's signed
-declaration verifies (``meshfl.bus._declaration``), else its claim's (the ``meshfl-sender`` header, else
+The sender is the budget the consumer names when a set opens: its signer's, when the set's
+opener's seal verifies (``meshfl.bus._chunk_seal``), else its claim's (the ``meshfl-sender`` header, else
 the record key), never shared with a signer's. Sets expire on the log's clock (the broker's
 LogAppendTime of their partition), not the wall clock, so that replaying the same log rejects the
 same sets however fast or slow the reader is, and no producer's clock can age other senders' sets.
@@ -167,6 +167,11 @@ class Reassembler:
     def sender_reserved(self, sender: str) -> int:
         """Declared bytes of ``sender``'s open sets."""
         return self._by_sender.get(sender, 0)
+
+    def budget_of(self, topic: str, partition: int, message_id: str) -> str | None:
+        """The budget an open set spends (what its opener was given as ``sender``), else None."""
+        pending = self._pending.get((topic, partition, message_id))
+        return None if pending is None else pending.sender
 
     @property
     def pending_sets(self) -> int:

@@ -1,4 +1,5 @@
-"""Chunk sets on the real broker: a producer's clock cannot age other sets, a declaration costs its sender.
+"""Chunk sets on the real broker: a producer's clock cannot age other sets, a declaration costs its sender,
+and a sealed set is neither spent nor spoilt by anyone else.
 
 Before the fix, one first chunk stamped ten days ahead moved the partition's clock, so every later set
 expired on arrival; and one 100-byte chunk declaring 4 GiB reserved the whole reassembly budget, so
@@ -14,6 +15,8 @@ import pytest
 from bus_helpers import poll_until_quiet, produce_raw, read_raw
 
 from meshfl.bus import CHUNK_HEADER, REASON_HEADER, EventConsumer, EventProducer
+from meshfl.bus._chunk_seal import REASON_FOREIGN, SEAL_HEADER, seal_header
+from meshfl.bus._chunking import iter_chunks
 from meshfl.bus._envelope import SENDER_HEADER
 from meshfl.codec import EventCodec
 from meshfl.events import Chunk, ModelUpdate, Tensor, TensorDType
@@ -113,3 +116,35 @@ def test_a_forged_declaration_under_a_signers_name_spends_only_its_claim(
         got = poll_until_quiet(consumer, quiet=3.0)
     assert [env.event.model_copy(update={"signature": None}) for env in got] == [update]
     assert [headers[REASON_HEADER] for _, headers in read_raw(settings, Topic.DEAD_LETTERS)] == []
+
+
+def test_a_chunk_copied_into_a_sealed_set_is_dead_lettered_not_its_ruin(
+    bus_settings: MeshflSettings, codec: EventCodec
+) -> None:
+    """Between domain-0's chunks 0 and 1 a writer appends a copy of chunk 1 with other data. Without a
+    registry the set is refused as corrupt and the update lost; with one the copy lacks domain-0's seal,
+    is dead-lettered as ``chunk-foreign``, and the set completes."""
+    settings = bus_settings.model_copy(update={"max_message_bytes": 16_384})
+    signer = Signer("domain-0", generate_private_key())
+    registry = TrustRegistry(generate_private_key().public_key())
+    registry.pin("domain-0", signer.public_key)
+    update = signer.sign(_update(0))
+    chunks = list(iter_chunks(codec.encode(update), chunk_size=8_000, message_id="set-0"))
+    assert len(chunks) >= 3
+    base = {CHUNK_HEADER: b"1", SENDER_HEADER: b"meshfl-agent-domain-0"}
+
+    def sealed(chunk: Chunk) -> tuple[bytes, dict[str, bytes]]:
+        return codec.encode(chunk), {**base, SEAL_HEADER: seal_header(signer, chunk)}
+
+    copy = chunks[1].model_copy(update={"data": bytes(len(chunks[1].data))})
+    records = [sealed(chunks[0]), (codec.encode(copy), base), *(sealed(c) for c in chunks[1:])]
+    produce_raw(settings, Topic.UPDATES, records, key="task")
+
+    with EventConsumer(settings, [Topic.UPDATES], codec=codec, dead_letters=False) as unprotected:
+        assert poll_until_quiet(unprotected, quiet=3.0) == []
+    with EventConsumer(settings, [Topic.UPDATES], codec=codec, chunk_signers=registry) as consumer:
+        got = poll_until_quiet(consumer, quiet=3.0)
+    assert [env.event for env in got] == [update]
+    assert [headers[REASON_HEADER] for _, headers in read_raw(settings, Topic.DEAD_LETTERS)] == [
+        REASON_FOREIGN.encode()
+    ]

@@ -1,0 +1,159 @@
+"""Chunk seals (no Kafka): which budget a set spends, which chunks it takes, and what never passes.
+
+Every way to obtain a signer's budget, or to put a chunk into a signer's set, without being that signer,
+now, on this partition, for this very chunk, must fail: no header, garbage, a key the registry does not
+trust for the name, the seal of another chunk or declaration, an old opener appended again, a copy on
+another partition.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import blake3
+import pytest
+
+from meshfl.bus._chunk_seal import (
+    CLAIMED,
+    MAX_SEAL_HEADER,
+    SIGNED,
+    SealCheck,
+    parse_seal,
+    seal_header,
+    signer_of,
+)
+from meshfl.bus._reassembly import ChunkSetError, Reassembler
+from meshfl.events import Chunk
+from meshfl.identity import Signer, TrustRegistry, generate_private_key
+
+WINDOW_S = 900.0
+CLAIM = "meshfl-agent-domain-a"
+
+
+def _chunks(message_id: str = "m1", size: int = 300) -> list[Chunk]:
+    data = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    digest = blake3.blake3(data).hexdigest()
+    return [
+        Chunk(
+            message_id=message_id,
+            index=i,
+            count=3,
+            total_size=size,
+            blake3=digest,
+            data=data[i * 100 : (i + 1) * 100],
+        )
+        for i in range(3)
+    ]
+
+
+@pytest.fixture
+def signer() -> Signer:
+    return Signer("domain-a", generate_private_key())
+
+
+@pytest.fixture
+def check(signer: Signer) -> SealCheck:
+    registry = TrustRegistry(generate_private_key().public_key())
+    registry.pin("domain-a", signer.public_key)
+    return SealCheck(registry, window_seconds=WINDOW_S)
+
+
+def _now_ms() -> int:
+    return int(datetime.now(UTC).timestamp() * 1000)
+
+
+def _budget(
+    check: SealCheck, chunk: Chunk, header: bytes | None, *, partition: int = 0, log_ms: int | None = None
+) -> str:
+    return check.budget(
+        chunk, header, claim=CLAIM, topic="updates", partition=partition, log_ms=log_ms or _now_ms()
+    )
+
+
+def test_a_sealed_set_spends_its_signers_budget_and_takes_its_signers_chunks(
+    check: SealCheck, signer: Signer
+) -> None:
+    chunks = _chunks()
+    headers = [seal_header(signer, chunk) for chunk in chunks]
+    assert all(parse_seal(header) is not None for header in headers)
+    assert _budget(check, chunks[1], headers[1]) == SIGNED + "domain-a"  # a set may open on a later chunk
+    assert _budget(check, chunks[0], headers[0]) == SIGNED + "domain-a"  # the same set re-read, same place
+    assert signer_of(SIGNED + "domain-a") == "domain-a" and signer_of(CLAIMED + CLAIM) is None
+    assert all(check.sealed_by(c, h, "domain-a") for c, h in zip(chunks, headers, strict=True))
+
+
+@pytest.mark.parametrize(
+    "header", [None, b"", b"not json", b"[]", b'{"value": 3}', b"{" + b" " * MAX_SEAL_HEADER + b"}"]
+)
+def test_no_or_malformed_seal_spends_the_claim(check: SealCheck, header: bytes | None) -> None:
+    assert _budget(check, _chunks()[0], header) == CLAIMED + CLAIM
+    assert not check.sealed_by(_chunks()[0], header, "domain-a")
+
+
+def test_a_key_the_registry_does_not_trust_for_the_name_seals_nothing(check: SealCheck) -> None:
+    impostor = Signer("domain-a", generate_private_key())  # claims the name, holds another key
+    chunk = _chunks()[0]
+    assert _budget(check, chunk, seal_header(impostor, chunk)) == CLAIMED + CLAIM
+    assert not check.sealed_by(chunk, seal_header(impostor, chunk), "domain-a")
+
+
+def test_the_seal_of_another_chunk_or_declaration_seals_nothing(check: SealCheck, signer: Signer) -> None:
+    first, second, _ = _chunks(size=300)
+    header = seal_header(signer, first)
+    others = [
+        first.model_copy(update={"total_size": 4 * 1024**3}),
+        first.model_copy(update={"message_id": "m2"}),
+        first.model_copy(update={"data": b"y" * 100}),  # a copy with other data
+        second,  # another index
+    ]
+    for other in others:
+        assert _budget(check, other, header) == CLAIMED + CLAIM
+        assert not check.sealed_by(other, header, "domain-a")
+
+
+def test_a_seal_of_one_signer_does_not_pass_for_another(check: SealCheck, signer: Signer) -> None:
+    chunk = _chunks()[0]
+    assert not check.sealed_by(chunk, seal_header(signer, chunk), "domain-b")
+
+
+def test_an_old_opener_appended_again_spends_the_claim(check: SealCheck, signer: Signer) -> None:
+    chunk = _chunks()[0]
+    later = _now_ms() + int(WINDOW_S * 1000) + 60_000
+    assert _budget(check, chunk, seal_header(signer, chunk), log_ms=later) == CLAIMED + CLAIM
+
+
+def test_an_opener_copied_to_another_partition_spends_the_claim(check: SealCheck, signer: Signer) -> None:
+    chunk = _chunks()[0]
+    header = seal_header(signer, chunk)
+    assert _budget(check, chunk, header, partition=0) == SIGNED + "domain-a"
+    assert _budget(check, chunk, header, partition=1) == CLAIMED + CLAIM
+    assert _budget(check, chunk, header, partition=0) == SIGNED + "domain-a"  # a rewind of partition 0
+
+
+def test_a_claim_filled_by_a_forgery_leaves_the_signers_set_whole(check: SealCheck, signer: Signer) -> None:
+    reassembler = Reassembler(max_buffered_bytes=10_000, max_sender_bytes=1_000)
+    forged = Chunk(message_id="evil", index=0, count=2, total_size=1_000, blake3="0" * 64, data=b"x" * 10)
+    claim = _budget(check, forged, None)
+    assert (
+        reassembler.add(forged, topic="updates", partition=0, offset=0, timestamp_ms=0, sender=claim) is None
+    )
+    genuine = _chunks()
+    unsealed = genuine[0].model_copy(update={"message_id": "plain"})
+    with pytest.raises(ChunkSetError):  # an unsealed set shares the claim the forgery filled
+        reassembler.add(unsealed, topic="updates", partition=0, offset=1, timestamp_ms=0, sender=claim)
+    done = None
+    for offset, chunk in enumerate(genuine, start=2):
+        header = seal_header(signer, chunk)
+        done = reassembler.add(
+            chunk,
+            topic="updates",
+            partition=0,
+            offset=offset,
+            timestamp_ms=0,
+            sender=lambda chunk=chunk, header=header: _budget(check, chunk, header),
+        )
+        if done is None:
+            assert reassembler.budget_of("updates", 0, "m1") == SIGNED + "domain-a"
+    assert done is not None and bytes(done.payload) == b"".join(bytes(c.data) for c in genuine)
+    assert reassembler.sender_reserved(claim) == 1_000
+    assert reassembler.budget_of("updates", 0, "m1") is None  # complete: forgotten
