@@ -1,8 +1,10 @@
 """Putting chunked payloads back together, all or nothing.
 
 A payload is handed out only when every chunk is there, the sizes add up and every digest of the
-whole that the set names matches (BLAKE3, or SHA-256 in sets written before: ``meshfl.bus._chunking``);
-anything else rejects the set with a ``ChunkSetError`` naming the reason, for the dead-letter path.
+whole that the set names matches (BLAKE3, or SHA-256 in sets written before: ``meshfl.bus._chunking``).
+A sealed set (``meshfl.bus._chunk_seal``) instead had each chunk's own digest checked under its
+signer's seal before the chunk was taken, so the whole is not hashed again. Anything else rejects the
+set with a ``ChunkSetError`` naming the reason, for the dead-letter path.
 
 Memory is bounded three ways, so that a claim costs its claimant and no one else:
 
@@ -33,6 +35,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from meshfl.bus._chunk_seal import signer_of
 from meshfl.bus._chunking import Declared, SetHasher
 from meshfl.errors import ChunkError
 from meshfl.events import Chunk
@@ -101,7 +104,7 @@ class _PendingSet:
     count: int
     total_size: int
     declared: Declared
-    digest: SetHasher
+    digest: SetHasher | None  # None: a sealed set, each chunk hashed and checked on its own
     first_offset: int
     last_offset: int
     first_timestamp_ms: int
@@ -307,7 +310,7 @@ class Reassembler:
             count=chunk.count,
             total_size=chunk.total_size,
             declared=declared,
-            digest=declared.hasher(),
+            digest=None if signer_of(sender) is not None else declared.hasher(),
             first_offset=offset,
             last_offset=offset,
             first_timestamp_ms=timestamp_ms,
@@ -331,7 +334,7 @@ class Reassembler:
     def _complete(self, key: SetKey, pending: _PendingSet) -> Reassembled:
         if pending.size != pending.total_size:
             self._reject(key, REASON_CORRUPT, f"{pending.size} bytes, {pending.total_size} declared")
-        mismatch = pending.digest.mismatch()
+        mismatch = None if pending.digest is None else pending.digest.mismatch()
         if mismatch is not None:
             self._reject(key, REASON_CORRUPT, f"{mismatch} of the reassembled payload does not match")
         buffer = pending.buffer if pending.buffer is not None else bytearray()
@@ -429,7 +432,8 @@ def _write_ready(pending: _PendingSet, spill: Path | bool | None = False) -> Non
                 pending.buffer = _unspilled(pending.buffer, start, pending.total_size)
         if not isinstance(pending.buffer, SpillBuffer):
             pending.buffer[start : start + len(data)] = data
-        pending.digest.update(data)
+        if pending.digest is not None:
+            pending.digest.update(data)
         pending.written[pending.next_index] = (start, len(data))
         pending.size += len(data)
         pending.next_index += 1
