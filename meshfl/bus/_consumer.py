@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Self
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 from pydantic import ValidationError
 
-from meshfl.bus._chunk_seal import REASON_FOREIGN, SEAL_HEADER, SealCheck, signer_of
+from meshfl.bus._chunk_seal import CLAIM_SPILL_FILES, REASON_FOREIGN, SEAL_HEADER, SealCheck, signer_of
 from meshfl.bus._config import bus_error, consumer_config, is_fatal, is_retriable, resolve_codec
 from meshfl.bus._dead_letter import (
     FIRST_OFFSET_HEADER,
@@ -118,6 +118,7 @@ class EventConsumer:
             timeout_ms=int(chunk_timeout * 1000),
             spill_bytes=settings.spill_bytes,
             spill_dir=settings.spill_dir,
+            claim_spill_files=None if chunk_signers is None else CLAIM_SPILL_FILES,
         )
         self._assigned: set[PartitionKey] = set()
         self._next: dict[PartitionKey, int] = {}

@@ -138,9 +138,13 @@ class Reassembler:
         max_pending_sets: int = _MAX_PENDING_SETS,
         spill_bytes: int = 0,
         spill_dir: Path | None = None,
+        claim_spill_files: int | None = None,
     ) -> None:
         """``spill_bytes``: sets at least this large are assembled in a file (``meshfl.spill``) in
-        ``spill_dir`` (the system's temporary directory if None), out of resident memory; 0: never."""
+        ``spill_dir`` (the system's temporary directory if None), out of resident memory; 0: never.
+        ``claim_spill_files``: how many of the spill files (``meshfl.spill.MAX_OPEN_FILES``) sets whose
+        sender is only claimed may fill at once (None: any); a reader that checks seals keeps the rest for
+        sealed sets, so that forged openers cannot push a signer's large set into resident memory."""
         self.max_buffered_bytes = max_buffered_bytes
         self.max_payload_bytes = max_payload_bytes if max_payload_bytes is not None else max_buffered_bytes
         self.max_sender_bytes = max_sender_bytes if max_sender_bytes is not None else self.max_payload_bytes
@@ -148,6 +152,7 @@ class Reassembler:
         self.max_pending_sets = max_pending_sets
         self.spill_bytes = spill_bytes
         self.spill_dir = spill_dir
+        self.claim_spill_files = claim_spill_files
         limits = (max_buffered_bytes, timeout_ms, self.max_sender_bytes, self.max_payload_bytes)
         if min(limits) <= 0 or max_pending_sets <= 0:
             raise ValueError("reassembly budgets, timeout_ms and max_pending_sets must be positive")
@@ -175,6 +180,11 @@ class Reassembler:
         """The budget an open set spends (what its opener was given as ``sender``), else None."""
         pending = self._pending.get((topic, partition, message_id))
         return None if pending is None else pending.sender
+
+    def spilling(self, topic: str, partition: int, message_id: str) -> bool | None:
+        """Whether an open set is assembled in a spill file (None: no such open set)."""
+        pending = self._pending.get((topic, partition, message_id))
+        return None if pending is None else isinstance(pending.buffer, SpillBuffer)
 
     @property
     def pending_sets(self) -> int:
@@ -218,7 +228,7 @@ class Reassembler:
         pending.received_bytes += len(chunk.data)
         self._held += len(chunk.data)
         try:
-            _write_ready(pending, self.spill_dir if self._spills(pending.total_size) else False)
+            _write_ready(pending, self.spill_dir if self._spills(pending) else False)
         except OSError as exc:  # ENOMEM (strict overcommit), or a full disk under a spilled set
             self._reject(key, REASON_OVERSIZED, f"cannot map the declared {pending.total_size} bytes: {exc}")
         if len(pending.written) < pending.count:
@@ -374,9 +384,20 @@ class Reassembler:
         self._release(self._pending.pop(key))
         self._remember(key)
 
-    def _spills(self, size: int) -> bool:
-        """Whether a set of ``size`` bytes is assembled in a file (else in anonymous memory)."""
-        return 0 < self.spill_bytes <= size and SpillBuffer.available()
+    def _spills(self, pending: _PendingSet) -> bool:
+        """Whether ``pending`` is (to be) assembled in a file, else in anonymous memory."""
+        if pending.buffer is not None:
+            return isinstance(pending.buffer, SpillBuffer)
+        if not (0 < self.spill_bytes <= pending.total_size and SpillBuffer.available()):
+            return False
+        if self.claim_spill_files is None or signer_of(pending.sender) is not None:
+            return True
+        claimed = sum(
+            1
+            for other in self._pending.values()
+            if isinstance(other.buffer, SpillBuffer) and signer_of(other.sender) is None
+        )
+        return claimed < self.claim_spill_files
 
     def _release(self, pending: _PendingSet) -> None:
         if isinstance(pending.buffer, SpillBuffer):

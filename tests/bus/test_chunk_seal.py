@@ -9,6 +9,7 @@ another partition.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import blake3
 import pytest
@@ -157,3 +158,24 @@ def test_a_claim_filled_by_a_forgery_leaves_the_signers_set_whole(check: SealChe
     assert done is not None and bytes(done.payload) == b"".join(bytes(c.data) for c in genuine)
     assert reassembler.sender_reserved(claim) == 1_000
     assert reassembler.budget_of("updates", 0, "m1") is None  # complete: forgotten
+
+
+def test_forged_openers_fill_only_the_claims_spill_files(tmp_path: Path) -> None:
+    """64 claimed openers of large sets took every spill file, so a signer's large set went to resident
+    memory; where seals are checked, claims get ``claim_spill_files`` of them and sealed sets the rest."""
+    size = 1 << 20
+    reassembler = Reassembler(
+        max_buffered_bytes=1 << 30, spill_bytes=size, spill_dir=tmp_path, claim_spill_files=2
+    )
+
+    def opener(message_id: str) -> Chunk:
+        return Chunk(message_id=message_id, index=0, count=2, total_size=size, blake3="0" * 64, data=b"x")
+
+    for n in range(4):
+        reassembler.add(
+            opener(f"forged-{n}"), topic="t", partition=0, offset=n, timestamp_ms=0, sender=CLAIMED + "x"
+        )
+    sealed = opener("sealed")
+    reassembler.add(sealed, topic="t", partition=0, offset=9, timestamp_ms=0, sender=SIGNED + "domain-a")
+    names = [f"forged-{n}" for n in range(4)] + ["sealed"]
+    assert [reassembler.spilling("t", 0, name) for name in names] == [True, True, False, False, True]
