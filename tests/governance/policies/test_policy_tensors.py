@@ -91,6 +91,28 @@ def test_finite_values_accepts_finite_values_whose_sum_overflows() -> None:
     assert FiniteValues().evaluate(Candidate(make_update(), huge), ctx).accepted
 
 
+@pytest.mark.parametrize(
+    ("where", "value"),
+    [("half", float("nan")), ("wide", float("inf")), ("cplx", complex(0.0, float("nan"))), (None, 0.0)],
+    ids=["bf16-nan", "f64-inf", "complex-nan", "all-finite"],
+)
+def test_finite_values_over_mixed_dtypes(where: str | None, value: complex) -> None:
+    """The sums of a state of several dtypes are tested together: one offender in any of them is found."""
+    ctx = make_ctx()
+    weights = {
+        "fc.weight": torch.ones(4, 3),
+        "half": torch.ones(5, dtype=torch.bfloat16),
+        "wide": torch.ones(6, dtype=torch.float64),
+        "cplx": torch.ones(2, dtype=torch.complex64),
+    }
+    if where is not None:
+        weights[where][1] = value
+    verdict = FiniteValues().evaluate(Candidate(make_update(), weights), ctx)
+    assert verdict.accepted is (where is None)
+    if where is not None:
+        assert f"{where!r} has" in verdict.reason
+
+
 # --- delta math ---------------------------------------------------------------------------------
 
 
