@@ -80,11 +80,13 @@ class RssSampler(threading.Thread):
         self.pid = pid
         self.samples: list[tuple[float, int]] = []
         self.cpu_samples: list[tuple[float, float]] = []
+        self.sched_samples: list[tuple[float, float, float]] = []  # main thread: on CPU, runnable waiting
         self.stop = threading.Event()
 
     def run(self) -> None:
         path = Path(f"/proc/{self.pid}/status")
         stat = Path(f"/proc/{self.pid}/stat")
+        sched = Path(f"/proc/{self.pid}/task/{self.pid}/schedstat")
         ticks = os.sysconf("SC_CLK_TCK")
         while not self.stop.wait(0.1):
             try:
@@ -94,6 +96,8 @@ class RssSampler(threading.Thread):
                         self.samples.append((now, int(line.split()[1]) * 1024))
                 fields = stat.read_text().rpartition(")")[2].split()
                 self.cpu_samples.append((now, (int(fields[11]) + int(fields[12])) / ticks))
+                running, waiting = sched.read_text().split()[:2]
+                self.sched_samples.append((now, int(running) / 1e9, int(waiting) / 1e9))
             except OSError:
                 return
 
@@ -103,6 +107,17 @@ class RssSampler(threading.Thread):
     def cpu(self, start: float, end: float) -> float:
         inside = [cpu for t, cpu in self.cpu_samples if start <= t <= end]
         return inside[-1] - inside[0] if len(inside) > 1 else 0.0
+
+    def main_thread(self, start: float, end: float) -> tuple[float, float, float]:
+        """The main (deciding) thread's shares of the window: on a CPU, runnable but waiting for one
+        (the machine's other load), and neither (blocked: polling, committing, sleeping)."""
+        inside = [(t, run, wait) for t, run, wait in self.sched_samples if start <= t <= end]
+        if len(inside) < 2:
+            return 0.0, 0.0, 0.0
+        span = inside[-1][0] - inside[0][0]
+        running = (inside[-1][1] - inside[0][1]) / span
+        waiting = (inside[-1][2] - inside[0][2]) / span
+        return running, waiting, max(0.0, 1.0 - running - waiting)
 
 
 def log_ends(bootstrap: str, topic: str) -> dict[int, int]:
@@ -338,6 +353,11 @@ def _report(args, settings, task, nbytes, sampler, bare_run, signers) -> int:  #
     print(
         f"  governance CPU in that window {cpu:.1f} s of {seconds:.1f} s "
         f"({cpu / seconds:.0%} of a core; {cpu / count * 1000:.2f} ms CPU an update)"
+    )
+    running, waiting, blocked = sampler.main_thread(first / 1000, last / 1000)
+    print(
+        f"  its main thread: {running:.0%} on a CPU, {waiting:.0%} runnable waiting for one (other load), "
+        f"{blocked:.0%} blocked"
     )
     print(f"  governance / bare consumer = {ratio:.2f} (aim >= 0.50: {'met' if ratio >= 0.5 else 'NOT met'})")
     floor = count / max(floor_seconds, 1e-6)
