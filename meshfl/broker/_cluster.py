@@ -295,6 +295,12 @@ class LocalBroker:
             f"-Xmx{self.heap}",
             "-XX:+UseG1GC",
             "-XX:MaxGCPauseMillis=20",
+            # Kafka's documented broker setting (ops guide, "Java Version"). G1 sizes regions from the
+            # heap: 1 MiB here, so every ~1 MB produce request (a meshfl chunk) was a humongous object
+            # allocated in the old generation, and each started a concurrent mark cycle: G1's marking
+            # threads took more broker CPU than the request handlers did (bench/round.py, session 6).
+            # At 16 MiB a request buffer is ordinary young garbage.
+            "-XX:G1HeapRegionSize=16M",
             "-XX:+ExitOnOutOfMemoryError",
             "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={self._node_dir(node) / 'log4j2.properties'}",
