@@ -137,6 +137,8 @@ def _region(address: int) -> tuple[int, int, mmap.mmap] | None:
 
 def is_spilled(buffer: Any) -> bool:
     """Whether ``buffer`` (a buffer or a tensor) lies in a spill mapping."""
+    if not _REGIONS:
+        return False
     address = buffer.data_ptr() if hasattr(buffer, "data_ptr") else _address(buffer)
     return _region(address) is not None
 
@@ -160,7 +162,7 @@ def release(address: int, nbytes: int) -> None:
 def windows(data: Any, window: int | None = None) -> Iterator[memoryview]:
     """``data``'s bytes in windows, each released after the caller's step (one piece if not spilled)."""
     view = memoryview(data).cast("B")
-    if not view.nbytes:
+    if not view.nbytes or not _REGIONS:  # no spill mapping at all (the common case): no address lookup
         yield view
         return
     address = _address(view)
