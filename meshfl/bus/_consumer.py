@@ -29,7 +29,7 @@ from meshfl.bus._dead_letter import (
     DeadLetter,
     DeadLetterWriter,
 )
-from meshfl.bus._envelope import CHUNK_HEADER, Envelope, decode_key, headers_to_dict
+from meshfl.bus._envelope import CHUNK_HEADER, SENDER_HEADER, Envelope, decode_key, headers_to_dict
 from meshfl.bus._provenance import chunk_sender, log_time
 from meshfl.bus._reassembly import ChunkSetError, Reassembled, Reassembler
 from meshfl.errors import BusError, CodecError, RegistryUnavailableError, UnknownSchemaError
@@ -87,11 +87,15 @@ class EventConsumer:
         on_tombstone: Callable[[str, str | None], None] | None = None,
         start_offsets: Mapping[int, int] | None = None,
         chunk_signers: TrustRegistry | None = None,
+        only_sender: str | None = None,
     ) -> None:
         """``start_offsets`` (readers only): read just these partitions, each from its offset.
         ``chunk_signers``: the registry chunk seals are checked with (``meshfl.bus._chunk_seal``): a
         sealed set spends its signer's budget and takes only its signer's chunks; without one every set
-        spends its claim's."""
+        spends its claim's. ``only_sender`` (readers looking for their own records): a record whose
+        ``meshfl-sender`` header names another producer is passed over undecoded, chunks included; one
+        without the header (written before every record carried it) is decoded as ever."""
+        self._only_sender = None if only_sender is None else only_sender.encode()
         self._seals = (
             None
             if chunk_signers is None
@@ -318,7 +322,11 @@ class EventConsumer:
         self._clock_ms[key] = clock = max(self._clock_ms.get(key, broker_ms), broker_ms)
         started = time.perf_counter()
         try:
-            envelope = self._decode(message, topic, partition, offset, broker_ms, timestamp_ms)
+            envelope = (
+                None
+                if self._passed_over(message)
+                else self._decode(message, topic, partition, offset, broker_ms, timestamp_ms)
+            )
         except _RegistryPause as pause:
             self._hold_for_registry(key, pause.offset, pause.error)
             return None
@@ -394,7 +402,8 @@ class EventConsumer:
             self._dead_letters.send(DeadLetter.of(message, REASON_UNEXPECTED, letter))
             return None
         headers = headers_to_dict(message.headers())
-        headers.pop(CHUNK_HEADER, None)
+        for internal in (CHUNK_HEADER, SENDER_HEADER, SEAL_HEADER):  # the bus's own, not the caller's
+            headers.pop(internal, None)
         return Envelope(
             topic=topic,
             partition=partition,
@@ -425,6 +434,12 @@ class EventConsumer:
             error=str(error),
         )
         SHUTDOWN.wait(delay)
+
+    def _passed_over(self, message: Message) -> bool:
+        if self._only_sender is None:
+            return False
+        named = next((value for name, value in message.headers() or () if name == SENDER_HEADER), None)
+        return named is not None and named != self._only_sender
 
     def _chunk_budget(self, message: Message, chunk: Chunk, topic: str, partition: int, log_ms: int) -> str:
         """The budget a set opening with ``chunk`` spends: its signer's when sealed, else its claim's."""

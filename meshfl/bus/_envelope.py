@@ -10,7 +10,8 @@ from meshfl.events import Event
 CHUNK_HEADER = "meshfl-chunk"
 """Set to ``b"1"`` on every record that carries a ``Chunk``; readers that skip chunks can filter on it."""
 SENDER_HEADER = "meshfl-sender"
-"""Who sent a chunk (the producer's transactional or client id): its set counts against that budget."""
+"""Who sent a record (the producer's transactional or client id; a claim, not a proof): a chunk set counts
+against that budget unless sealed, and a reader can pass over the records of other producers."""
 
 
 @dataclass(frozen=True)

@@ -100,6 +100,12 @@ class EventProducer:
         )
 
     @property
+    def sender(self) -> str:
+        """What this producer's records name in their ``meshfl-sender`` header (its transactional or
+        client id): a reader looking for its own records filters on it (``EventConsumer(only_sender=)``)."""
+        return self._sender.decode()
+
+    @property
     def chunk_size(self) -> int:
         """Data bytes per chunk: ``max_message_bytes`` minus the framing of a ``Chunk``."""
         return self._chunk_size
@@ -131,7 +137,8 @@ class EventProducer:
             else:
                 self._on_committed(topic, event)
         if size <= self._settings.max_message_bytes:
-            self._send(name, b"".join(parts), key=key, headers=extra, partition=None)
+            whole = [*extra, (SENDER_HEADER, self._sender)] if self._sender else extra
+            self._send(name, b"".join(parts), key=key, headers=whole, partition=None)
             return
         message_id = str(uuid.uuid4())
         # A null key would let the partitioner scatter the chunks; pin them to one partition instead.

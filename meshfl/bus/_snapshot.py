@@ -33,11 +33,13 @@ def read_all(
     timeout: float = 10.0,
     dead_letters: bool = False,
     starts: Mapping[int, int] | None = None,
+    only_sender: str | None = None,
 ) -> Iterator[Envelope]:
     """Every event of ``topic`` up to the ends observed at the start, then stop.
 
     ``starts`` (partition -> offset) reads only those partitions, each from its offset: the tail of a
-    log whose beginning the caller already knows.
+    log whose beginning the caller already knows. ``only_sender``: pass over the records another
+    producer's ``meshfl-sender`` header names, undecoded (``EventConsumer``).
 
     ``timeout`` bounds the time without progress; it raises ``BusError`` rather than return a
     partial snapshot. Bad records are logged, and dead-lettered only if ``dead_letters`` (a replay
@@ -57,7 +59,12 @@ def read_all(
     yielded = 0
     only = None if starts is None else {p: ranges[p][0] for _n, p in ends}
     with EventConsumer(
-        settings, [topic], codec=codec, dead_letters=dead_letters, start_offsets=only
+        settings,
+        [topic],
+        codec=codec,
+        dead_letters=dead_letters,
+        start_offsets=only,
+        only_sender=only_sender,
     ) as consumer:
         last_progress = time.monotonic()
         seen = consumer.progress()

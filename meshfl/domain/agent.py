@@ -113,6 +113,7 @@ class DomainAgent:
         self._current_round: int | None = None
         self._signer = domain_signer(domain_dir, self._domain)  # no key, no agent: it never runs unsigned
         self._verifier: EnvelopeVerifier | None = None
+        self._updates_sender: str | None = None  # what this agent's update records name as sender
 
     @property
     def domain(self) -> str:
@@ -140,6 +141,7 @@ class DomainAgent:
             client_id=client_name(self._settings, f"agent-{self._domain}-updates"),
             signer=self._signer,
         )
+        self._updates_sender = updates.sender
         beat_stop = threading.Event()
         beats = threading.Thread(
             target=send_heartbeats,
@@ -307,6 +309,7 @@ class DomainAgent:
                 update_id=update_id,
                 since_ms=self._view.latest_at_ms.get(task_id, 0),
                 trusted=self._signed_here,
+                sender=self._updates_sender,
             )
         except (BusError, RegistryUnavailableError) as exc:
             log.error("cannot read back the updates; will retry", task=task_id, round=round_, error=str(exc))

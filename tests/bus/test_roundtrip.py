@@ -5,9 +5,10 @@ from __future__ import annotations
 import time
 
 import pytest
-from bus_helpers import decision, drain, heartbeat
+from bus_helpers import decision, drain, heartbeat, produce_raw
 
 from meshfl.bus import EventConsumer, EventProducer, ensure_topics, read_all
+from meshfl.bus._envelope import SENDER_HEADER
 from meshfl.codec import EventCodec
 from meshfl.events import ModelUpdate, Tensor, TensorDType
 from meshfl.settings import MeshflSettings
@@ -157,3 +158,31 @@ def test_draining_asks_for_watermarks_per_partition_not_per_record(
             got += 1
     assert got == 20
     assert len(asked) <= 4 * len(consumer.assigned()) + 4, len(asked)
+
+
+def test_a_reader_of_its_own_records_passes_over_the_others_undecoded(
+    bus_settings: MeshflSettings, codec: EventCodec
+) -> None:
+    """Every record names its producer; ``only_sender`` reads one producer's (whole and chunked) and
+    passes over the rest, undecoded: a record of garbage under another name is not even dead-lettered.
+    A record without the header (written before every record carried it) is still decoded."""
+    settings = bus_settings.model_copy(update={"max_message_bytes": 16_384})
+    mine, theirs = _update(1, size=12_000), _update(2, size=12_000)  # both chunked
+    with EventProducer(settings, codec=codec, client_id="agent-a-updates") as producer:
+        assert producer.sender == "agent-a-updates"
+        producer.produce(Topic.UPDATES, mine, key="task")
+        producer.produce(Topic.UPDATES, heartbeat("a"), key="task")
+    with EventProducer(settings, codec=codec, client_id="agent-b-updates") as producer:
+        producer.produce(Topic.UPDATES, theirs, key="task")
+        producer.produce(Topic.UPDATES, heartbeat("b"), key="task")
+    legacy = heartbeat("legacy")
+    produce_raw(
+        settings,
+        Topic.UPDATES,
+        [(codec.encode(legacy), {}), (b"\x00garbage", {SENDER_HEADER: b"agent-b-updates"})],
+        key="task",
+    )
+    got = [env.event for env in read_all(settings, Topic.UPDATES, codec=codec, only_sender="agent-a-updates")]
+    assert got == [mine, heartbeat("a"), legacy]
+    everything = [env.event for env in read_all(settings, Topic.UPDATES, codec=codec)]
+    assert everything == [mine, heartbeat("a"), theirs, heartbeat("b"), legacy]
