@@ -14,26 +14,14 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
-from pydantic import ValidationError
 
-from meshfl.bus._chunk_seal import CLAIM_SPILL_FILES, REASON_FOREIGN, SEAL_HEADER, SealCheck, signer_of
 from meshfl.bus._config import bus_error, consumer_config, is_fatal, is_retriable, resolve_codec
-from meshfl.bus._dead_letter import (
-    FIRST_OFFSET_HEADER,
-    LAST_OFFSET_HEADER,
-    MESSAGE_ID_HEADER,
-    REASON_EMPTY,
-    REASON_UNDECODABLE,
-    REASON_UNEXPECTED,
-    REASON_UNKNOWN_SCHEMA,
-    DeadLetter,
-    DeadLetterWriter,
-)
-from meshfl.bus._envelope import CHUNK_HEADER, SENDER_HEADER, Envelope, decode_key, headers_to_dict
-from meshfl.bus._provenance import chunk_sender, log_time
-from meshfl.bus._reassembly import ChunkSetError, Reassembled, Reassembler
-from meshfl.errors import BusError, CodecError, RegistryUnavailableError, UnknownSchemaError
-from meshfl.events import Chunk, Event
+from meshfl.bus._dead_letter import DeadLetter, DeadLetterWriter
+from meshfl.bus._envelope import Envelope
+from meshfl.bus._intake import RecordIntake, RegistryPause
+from meshfl.bus._provenance import log_time
+from meshfl.errors import BusError, RegistryUnavailableError
+from meshfl.events import Event
 from meshfl.logs import get_logger
 from meshfl.metrics import METRICS
 from meshfl.retry import SHUTDOWN, retrying
@@ -48,14 +36,6 @@ log = get_logger("meshfl.bus.consumer")
 
 PartitionKey = tuple[str, int]
 _REGISTRY_MAX_BACKOFF_S = 5.0
-
-
-class _RegistryPause(Exception):
-    """Internal: the record at ``offset`` (a chunk set's first) waits for the Schema Registry."""
-
-    def __init__(self, offset: int, error: RegistryUnavailableError) -> None:
-        super().__init__(str(error))
-        self.offset, self.error = offset, error
 
 
 _METADATA_TIMEOUT = 10.0
@@ -95,19 +75,11 @@ class EventConsumer:
         spends its claim's. ``only_sender`` (readers looking for their own records): a record whose
         ``meshfl-sender`` header names another producer is passed over undecoded, chunks included; one
         without the header (written before every record carried it) is decoded as ever."""
-        self._only_sender = None if only_sender is None else only_sender.encode()
-        self._seals = (
-            None
-            if chunk_signers is None
-            else SealCheck(chunk_signers, window_seconds=settings.signature_window_seconds)
-        )
         self._settings = settings
         self._start_offsets = start_offsets
-        self._accept = accept  # other event types are dead-lettered, never handed out
         self._codec = resolve_codec(settings, codec)
         self._names = [topic_name(settings, topic) for topic in topics]
         self._compacted = {topic_name(settings, t) for t in topics if is_compacted(t)}
-        self._on_tombstone = on_tombstone
         self._group_id = group_id
         self._role = client_id or group_id or "reader"
         self._dead_letters = DeadLetterWriter(
@@ -116,14 +88,18 @@ class EventConsumer:
         self._registry_failures = 0
         self.assignment_changes = 0
         """Incremented by every assignment or revocation: a caller's cue to rebuild what it owns."""
-        self._reassembler = Reassembler(
-            max_buffered_bytes=settings.max_payload_bytes,
-            max_sender_bytes=settings.max_payload_bytes,
-            timeout_ms=int(chunk_timeout * 1000),
-            spill_bytes=settings.spill_bytes,
-            spill_dir=settings.spill_dir,
-            claim_spill_files=None if chunk_signers is None else CLAIM_SPILL_FILES,
+        self._intake = RecordIntake(
+            settings,
+            self._codec,
+            self._dead_letters,
+            chunk_timeout=chunk_timeout,
+            compacted=self._compacted,
+            accept=accept,
+            on_tombstone=on_tombstone,
+            chunk_signers=chunk_signers,
+            only_sender=only_sender,
         )
+        self._reassembler = self._intake.reassembler
         self._assigned: set[PartitionKey] = set()
         self._next: dict[PartitionKey, int] = {}
         self._start: dict[PartitionKey, int] = {}
@@ -322,20 +298,15 @@ class EventConsumer:
         self._clock_ms[key] = clock = max(self._clock_ms.get(key, broker_ms), broker_ms)
         started = time.perf_counter()
         try:
-            envelope = (
-                None
-                if self._passed_over(message)
-                else self._decode(message, topic, partition, offset, broker_ms, timestamp_ms)
-            )
-        except _RegistryPause as pause:
+            envelope = self._intake.take(message, topic, partition, offset, broker_ms, timestamp_ms)
+        except RegistryPause as pause:
             self._hold_for_registry(key, pause.offset, pause.error)
             return None
         METRICS.decode_seconds.labels(self._role).observe(time.perf_counter() - started)
         METRICS.chunk_sets_pending.labels(self._role).set(self._reassembler.pending_sets)
         self._registry_failures = 0
         self._next[key] = offset + 1
-        for rejected in self._reassembler.expire(clock, key):
-            self._dead_letter_set(rejected, None)
+        self._intake.expired(clock, key)
         return envelope
 
     def _broker_time(self, message: Message, topic: str) -> int:
@@ -344,76 +315,6 @@ class EventConsumer:
             self._create_time_topics.add(topic)
             log.warning("topic has producer timestamps; chunk expiry clamps them to now", topic=topic)
         return stamp
-
-    def _decode(
-        self,
-        message: Message,
-        topic: str,
-        partition: int,
-        offset: int,
-        broker_ms: int,
-        timestamp_ms: int,
-    ) -> Envelope | None:
-        value = message.value()
-        if value is None and topic in self._compacted:
-            # A tombstone: the key's record was deleted on purpose (compaction drops it), not bad data.
-            if self._on_tombstone is not None:
-                self._on_tombstone(topic, decode_key(message.key()))
-            return None
-        if value is None:
-            self._dead_letters.send(DeadLetter.of(message, REASON_EMPTY, "record without a value"))
-            return None
-        event = self._decode_bytes(
-            value, lambda reason, error: DeadLetter.of(message, reason, error), offset=offset
-        )
-        if event is None:
-            return None
-        first_offset = offset
-        if isinstance(event, Chunk):
-            if self._foreign(message, event, topic, partition):
-                return None
-            try:
-                done = self._reassembler.add(
-                    event,
-                    topic=topic,
-                    partition=partition,
-                    offset=offset,
-                    timestamp_ms=broker_ms,
-                    sender=lambda: self._chunk_budget(message, event, topic, partition, broker_ms),
-                )
-            except ChunkSetError as exc:
-                self._dead_letter_set(exc, message)
-                return None
-            if done is None:
-                return None
-            log.debug(
-                "chunk set complete",
-                topic=topic,
-                partition=partition,
-                offset=offset,
-                message_id=done.message_id,
-            )
-            event = self._decode_reassembled(done, message)
-            if event is None:
-                return None
-            first_offset = done.first_offset
-        if self._accept is not None and not isinstance(event, self._accept):
-            letter = f"a {type(event).__name__} does not belong on {topic}"
-            self._dead_letters.send(DeadLetter.of(message, REASON_UNEXPECTED, letter))
-            return None
-        headers = headers_to_dict(message.headers())
-        for internal in (CHUNK_HEADER, SENDER_HEADER, SEAL_HEADER):  # the bus's own, not the caller's
-            headers.pop(internal, None)
-        return Envelope(
-            topic=topic,
-            partition=partition,
-            offset=offset,
-            first_offset=first_offset,
-            key=decode_key(message.key()),
-            event=event,
-            headers=headers,
-            timestamp_ms=timestamp_ms,
-        )
 
     def _hold_for_registry(self, key: PartitionKey, offset: int, error: RegistryUnavailableError) -> None:
         """The registry is unreachable (transport, timeout, 5xx): read the record again after a backoff,
@@ -434,83 +335,6 @@ class EventConsumer:
             error=str(error),
         )
         SHUTDOWN.wait(delay)
-
-    def _passed_over(self, message: Message) -> bool:
-        if self._only_sender is None:
-            return False
-        named = next((value for name, value in message.headers() or () if name == SENDER_HEADER), None)
-        return named is not None and named != self._only_sender
-
-    def _chunk_budget(self, message: Message, chunk: Chunk, topic: str, partition: int, log_ms: int) -> str:
-        """The budget a set opening with ``chunk`` spends: its signer's when sealed, else its claim's."""
-        claim = chunk_sender(message)
-        if self._seals is None:
-            return claim
-        return self._seals.budget(
-            chunk, _seal(message), claim=claim, topic=topic, partition=partition, log_ms=log_ms
-        )
-
-    def _foreign(self, message: Message, chunk: Chunk, topic: str, partition: int) -> bool:
-        """Whether ``chunk`` names a set its signer opened without that signer's seal: a copy with other
-        data, dead-lettered so that it cannot spoil the set."""
-        if self._seals is None:
-            return False
-        signer = signer_of(self._reassembler.budget_of(topic, partition, chunk.message_id))
-        if signer is None or self._seals.sealed_by(chunk, _seal(message), signer):
-            return False
-        error = f"chunk {chunk.index} of message {chunk.message_id[:80]} is not sealed by {signer[:80]!r}"
-        self._dead_letters.send(DeadLetter.of(message, REASON_FOREIGN, error))
-        return True
-
-    def _decode_bytes(self, data: bytes, letter: Any, *, offset: int = -1) -> Event | None:
-        try:
-            return self._codec.decode(data)
-        except RegistryUnavailableError as exc:
-            raise _RegistryPause(offset, exc) from exc
-        except UnknownSchemaError as exc:
-            self._dead_letters.send(letter(REASON_UNKNOWN_SCHEMA, str(exc)))
-        except (CodecError, ValidationError) as exc:
-            self._dead_letters.send(letter(REASON_UNDECODABLE, str(exc)))
-        return None
-
-    def _decode_reassembled(self, done: Reassembled, message: Message) -> Event | None:
-        extra = {
-            FIRST_OFFSET_HEADER: str(done.first_offset),
-            LAST_OFFSET_HEADER: str(done.last_offset),
-            MESSAGE_ID_HEADER: done.message_id,
-        }
-        # The payload is above the message limit, so the letter carries the coordinates, not the bytes.
-        event = self._decode_bytes(
-            done.payload,
-            lambda reason, error: DeadLetter.of(message, reason, f"reassembled payload: {error}", extra),
-            offset=done.first_offset,
-        )
-        if isinstance(event, Chunk):
-            self._dead_letters.send(
-                DeadLetter.of(message, REASON_UNDECODABLE, "a chunk inside a chunk", extra)
-            )
-            return None
-        return event
-
-    def _dead_letter_set(self, rejected: ChunkSetError, message: Message | None) -> None:
-        extra = {
-            FIRST_OFFSET_HEADER: str(rejected.first_offset),
-            LAST_OFFSET_HEADER: str(rejected.last_offset),
-            MESSAGE_ID_HEADER: rejected.message_id,
-        }
-        if message is not None:
-            self._dead_letters.send(DeadLetter.of(message, rejected.reason, str(rejected), extra))
-            return
-        self._dead_letters.send(
-            DeadLetter(
-                reason=rejected.reason,
-                error=str(rejected),
-                topic=rejected.topic,
-                partition=rejected.partition,
-                offset=rejected.first_offset,
-                extra=extra,
-            )
-        )
 
     # --- the client -----------------------------------------------------------------------------
 
@@ -592,7 +416,3 @@ class EventConsumer:
             log.error("fatal client error", error=error.name(), detail=error.str())
         else:
             log.warning("client error", error=error.name(), detail=error.str())
-
-
-def _seal(message: Message) -> bytes | None:
-    return next((value for name, value in message.headers() or () if name == SEAL_HEADER), None)
