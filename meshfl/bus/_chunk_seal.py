@@ -94,7 +94,8 @@ def seal_header(signer: Signer, chunk: Chunk) -> bytes:
 
 
 def parse_seal(raw: bytes | None) -> Signature | None:
-    """The signature a header carries, or None when it is absent, oversized or malformed."""
+    """The signature a header carries, or None when it is absent, oversized or malformed (nested JSON
+    too: 2 KiB of ``[`` make ``json.loads`` raise ``RecursionError``, the header's fault)."""
     if not raw or len(raw) > MAX_SEAL_HEADER:
         return None
     try:
@@ -107,7 +108,7 @@ def parse_seal(raw: bytes | None) -> Signature | None:
         fields["value"] = bytes.fromhex(fields["value"])
         fields["timestamp"] = _EPOCH + timedelta(milliseconds=stamp)
         return Signature.model_validate(fields)
-    except (ValueError, TypeError, OverflowError, ValidationError):
+    except (ValueError, TypeError, OverflowError, RecursionError, ValidationError):
         return None
 
 

@@ -84,7 +84,17 @@ def test_a_sealed_set_spends_its_signers_budget_and_takes_its_signers_chunks(
 
 
 @pytest.mark.parametrize(
-    "header", [None, b"", b"not json", b"[]", b'{"value": 3}', b"{" + b" " * MAX_SEAL_HEADER + b"}"]
+    "header",
+    [
+        None,
+        b"",
+        b"not json",
+        b"[]",
+        b'{"value": 3}',
+        b"{" + b" " * MAX_SEAL_HEADER + b"}",
+        b"[" * (MAX_SEAL_HEADER - 1),  # json.loads raised RecursionError through the consumer
+        b'{"value": "00", "timestamp": 1, "signer": ' + b"[" * 1900 + b"}",
+    ],
 )
 def test_no_or_malformed_seal_spends_the_claim(check: SealCheck, header: bytes | None) -> None:
     assert _budget(check, _chunks()[0], header) == CLAIMED + CLAIM
