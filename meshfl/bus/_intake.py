@@ -17,7 +17,14 @@ from typing import TYPE_CHECKING, Any
 from confluent_kafka import Message
 from pydantic import ValidationError
 
-from meshfl.bus._chunk_seal import CLAIM_SPILL_FILES, REASON_FOREIGN, SEAL_HEADER, SealCheck, signer_of
+from meshfl.bus._chunk_seal import (
+    CLAIM_SPILL_FILES,
+    CLAIMED,
+    REASON_FOREIGN,
+    SEAL_HEADER,
+    SealCheck,
+    signer_of,
+)
 from meshfl.bus._dead_letter import (
     FIRST_OFFSET_HEADER,
     LAST_OFFSET_HEADER,
@@ -180,10 +187,12 @@ class RecordIntake:
         return named is not None and named != self._only_sender
 
     def _chunk_budget(self, message: Message, chunk: Chunk, topic: str, partition: int, log_ms: int) -> str:
-        """The budget a set opening with ``chunk`` spends: its signer's when sealed, else its claim's."""
+        """The budget a set opening with ``chunk`` spends: its signer's when sealed, else its claim's.
+        A claim is always named as one: a ``meshfl-sender`` header ``signed:x`` read where seals are not
+        checked would otherwise pass for a sealed set, and skip the whole-set digest (``_reassembly``)."""
         claim = chunk_sender(message)
         if self._seals is None:
-            return claim
+            return CLAIMED + claim
         return self._seals.budget(
             chunk, _seal(message), claim=claim, topic=topic, partition=partition, log_ms=log_ms
         )
