@@ -21,6 +21,7 @@ from meshfl.topics import Topic, topic_name
 
 if TYPE_CHECKING:
     from meshfl.codec import EventCodec
+    from meshfl.identity import TrustRegistry
 
 log = get_logger("meshfl.bus.snapshot")
 
@@ -34,12 +35,14 @@ def read_all(
     dead_letters: bool = False,
     starts: Mapping[int, int] | None = None,
     only_sender: str | None = None,
+    chunk_signers: TrustRegistry | None = None,
 ) -> Iterator[Envelope]:
     """Every event of ``topic`` up to the ends observed at the start, then stop.
 
     ``starts`` (partition -> offset) reads only those partitions, each from its offset: the tail of a
     log whose beginning the caller already knows. ``only_sender``: pass over the records another
-    producer's ``meshfl-sender`` header names, undecoded (``EventConsumer``).
+    producer's ``meshfl-sender`` header names, undecoded (``EventConsumer``). ``chunk_signers``: check
+    chunk seals with this registry (``EventConsumer``), so that sealed sets spend their signer's budget.
 
     ``timeout`` bounds the time without progress; it raises ``BusError`` rather than return a
     partial snapshot. Bad records are logged, and dead-lettered only if ``dead_letters`` (a replay
@@ -65,6 +68,7 @@ def read_all(
         dead_letters=dead_letters,
         start_offsets=only,
         only_sender=only_sender,
+        chunk_signers=chunk_signers,
     ) as consumer:
         last_progress = time.monotonic()
         seen = consumer.progress()

@@ -310,6 +310,7 @@ class DomainAgent:
                 since_ms=self._view.latest_at_ms.get(task_id, 0),
                 trusted=self._signed_here,
                 sender=self._updates_sender,
+                chunk_signers=None if self._verifier is None else self._verifier.registry,
             )
         except (BusError, RegistryUnavailableError) as exc:
             log.error("cannot read back the updates; will retry", task=task_id, round=round_, error=str(exc))

@@ -78,6 +78,7 @@ def own_update(
     since_ms: int,
     trusted: Callable[[ModelUpdate], bool],
     sender: str | None = None,
+    chunk_signers: TrustRegistry | None = None,
 ) -> ModelUpdate | None:
     """The first complete update ``update_id`` of task ``task_id`` on the log from ``since_ms`` on that
     ``trusted`` accepts (signed by this domain), else None.
@@ -87,11 +88,16 @@ def own_update(
     (the agent's update producer, ``EventProducer.sender``): records other producers' headers name are
     passed over undecoded, so a round of 1,000 domains' updates costs a read, not 1,000 decodes, and
     never fills the reassembly budget before the agent's own set (the header is a claim, so what is
-    decoded still has to pass ``trusted``).
+    decoded still has to pass ``trusted``). ``chunk_signers`` (the agent's registry): the agent's own
+    sealed set spends its signer's budget, never the one of its header, which anyone can name: a forged
+    opener declaring the whole budget under that header made the own update unfound, and the round was
+    trained and published again (two different updates under one id).
     """
     name = topic_name(settings, Topic.UPDATES)
     starts = offsets_at(settings, name, max(0, since_ms - CLOCK_MARGIN_MS))
-    for env in read_all(settings, Topic.UPDATES, starts=starts, only_sender=sender):
+    for env in read_all(
+        settings, Topic.UPDATES, starts=starts, only_sender=sender, chunk_signers=chunk_signers
+    ):
         update = env.event
         if (
             isinstance(update, ModelUpdate)
