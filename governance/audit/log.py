@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from meshfl.bus import read_all
-from meshfl.errors import ReplayError
+from meshfl.errors import ConfigError, ReplayError
 from meshfl.events import (
     DataProductDescriptor,
     DecisionOutcome,
@@ -25,6 +25,8 @@ from meshfl.events import (
     ModelVersion,
     TrainingTask,
 )
+from meshfl.identity import TrustRegistry
+from meshfl.identity.trust import read_registry
 from meshfl.logs import get_logger
 from meshfl.settings import MeshflSettings
 from meshfl.topics import Topic
@@ -71,12 +73,26 @@ def belongs_to(event: Event, task_id: str) -> bool:
     return isinstance(event, DataProductDescriptor | KeyEvent)
 
 
-def _read_topic(settings: MeshflSettings, topic: Topic, task_id: str, timeout: float) -> list[LoggedEvent]:
+def _read_topic(
+    settings: MeshflSettings, topic: Topic, task_id: str, timeout: float, signers: TrustRegistry | None
+) -> list[LoggedEvent]:
     return [
         LoggedEvent(topic, env.partition, env.offset, env.timestamp_ms, env.event)
-        for env in read_all(settings, topic, timeout=timeout)
+        for env in read_all(settings, topic, timeout=timeout, chunk_signers=signers)
         if belongs_to(env.event, task_id)
     ]
+
+
+def _chunk_signers(settings: MeshflSettings, timeout: float) -> TrustRegistry | None:
+    """The registry chunk seals are checked with, as governance and the agents check them: a chunk
+    another writer put into a sealed set is passed over there, so it must be here too, else a set they
+    reassembled is corrupt to the audit and an honest decision looks like one on a missing update.
+    None (every set judged by its digest) where governance's public key is not configured."""
+    try:
+        return read_registry(settings, timeout=timeout)
+    except ConfigError as exc:
+        log.warning("chunk seals not checked: no governance public key", error=str(exc))
+        return None
 
 
 def events_from_bus(settings: MeshflSettings, task_id: str, *, timeout: float = 10.0) -> list[LoggedEvent]:
@@ -84,10 +100,12 @@ def events_from_bus(settings: MeshflSettings, task_id: str, *, timeout: float = 
 
     The topics are read side by side (one snapshot consumer each: the cost of a replay is mostly
     consumer start-up and fetching, not arithmetic). ``read_all`` raises rather than return a partial
-    snapshot, so an audit never silently verifies half a log.
+    snapshot, so an audit never silently verifies half a log. Chunk sets are reassembled as the
+    live readers did (``_chunk_signers``).
     """
+    signers = _chunk_signers(settings, timeout)
     with ThreadPoolExecutor(max_workers=len(AUDITED_TOPICS)) as pool:
-        parts = list(pool.map(lambda t: _read_topic(settings, t, task_id, timeout), AUDITED_TOPICS))
+        parts = list(pool.map(lambda t: _read_topic(settings, t, task_id, timeout, signers), AUDITED_TOPICS))
     events = [event for part in parts for event in part]
     log.info("task log read from the bus", task=task_id, events=len(events))
     return events
