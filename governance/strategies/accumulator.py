@@ -107,8 +107,12 @@ class WeightedSumAccumulator:
             )
         for name, acc in sums.items():
             x = update.weights[name].reshape(-1)
+            flat = acc.view(-1)
             for start, stop in spans(x):  # element-wise: the same bits window by window
-                fold_scaled_(acc.view(-1)[start:stop], x[start:stop], weight, self._scratch)
+                if start == 0 and stop == flat.numel():  # in memory: one span, no slicing
+                    fold_scaled_(flat, x, weight, self._scratch)
+                else:
+                    fold_scaled_(flat[start:stop], x[start:stop], weight, self._scratch)
         self._keys.add(update.key)
         self._weights.append(weight)
         self._total_examples += update.num_examples

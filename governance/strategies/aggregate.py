@@ -86,6 +86,11 @@ def fold_scaled_(
     if scratch is None or scratch.numel() < size:
         scratch = torch.empty(size, dtype=torch.float64)
     fused = exact_product(x, weight)
+    if total <= FOLD_CHUNK:  # one step, the loop's operations without its slices
+        tmp = scratch[:total]
+        tmp.copy_(flat_x)
+        _fold_step_(flat_acc, tmp, weight, fused)
+        return
     for start in range(0, total, FOLD_CHUNK):
         stop = min(total, start + FOLD_CHUNK)
         tmp = scratch[: stop - start]
