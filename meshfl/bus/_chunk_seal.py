@@ -123,7 +123,7 @@ class SealCheck:
     def __init__(self, registry: TrustRegistry, *, window_seconds: float) -> None:
         self._registry = registry
         self._window_ms = window_seconds * 1000
-        self._seen: dict[str, OrderedDict[str, tuple[str, int]]] = {}
+        self._seen: dict[str, OrderedDict[str, tuple[str, int, int]]] = {}
 
     def budget(
         self, chunk: Chunk, header: bytes | None, *, claim: str, topic: str, partition: int, log_ms: int
@@ -135,9 +135,12 @@ class SealCheck:
             return CLAIMED + claim  # unsealed, forged, or an old opener appended again
         seen = self._seen.setdefault(signature.signer, OrderedDict())
         where = seen.get(chunk.message_id)
-        if where is not None and where != (topic, partition):
+        if where is not None and where[:2] != (topic, partition) and log_ms >= where[2]:
             return CLAIMED + claim  # a fresh opener copied onto another partition
-        seen[chunk.message_id] = (topic, partition)
+        # First seen here, or again here (a rewind), or here earlier on the log's clock than where it was
+        # seen first: a reader catching up meets partitions in any order, and a copy is appended after
+        # its original, so the original keeps its signer's budget whichever partition is read first.
+        seen[chunk.message_id] = (topic, partition, log_ms if where is None else min(log_ms, where[2]))
         seen.move_to_end(chunk.message_id)
         while len(seen) > _REMEMBERED_PER_SIGNER:
             seen.popitem(last=False)

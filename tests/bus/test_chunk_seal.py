@@ -141,6 +141,19 @@ def test_an_opener_copied_to_another_partition_spends_the_claim(check: SealCheck
     assert _budget(check, chunk, header, partition=0) == SIGNED + "domain-a"  # a rewind of partition 0
 
 
+def test_an_original_read_after_its_copy_keeps_the_signers_budget(check: SealCheck, signer: Signer) -> None:
+    """A reader catching up meets partitions in any order: the copy (appended later, on another
+    partition) was met first and took the signer's budget, and the original was left the claim's, which
+    a forger fills. The log's clock tells the original: it was appended first."""
+    chunk = _chunks()[0]
+    header = seal_header(signer, chunk)
+    now = _now_ms()
+    assert _budget(check, chunk, header, partition=1, log_ms=now + 5_000) == SIGNED + "domain-a"  # the copy
+    assert _budget(check, chunk, header, partition=0, log_ms=now) == SIGNED + "domain-a"  # the original
+    assert _budget(check, chunk, header, partition=2, log_ms=now + 9_000) == CLAIMED + CLAIM
+    assert _budget(check, chunk, header, partition=1, log_ms=now + 5_000) == CLAIMED + CLAIM
+
+
 def test_a_claim_filled_by_a_forgery_leaves_the_signers_set_whole(check: SealCheck, signer: Signer) -> None:
     reassembler = Reassembler(max_buffered_bytes=10_000, max_sender_bytes=1_000)
     forged = Chunk(message_id="evil", index=0, count=2, total_size=1_000, blake3="0" * 64, data=b"x" * 10)
