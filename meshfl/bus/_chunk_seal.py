@@ -135,12 +135,16 @@ class SealCheck:
             return CLAIMED + claim  # unsealed, forged, or an old opener appended again
         seen = self._seen.setdefault(signature.signer, OrderedDict())
         where = seen.get(chunk.message_id)
-        if where is not None and where[:2] != (topic, partition) and log_ms >= where[2]:
-            return CLAIMED + claim  # a fresh opener copied onto another partition
-        # First seen here, or again here (a rewind), or here earlier on the log's clock than where it was
-        # seen first: a reader catching up meets partitions in any order, and a copy is appended after
-        # its original, so the original keeps its signer's budget whichever partition is read first.
-        seen[chunk.message_id] = (topic, partition, log_ms if where is None else min(log_ms, where[2]))
+        if where is not None and (
+            log_ms > where[2] or (log_ms == where[2] and where[:2] != (topic, partition))
+        ):
+            # A copy: appended after the opener met first, on another partition or on this one (once the
+            # set left the reassembler's finished-set memory, which a flood of small sets evicts).
+            return CLAIMED + claim
+        # First met, or the same record read again (a rewind: the same log time), or met before on the
+        # log's clock than where it was met first: a reader catching up meets partitions in any order, and
+        # a copy is appended after its original, so the original keeps its signer's budget.
+        seen[chunk.message_id] = (topic, partition, log_ms)
         seen.move_to_end(chunk.message_id)
         while len(seen) > _REMEMBERED_PER_SIGNER:
             seen.popitem(last=False)

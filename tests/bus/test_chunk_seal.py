@@ -77,8 +77,9 @@ def test_a_sealed_set_spends_its_signers_budget_and_takes_its_signers_chunks(
     chunks = _chunks()
     headers = [seal_header(signer, chunk) for chunk in chunks]
     assert all(parse_seal(header) is not None for header in headers)
-    assert _budget(check, chunks[1], headers[1]) == SIGNED + "domain-a"  # a set may open on a later chunk
-    assert _budget(check, chunks[0], headers[0]) == SIGNED + "domain-a"  # the same set re-read, same place
+    now = _now_ms()
+    assert _budget(check, chunks[1], headers[1], log_ms=now) == SIGNED + "domain-a"  # opened by a later chunk
+    assert _budget(check, chunks[0], headers[0], log_ms=now) == SIGNED + "domain-a"  # re-read from its start
     assert signer_of(SIGNED + "domain-a") == "domain-a" and signer_of(CLAIMED + CLAIM) is None
     assert all(check.sealed_by(c, h, "domain-a") for c, h in zip(chunks, headers, strict=True))
 
@@ -136,9 +137,23 @@ def test_an_old_opener_appended_again_spends_the_claim(check: SealCheck, signer:
 def test_an_opener_copied_to_another_partition_spends_the_claim(check: SealCheck, signer: Signer) -> None:
     chunk = _chunks()[0]
     header = seal_header(signer, chunk)
-    assert _budget(check, chunk, header, partition=0) == SIGNED + "domain-a"
-    assert _budget(check, chunk, header, partition=1) == CLAIMED + CLAIM
-    assert _budget(check, chunk, header, partition=0) == SIGNED + "domain-a"  # a rewind of partition 0
+    now = _now_ms()
+    assert _budget(check, chunk, header, partition=0, log_ms=now) == SIGNED + "domain-a"
+    assert _budget(check, chunk, header, partition=1, log_ms=now + 1) == CLAIMED + CLAIM
+    assert _budget(check, chunk, header, partition=0, log_ms=now) == SIGNED + "domain-a"  # a rewind of 0
+
+
+def test_an_opener_appended_again_on_its_partition_spends_the_claim(check: SealCheck, signer: Signer) -> None:
+    """Once its set has left the reassembler's finished-set memory (4,096 ids, which a flood of tiny
+    sets evicts), a copy of a sealed opener appended again on its own partition, still within the
+    signature window, opened a set that never completes and held the signer's budget until the chunk
+    timeout. A re-read (a rewind) meets the same record, at the same log time; a copy comes later."""
+    chunk = _chunks()[0]
+    header = seal_header(signer, chunk)
+    now = _now_ms()
+    assert _budget(check, chunk, header, log_ms=now) == SIGNED + "domain-a"
+    assert _budget(check, chunk, header, log_ms=now + 1_000) == CLAIMED + CLAIM
+    assert _budget(check, chunk, header, log_ms=now) == SIGNED + "domain-a"  # the original, read again
 
 
 def test_an_original_read_after_its_copy_keeps_the_signers_budget(check: SealCheck, signer: Signer) -> None:
