@@ -47,8 +47,9 @@ _REMEMBERED_PER_SIGNER = 1024
 """Sealed message ids remembered per signer, to spot a copy of a set's opener on another partition."""
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 CLAIM_SPILL_FILES = 8
-"""Spill files (of ``meshfl.spill.MAX_OPEN_FILES``) that sets of a merely claimed sender may fill at once
-where seals are checked: the rest stay free for sealed sets."""
+"""Spill files (of ``meshfl.spill.MAX_OPEN_FILES``, a process's) that sets of a merely claimed sender may
+fill at once in one reader, whether it checks seals or not (there every set is claimed): the rest stay
+free for sealed sets, also when a process runs several readers."""
 REASON_FOREIGN = "chunk-foreign"
 """Dead-letter reason of a chunk that names a sealed set without its signer's seal."""
 SIGNED = "signed:"

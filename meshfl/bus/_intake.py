@@ -95,7 +95,9 @@ class RecordIntake:
             timeout_ms=int(chunk_timeout * 1000),
             spill_bytes=settings.spill_bytes,
             spill_dir=settings.spill_dir,
-            claim_spill_files=None if chunk_signers is None else CLAIM_SPILL_FILES,
+            # every reader: the spill files are the process's, and one reader without seals (governance's
+            # catalog or keys consumer) could otherwise take them all from the one that checks them
+            claim_spill_files=CLAIM_SPILL_FILES,
         )
 
     def take(

@@ -3,17 +3,21 @@ cannot buy at a reader, before any signature inside the payload is checked."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import blake3
 import pytest
 from bus_helpers import heartbeat
 from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, Message
 
+from meshfl.bus._chunk_seal import CLAIM_SPILL_FILES
 from meshfl.bus._chunking import split_payload
 from meshfl.bus._dead_letter import DeadLetterWriter
 from meshfl.bus._envelope import CHUNK_HEADER, SENDER_HEADER
 from meshfl.bus._intake import RecordIntake
 from meshfl.bus._reassembly import REASON_CORRUPT
 from meshfl.codec import SingleObjectCodec, default_store
+from meshfl.events import Chunk
 from meshfl.settings import MeshflSettings
 
 TOPIC = "t.updates"
@@ -59,3 +63,26 @@ def test_a_claim_named_like_a_signer_does_not_skip_the_whole_set_digest(codec: S
     ]
     assert taken == [None, None]
     assert [letter.reason for letter in letters.take()] == [REASON_CORRUPT]
+
+
+def test_a_reader_without_seals_leaves_the_spill_files_to_sealed_sets(
+    codec: SingleObjectCodec, tmp_path: Path
+) -> None:
+    """The spill files are the process's (``meshfl.spill.MAX_OPEN_FILES``). Governance's catalog consumer
+    checks no seals, so forged openers of large sets there took all of them, and the updates consumer's
+    sealed large sets went to resident memory: what ``CLAIM_SPILL_FILES`` was to prevent."""
+    settings = MeshflSettings(
+        bootstrap_servers="127.0.0.1:1", topic_prefix="t.", spill_bytes=1 << 20, spill_dir=tmp_path
+    )
+    intake = RecordIntake(
+        settings, codec, DeadLetterWriter(settings, transactional=True), chunk_timeout=600.0, compacted=set()
+    )
+    opened = CLAIM_SPILL_FILES + 2
+    for n in range(opened):
+        opener = Chunk(message_id=f"m{n}", index=0, count=2, total_size=1 << 20, blake3="0" * 64, data=b"x")
+        assert (
+            intake.take(_record(codec.encode(opener), n, f"forger-{n}".encode()), TOPIC, 0, n, 1, 1) is None
+        )
+    spilled = [intake.reassembler.spilling(TOPIC, 0, f"m{n}") for n in range(opened)]
+    assert spilled == [True] * CLAIM_SPILL_FILES + [False] * 2
+    intake.reassembler.drop()
