@@ -46,7 +46,10 @@ class ModelRegistry:
         """Each signed version once (the first copy on the log), in log order."""
         seen: set[tuple[str, int]] = set()
         verifier = EnvelopeVerifier.for_governance_events(self._settings, reader="model-registry")
-        for envelope in read_all(self._settings, Topic.MODEL_VERSIONS, timeout=self._timeout):
+        versions = read_all(
+            self._settings, Topic.MODEL_VERSIONS, timeout=self._timeout, chunk_signers=verifier.registry
+        )
+        for envelope in versions:
             version = envelope.event
             if not isinstance(version, ModelVersion) or (task_id is not None and version.task_id != task_id):
                 continue

@@ -168,7 +168,9 @@ def read_versions(
     if not starts:
         return found
     verifier = EnvelopeVerifier.for_governance_events(settings, reader="governance-versions")
-    for env in read_all(settings, Topic.MODEL_VERSIONS, starts=starts):
+    # seals checked as the agents check them: a chunk another writer put into a version's set is passed
+    # over there, so it must not make the set corrupt here (governance would lose a version they took)
+    for env in read_all(settings, Topic.MODEL_VERSIONS, starts=starts, chunk_signers=verifier.registry):
         state.records_read[Topic.MODEL_VERSIONS.value] += 1
         event = env.event
         if not isinstance(event, ModelVersion) or (event.task_id, event.version) not in wanted:
