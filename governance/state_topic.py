@@ -113,7 +113,7 @@ def _from_state_topic(
         for partition, (_start, end) in ends.items():
             starts.setdefault(partition, 0)  # a partition the record does not name: all of it
             state.log_ends[(topic.value, partition)] = end
-        for env in read_all(settings, topic, starts=starts):
+        for env in read_all(settings, topic, starts=starts, chunk_signers=verifier.registry):
             state.records_read[topic.value] += 1
             apply(state, env, verifier, running)
     state.refused += sum(verifier.refused.values())
