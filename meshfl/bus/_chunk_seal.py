@@ -174,4 +174,6 @@ class SealCheck:
 
 
 def _millis(moment: datetime) -> int:
+    """``meshfl.identity.canonical.millis``, which this module cannot import when ``meshfl.bus`` loads
+    (``meshfl.identity`` imports ``meshfl.bus``)."""
     return (moment.astimezone(UTC) - _EPOCH) // timedelta(milliseconds=1)

@@ -185,7 +185,7 @@ class RecordIntake:
     def _passed_over(self, message: Message) -> bool:
         if self._only_sender is None:
             return False
-        named = next((value for name, value in message.headers() or () if name == SENDER_HEADER), None)
+        named = _header(message, SENDER_HEADER)
         return named is not None and named != self._only_sender
 
     def _chunk_budget(self, message: Message, chunk: Chunk, topic: str, partition: int, log_ms: int) -> str:
@@ -196,7 +196,7 @@ class RecordIntake:
         if self._seals is None:
             return CLAIMED + claim
         return self._seals.budget(
-            chunk, _seal(message), claim=claim, topic=topic, partition=partition, log_ms=log_ms
+            chunk, _header(message, SEAL_HEADER), claim=claim, topic=topic, partition=partition, log_ms=log_ms
         )
 
     def _foreign(self, message: Message, chunk: Chunk, topic: str, partition: int) -> bool:
@@ -205,7 +205,7 @@ class RecordIntake:
         if self._seals is None:
             return False
         signer = signer_of(self.reassembler.budget_of(topic, partition, chunk.message_id))
-        if signer is None or self._seals.sealed_by(chunk, _seal(message), signer):
+        if signer is None or self._seals.sealed_by(chunk, _header(message, SEAL_HEADER), signer):
             return False
         error = f"chunk {chunk.index} of message {chunk.message_id[:80]} is not sealed by {signer[:80]!r}"
         self._dead_letters.send(DeadLetter.of(message, REASON_FOREIGN, error))
@@ -264,5 +264,6 @@ class RecordIntake:
         )
 
 
-def _seal(message: Message) -> bytes | None:
-    return next((value for name, value in message.headers() or () if name == SEAL_HEADER), None)
+def _header(message: Message, wanted: str) -> bytes | None:
+    """The first value of header ``wanted`` (Kafka headers are a list that may repeat names)."""
+    return next((value for name, value in message.headers() or () if name == wanted), None)
