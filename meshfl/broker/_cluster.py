@@ -51,6 +51,17 @@ log = get_logger(__name__)
 DEFAULT_PORT = 9092
 _RELAUNCHES = 2
 """Launches of a node that exits during start-up, after the first one, before the start fails."""
+JIT_MODES: dict[str, tuple[str, ...]] = {
+    # C1 only. On a 2-core machine a broker with C2 never stopped compiling under meshfl's traffic:
+    # its compiler threads took 0.2-0.3 s of CPU every round, over 24 rounds and after 30 warm-up
+    # rounds, as much as its request handlers (bench/round.py, session 7, per-thread /proc CPU), and
+    # the deoptimised code made the handlers slower too. With C1 alone the broker's CPU a round fell
+    # from 0.62-0.72 s to 0.30 s. A local broker is short-lived and shares its cores with the daemons.
+    "c1": ("-XX:TieredStopAtLevel=1",),
+    # The JVM's default: C2 after C1, for a long-running broker on cores of its own.
+    "tiered": (),
+}
+"""JIT compiler settings of a node's JVM, by the name ``jit`` takes."""
 
 
 class NodeStatus(BaseModel):
@@ -94,17 +105,21 @@ class LocalBroker:
         brokers: int | None = None,
         host: str = "127.0.0.1",
         heap: str = "512m",
+        jit: str = "c1",
         security: SecurityMode | None = None,
     ) -> None:
         if brokers is not None and not 1 <= brokers <= MAX_BROKERS:
             raise BrokerError(f"brokers must be between 1 and {MAX_BROKERS}, got {brokers}")
         if port is not None and not 1024 <= port <= 65535 - 2 * MAX_BROKERS:
             raise BrokerError(f"port must be between 1024 and {65535 - 2 * MAX_BROKERS}, got {port}")
+        if jit not in JIT_MODES:
+            raise BrokerError(f"jit must be one of {', '.join(JIT_MODES)}, got {jit!r}")
         settings = settings if settings is not None else MeshflSettings()
         self.data_dir = Path(data_dir if data_dir is not None else settings.data_dir / "broker").expanduser()
         self.cache_dir = Path(cache_dir if cache_dir is not None else settings.cache_dir).expanduser()
         self.host = host
         self.heap = heap
+        self.jit = jit
         self._port = port
         self._brokers = brokers
         self._security = security
@@ -301,6 +316,7 @@ class LocalBroker:
             # threads took more broker CPU than the request handlers did (bench/round.py, session 6).
             # At 16 MiB a request buffer is ordinary young garbage.
             "-XX:G1HeapRegionSize=16M",
+            *JIT_MODES[self.jit],
             "-XX:+ExitOnOutOfMemoryError",
             "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={self._node_dir(node) / 'log4j2.properties'}",

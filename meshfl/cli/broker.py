@@ -40,6 +40,7 @@ def _broker(
     brokers: int | None = None,
     heap: str = "512m",
     security: str | None = None,
+    jit: str = "c1",
 ) -> LocalBroker:
     from meshfl.broker import LocalBroker, SecurityMode
 
@@ -51,6 +52,7 @@ def _broker(
             port=port,
             brokers=brokers,
             heap=heap,
+            jit=jit,
             security=None if security is None else SecurityMode(security),
         )
     except BrokerError as exc:
@@ -80,6 +82,14 @@ def start(
     data_dir: DataDirOption = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the cluster to answer.")] = 90.0,
     heap: Annotated[str, typer.Option(help="Java heap of each node (-Xmx).")] = "512m",
+    jit: Annotated[
+        str,
+        typer.Option(
+            click_type=click.Choice(["c1", "tiered"]),
+            help="The JVM's JIT: c1 (least compile CPU; a local broker sharing its cores) or tiered "
+            "(the JVM default, C2 too, for a long-running broker on cores of its own).",
+        ),
+    ] = "c1",
     security: Annotated[
         str | None,
         typer.Option(
@@ -91,7 +101,7 @@ def start(
     ] = None,
 ) -> None:
     """Start the broker (or cluster); harmless when it already runs. The last line is the bootstrap."""
-    broker = _broker(data_dir, port, brokers, heap, security)
+    broker = _broker(data_dir, port, brokers, heap, security, jit)
     try:
         bootstrap = broker.start(timeout=timeout)
     except BrokerError as exc:

@@ -51,6 +51,8 @@ def test_start_is_idempotent_and_data_survives_a_restart(broker: LocalBroker) ->
     status = broker.status()
     assert status.running and status.bootstrap == bootstrap and status.pid is not None
     assert (broker.data_dir / "node-1" / "kafka.pid").read_text().strip() == str(status.pid)
+    # C1 only by default: C2 kept recompiling under meshfl's traffic on 2 cores (meshfl.broker._cluster)
+    assert "-XX:TieredStopAtLevel=1" in Path(f"/proc/{status.pid}/cmdline").read_bytes().decode().split("\0")
 
     assert broker.start(timeout=30) == bootstrap  # already running: same broker, same process
     assert broker.status().pid == status.pid
@@ -84,3 +86,9 @@ def test_a_taken_port_is_named_in_the_error(tmp_path: Path, which: str) -> None:
             broker.start(timeout=30)
     assert not (tmp_path / "broker" / "cluster.json").exists()
     assert not broker.is_running()
+
+
+def test_an_unknown_jit_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    with pytest.raises(BrokerError, match="jit must be one of c1, tiered"):
+        LocalBroker(data_dir=tmp_path / "broker", port=free_port_block(2), jit="c2")
+    assert not (tmp_path / "broker").exists()
