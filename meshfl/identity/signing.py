@@ -16,20 +16,19 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from meshfl.errors import SignatureError, TensorCodecError
 from meshfl.events import Event, Signature
 from meshfl.identity.canonical import CURRENT_SCHEME, StateDigest, signed_bytes
-from meshfl.identity.keys import key_id
+from meshfl.identity.ed25519 import SIGNATURE_BYTES, SigningKey, verifies
+from meshfl.identity.keys import key_id, public_bytes
 
 __all__ = ["GOVERNANCE", "Signer", "verify_event"]
 
 GOVERNANCE = "governance"
 """The signer name of governance's events (tasks, versions, decisions, key events)."""
 
-SIGNATURE_BYTES = 64
 E = TypeVar("E", bound=Event)
 
 
@@ -48,6 +47,7 @@ class Signer:
     def __init__(self, identity: str, private_key: Ed25519PrivateKey) -> None:
         self._identity = identity
         self._key = private_key
+        self._sodium = SigningKey(private_key)  # the signing itself runs in libsodium (``ed25519``)
         self._key_id = key_id(private_key)
         self._lock = threading.Lock()
         self._last_sequence = 0
@@ -90,7 +90,7 @@ class Signer:
             value=b"",
             scheme=CURRENT_SCHEME.field,
         )
-        value = self._key.sign(signed_bytes(event, unsigned, digests))
+        value = self._sodium.sign(signed_bytes(event, unsigned, digests))
         return event.model_copy(update={"signature": unsigned.model_copy(update={"value": value})})
 
 
@@ -112,17 +112,16 @@ def verify_event(
         raise SignatureError(
             "bad_signature", f"signature has {len(signature.value)} bytes, not {SIGNATURE_BYTES}"
         )
-    if signature.key_id != key_id(public_key):
+    raw = public_bytes(public_key)
+    if signature.key_id != key_id(raw):
         raise SignatureError("bad_signature", f"signed with key {signature.key_id}, checked with another")
     try:
         message = signed_bytes(event, signature, digests)
     except TensorCodecError as exc:
         raise SignatureError("bad_signature", f"tensors cannot be hashed: {exc}") from exc
-    try:
-        public_key.verify(signature.value, message)
-    except InvalidSignature:
+    if not verifies(raw, signature.value, message):
         raise SignatureError(
             "bad_signature",
             f"Ed25519 signature by {signature.signer!r} (key {signature.key_id}) does not match the event",
-        ) from None
+        )
     return signature
