@@ -205,7 +205,8 @@ class RecordIntake:
         if self._seals is None:
             return False
         signer = signer_of(self.reassembler.budget_of(topic, partition, chunk.message_id))
-        if signer is None or self._seals.sealed_by(chunk, _header(message, SEAL_HEADER), signer):
+        header = _header(message, SEAL_HEADER)
+        if signer is None or self._seals.sealed_by(chunk, header, signer, topic=topic, partition=partition):
             return False
         error = f"chunk {chunk.index} of message {chunk.message_id[:80]} is not sealed by {signer[:80]!r}"
         self._dead_letters.send(DeadLetter.of(message, REASON_FOREIGN, error))

@@ -14,6 +14,7 @@ import time
 import uuid
 import warnings
 import zlib
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Self
 from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from meshfl import faults
-from meshfl.bus._chunk_seal import SEAL_HEADER, seal_header
+from meshfl.bus._chunk_seal import SEAL_HEADER, chain_headers
 from meshfl.bus._chunking import chunk_overhead, chunk_size_for, iter_chunks
 from meshfl.bus._config import FENCED_CODES, bus_error, is_fatal, producer_config, resolve_codec
 from meshfl.bus._dead_letter import DeadLetter
@@ -145,10 +146,13 @@ class EventProducer:
         partition = None if key is not None else self._partition_for(name, message_id)
         chunk_headers = [*extra, (CHUNK_HEADER, b"1"), (SENDER_HEADER, self._sender)]
         count = 0
-        for chunk in iter_chunks(parts, chunk_size=self._chunk_size, message_id=message_id):
-            sealed = chunk_headers
-            if self._signer is not None:  # a reader tells this set's chunks from copies (``_chunk_seal``)
-                sealed = [*chunk_headers, (SEAL_HEADER, seal_header(self._signer, chunk))]
+        # Views of the parts (a chunk spanning two is a join): the seal chains them back to front, one
+        # signature a set, so that readers tell them from copies (``_chunk_seal``).
+        chunks = deque(iter_chunks(parts, chunk_size=self._chunk_size, message_id=message_id))
+        seals = deque(chain_headers(self._signer, list(chunks))) if self._signer is not None else None
+        while chunks:
+            chunk = chunks.popleft()  # a join goes once sent
+            sealed = chunk_headers if seals is None else [*chunk_headers, (SEAL_HEADER, seals.popleft())]
             self._send(name, self._codec.encode(chunk), key=key, headers=sealed, partition=partition)
             count += 1
             if faults.armed("producer.chunk"):
