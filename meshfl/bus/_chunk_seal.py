@@ -69,7 +69,8 @@ CLAIMED = "claimed:"
 _LINK_PREFIX = b"meshfl-chunk-link\x00"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _OPEN_CHAINS = 4096
-"""Chained sets whose next link a reader remembers (the reassembler's own bound on open sets)."""
+"""Chained sets whose next link a reader remembers, per signer (the reassembler's own bound on open
+sets): a signer's openers, whatever becomes of their sets, push out only that signer's chains."""
 
 
 class ChunkSeal(Event):
@@ -225,9 +226,9 @@ class SealCheck:
         self._registry = registry
         self._window_ms = window_seconds * 1000
         self._seen: dict[str, OrderedDict[str, tuple[str, int, int]]] = {}
-        self._links: OrderedDict[tuple[str, int, str], tuple[bytes, tuple[object, ...]]] = OrderedDict()
-        """Per open chained set (topic, partition, message id): the link its next chunk must hash to,
-        and the declaration its opener signed, which every chunk of it must repeat."""
+        self._links: dict[str, OrderedDict[tuple[str, int, str], tuple[bytes, tuple[object, ...]]]] = {}
+        """Per signer, per open chained set (topic, partition, message id): the link its next chunk must
+        hash to, and the declaration its opener signed, which every chunk of it must repeat."""
 
     def budget(
         self, chunk: Chunk, header: bytes | None, *, claim: str, topic: str, partition: int, log_ms: int
@@ -254,11 +255,13 @@ class SealCheck:
         while len(seen) > _REMEMBERED_PER_SIGNER:
             seen.popitem(last=False)
         key = (topic, partition, chunk.message_id)
-        self._links.pop(key, None)
+        for chains in self._links.values():
+            chains.pop(key, None)
         if parsed is not None and parsed.following:  # a chain with more chunks: the next one's link
-            self._links[key] = (parsed.following, _declaration(chunk))
-            while len(self._links) > _OPEN_CHAINS:
-                self._links.popitem(last=False)
+            chains = self._links.setdefault(signature.signer, OrderedDict())
+            chains[key] = (parsed.following, _declaration(chunk))
+            while len(chains) > _OPEN_CHAINS:
+                chains.popitem(last=False)
         return SIGNED + signature.signer
 
     def sealed_by(
@@ -267,7 +270,8 @@ class SealCheck:
         """Whether ``signer`` sealed ``chunk``, a later chunk of a set it opened on ``topic`` and
         ``partition``: the next link of its chain (which then moves on), or a seal of the first form."""
         key = (topic, partition, chunk.message_id)
-        chain = self._links.get(key)
+        chains = self._links.get(signer)
+        chain = None if chains is None else chains.get(key)
         parsed = parse_header(header)
         if chain is not None:  # a chained set takes its chain's next chunk, nothing else
             expected, declared = chain
@@ -280,11 +284,12 @@ class SealCheck:
                     return False
             except OverflowError:
                 return False
+            assert chains is not None
             if parsed.following:
-                self._links[key] = (parsed.following, declared)
-                self._links.move_to_end(key)
+                chains[key] = (parsed.following, declared)
+                chains.move_to_end(key)
             else:
-                del self._links[key]  # its last chunk
+                del chains[key]  # its last chunk
             return True
         if parsed is None or parsed.signature is None or parsed.following is not None:
             return False

@@ -141,3 +141,21 @@ def test_a_rewind_reopens_the_chain_from_its_opener(check: SealCheck, signer: Si
     assert _takes(check, chunks[1], headers[1])
     assert _open(check, chunks[0], headers[0]) == SIGNED + "domain-a"  # the same record read again
     assert all(_takes(check, c, h) for c, h in zip(chunks[1:], headers[1:], strict=True))
+
+
+def test_another_signers_openers_cannot_push_a_chain_out_of_memory(
+    check: SealCheck, signer: Signer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A domain with its own key (or any signer's sets the reassembler then refuses: oversized, over
+    budget) opens more chains than a reader remembers; the open chain of another signer stays, else the
+    rest of its genuine set is foreign and the set dies incomplete."""
+    monkeypatch.setattr("meshfl.bus._chunk_seal._OPEN_CHAINS", 8)
+    evil = Signer("domain-b", generate_private_key())
+    check._registry.pin("domain-b", evil.public_key)
+    genuine = _chunks("genuine")
+    headers = chain_headers(signer, genuine)
+    assert _open(check, genuine[0], headers[0]) == SIGNED + "domain-a"
+    for n in range(9):
+        theirs = _chunks(f"evil-{n}", count=2)
+        assert _open(check, theirs[0], chain_headers(evil, theirs)[0]) == SIGNED + "domain-b"
+    assert all(_takes(check, c, h) for c, h in zip(genuine[1:], headers[1:], strict=True))
