@@ -58,8 +58,10 @@ def check(signer: Signer) -> SealCheck:
     return SealCheck(registry, window_seconds=900.0)
 
 
-def _open(check: SealCheck, chunk: Chunk, header: bytes | None, partition: int = 0) -> str:
-    now = int(datetime.now(UTC).timestamp() * 1000)
+def _open(
+    check: SealCheck, chunk: Chunk, header: bytes | None, partition: int = 0, log_ms: int | None = None
+) -> str:
+    now = int(datetime.now(UTC).timestamp() * 1000) if log_ms is None else log_ms
     return check.budget(chunk, header, claim=CLAIM, topic=TOPIC, partition=partition, log_ms=now)
 
 
@@ -137,9 +139,10 @@ def test_malformed_links_are_no_header(header: bytes) -> None:
 def test_a_rewind_reopens_the_chain_from_its_opener(check: SealCheck, signer: Signer) -> None:
     chunks = _chunks()
     headers = chain_headers(signer, chunks)
-    assert _open(check, chunks[0], headers[0]) == SIGNED + "domain-a"
+    logged = int(datetime.now(UTC).timestamp() * 1000)
+    assert _open(check, chunks[0], headers[0], log_ms=logged) == SIGNED + "domain-a"
     assert _takes(check, chunks[1], headers[1])
-    assert _open(check, chunks[0], headers[0]) == SIGNED + "domain-a"  # the same record read again
+    assert _open(check, chunks[0], headers[0], log_ms=logged) == SIGNED + "domain-a"  # read again
     assert all(_takes(check, c, h) for c, h in zip(chunks[1:], headers[1:], strict=True))
 
 
