@@ -62,6 +62,9 @@ CLAIM_SPILL_FILES = 8
 """Spill files (of ``meshfl.spill.MAX_OPEN_FILES``, a process's) that sets of a merely claimed sender may
 fill at once in one reader, whether it checks seals or not (there every set is claimed): the rest stay
 free for sealed sets, also when a process runs several readers."""
+CLAIM_PENDING_SETS = 2048
+"""Open sets (of the reassembler's 4096) that sets of a merely claimed sender may hold at once in a reader
+that checks seals: the rest stay free for sealed sets."""
 REASON_FOREIGN = "chunk-foreign"
 """Dead-letter reason of a chunk that names a sealed set without its signer's seal."""
 SIGNED = "signed:"

@@ -18,6 +18,7 @@ from confluent_kafka import Message
 from pydantic import ValidationError
 
 from meshfl.bus._chunk_seal import (
+    CLAIM_PENDING_SETS,
     CLAIM_SPILL_FILES,
     CLAIMED,
     REASON_FOREIGN,
@@ -98,6 +99,8 @@ class RecordIntake:
             # every reader: the spill files are the process's, and one reader without seals (governance's
             # catalog or keys consumer) could otherwise take them all from the one that checks them
             claim_spill_files=CLAIM_SPILL_FILES,
+            # where seals are checked, openers anyone writes for nothing take at most half the open sets
+            claim_pending_sets=None if chunk_signers is None else CLAIM_PENDING_SETS,
         )
 
     def take(

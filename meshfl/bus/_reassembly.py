@@ -139,12 +139,15 @@ class Reassembler:
         spill_bytes: int = 0,
         spill_dir: Path | None = None,
         claim_spill_files: int | None = None,
+        claim_pending_sets: int | None = None,
     ) -> None:
         """``spill_bytes``: sets at least this large are assembled in a file (``meshfl.spill``) in
         ``spill_dir`` (the system's temporary directory if None), out of resident memory; 0: never.
         ``claim_spill_files``: how many of the spill files (``meshfl.spill.MAX_OPEN_FILES``) sets whose
         sender is only claimed may fill at once (None: any); a reader that checks seals keeps the rest for
-        sealed sets, so that forged openers cannot push a signer's large set into resident memory."""
+        sealed sets, so that forged openers cannot push a signer's large set into resident memory.
+        ``claim_pending_sets``: how many of the ``max_pending_sets`` such sets may hold at once (None: any),
+        so that openers anyone can write for nothing cannot take every slot from sealed sets."""
         self.max_buffered_bytes = max_buffered_bytes
         self.max_payload_bytes = max_payload_bytes if max_payload_bytes is not None else max_buffered_bytes
         self.max_sender_bytes = max_sender_bytes if max_sender_bytes is not None else self.max_payload_bytes
@@ -153,6 +156,8 @@ class Reassembler:
         self.spill_bytes = spill_bytes
         self.spill_dir = spill_dir
         self.claim_spill_files = claim_spill_files
+        self.claim_pending_sets = claim_pending_sets
+        self._claimed_open = 0
         limits = (max_buffered_bytes, timeout_ms, self.max_sender_bytes, self.max_payload_bytes)
         if min(limits) <= 0 or max_pending_sets <= 0:
             raise ValueError("reassembly budgets, timeout_ms and max_pending_sets must be positive")
@@ -316,6 +321,9 @@ class Reassembler:
             )
         if len(self._pending) >= self.max_pending_sets:
             raise fail(REASON_OVERSIZED, f"{len(self._pending)} chunk sets already open")
+        claimed = signer_of(sender) is None
+        if claimed and self.claim_pending_sets is not None and self._claimed_open >= self.claim_pending_sets:
+            raise fail(REASON_OVERSIZED, f"{self._claimed_open} claimed chunk sets already open")
         pending = _PendingSet(
             count=chunk.count,
             total_size=chunk.total_size,
@@ -327,6 +335,7 @@ class Reassembler:
             sender=sender,
         )
         self._pending[key] = pending
+        self._claimed_open += claimed
         self._reserved += chunk.total_size
         self._by_sender[sender] = in_use + chunk.total_size
         return pending
@@ -402,6 +411,7 @@ class Reassembler:
     def _release(self, pending: _PendingSet) -> None:
         if isinstance(pending.buffer, SpillBuffer):
             pending.buffer.close()  # a completed set's payload keeps the mapping; a rejected one's goes
+        self._claimed_open -= signer_of(pending.sender) is None
         self._reserved -= pending.total_size
         self._held -= pending.received_bytes
         left = self._by_sender.get(pending.sender, 0) - pending.total_size

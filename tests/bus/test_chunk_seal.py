@@ -217,3 +217,33 @@ def test_forged_openers_fill_only_the_claims_spill_files(tmp_path: Path) -> None
     reassembler.add(sealed, topic="t", partition=0, offset=9, timestamp_ms=0, sender=SIGNED + "domain-a")
     names = [f"forged-{n}" for n in range(4)] + ["sealed"]
     assert [reassembler.spilling("t", 0, name) for name in names] == [True, True, False, False, True]
+
+
+def test_forged_openers_fill_only_the_claims_open_sets() -> None:
+    """Anyone can open a set for nothing (one 1-byte chunk of a 2-chunk set under any claim, held until the
+    chunk timeout): 4096 of them took every open-set slot, and every signer's set was refused as
+    oversized. Where seals are checked, claims get ``claim_pending_sets`` of the slots."""
+    reassembler = Reassembler(max_buffered_bytes=1 << 20, max_pending_sets=8, claim_pending_sets=4)
+    digest = blake3.blake3(b"ab").hexdigest()
+
+    def opener(message_id: str) -> Chunk:
+        return Chunk(message_id=message_id, index=0, count=2, total_size=2, blake3=digest, data=b"a")
+
+    for n in range(4):
+        reassembler.add(
+            opener(f"forged-{n}"), topic="t", partition=0, offset=n, timestamp_ms=0, sender=f"claimed:{n}"
+        )
+    with pytest.raises(ChunkSetError, match="claimed"):
+        reassembler.add(
+            opener("forged-4"), topic="t", partition=0, offset=4, timestamp_ms=0, sender="claimed:x"
+        )
+    for n in range(4):
+        signed = opener(f"signed-{n}")
+        reassembler.add(
+            signed, topic="t", partition=0, offset=10 + n, timestamp_ms=0, sender="signed:domain-a"
+        )
+    assert reassembler.pending_sets == 8
+    reassembler.expire(10**9)
+    reassembler.add(
+        opener("forged-5"), topic="t", partition=0, offset=20, timestamp_ms=10**9, sender="claimed:y"
+    )
