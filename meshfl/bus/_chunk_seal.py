@@ -273,8 +273,8 @@ class SealCheck:
         """Whether ``signer`` sealed ``chunk``, a later chunk of a set it opened on ``topic`` and
         ``partition``: the next link of its chain (which then moves on), or a seal of the first form."""
         key = (topic, partition, chunk.message_id)
-        chains = self._links.get(signer)
-        chain = None if chains is None else chains.get(key)
+        chains = self._links.get(signer) or OrderedDict()
+        chain = chains.get(key)
         parsed = parse_header(header)
         if chain is not None:  # a chained set takes its chain's next chunk, nothing else
             expected, declared = chain
@@ -287,7 +287,6 @@ class SealCheck:
                     return False
             except OverflowError:
                 return False
-            assert chains is not None
             if parsed.following:
                 chains[key] = (parsed.following, declared)
                 chains.move_to_end(key)
