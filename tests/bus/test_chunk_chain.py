@@ -24,7 +24,7 @@ from meshfl.bus._chunk_seal import (
     seal_header,
 )
 from meshfl.events import Chunk
-from meshfl.identity import Signer, TrustRegistry, generate_private_key
+from meshfl.identity import Signer, generate_private_key
 
 CLAIM = "meshfl-agent-domain-a"
 TOPIC = "updates"
@@ -44,18 +44,6 @@ def _chunks(message_id: str = "m1", count: int = 4) -> list[Chunk]:
         )
         for i in range(count)
     ]
-
-
-@pytest.fixture
-def signer() -> Signer:
-    return Signer("domain-a", generate_private_key())
-
-
-@pytest.fixture
-def check(signer: Signer) -> SealCheck:
-    registry = TrustRegistry(generate_private_key().public_key())
-    registry.pin("domain-a", signer.public_key)
-    return SealCheck(registry, window_seconds=900.0)
 
 
 def _open(

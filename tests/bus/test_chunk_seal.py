@@ -25,9 +25,9 @@ from meshfl.bus._chunk_seal import (
 )
 from meshfl.bus._reassembly import ChunkSetError, Reassembler
 from meshfl.events import Chunk
-from meshfl.identity import Signer, TrustRegistry, generate_private_key
+from meshfl.identity import Signer, generate_private_key
 
-WINDOW_S = 900.0
+WINDOW_S = 900.0  # the window of the check fixture (conftest)
 CLAIM = "meshfl-agent-domain-a"
 
 
@@ -45,18 +45,6 @@ def _chunks(message_id: str = "m1", size: int = 300) -> list[Chunk]:
         )
         for i in range(3)
     ]
-
-
-@pytest.fixture
-def signer() -> Signer:
-    return Signer("domain-a", generate_private_key())
-
-
-@pytest.fixture
-def check(signer: Signer) -> SealCheck:
-    registry = TrustRegistry(generate_private_key().public_key())
-    registry.pin("domain-a", signer.public_key)
-    return SealCheck(registry, window_seconds=WINDOW_S)
 
 
 def _now_ms() -> int:
