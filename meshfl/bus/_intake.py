@@ -101,6 +101,8 @@ class RecordIntake:
             claim_spill_files=CLAIM_SPILL_FILES,
             # where seals are checked, openers anyone writes for nothing take at most half the open sets
             claim_pending_sets=None if chunk_signers is None else CLAIM_PENDING_SETS,
+            # and half the memory: one claimed set sent but for its last chunk filled it all before
+            claim_buffered_bytes=None if chunk_signers is None else settings.max_payload_bytes // 2,
         )
 
     def take(

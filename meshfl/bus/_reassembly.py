@@ -140,6 +140,7 @@ class Reassembler:
         spill_dir: Path | None = None,
         claim_spill_files: int | None = None,
         claim_pending_sets: int | None = None,
+        claim_buffered_bytes: int | None = None,
     ) -> None:
         """``spill_bytes``: sets at least this large are assembled in a file (``meshfl.spill``) in
         ``spill_dir`` (the system's temporary directory if None), out of resident memory; 0: never.
@@ -147,7 +148,9 @@ class Reassembler:
         sender is only claimed may fill at once (None: any); a reader that checks seals keeps the rest for
         sealed sets, so that forged openers cannot push a signer's large set into resident memory.
         ``claim_pending_sets``: how many of the ``max_pending_sets`` such sets may hold at once (None: any),
-        so that openers anyone can write for nothing cannot take every slot from sealed sets."""
+        so that openers anyone can write for nothing cannot take every slot from sealed sets.
+        ``claim_buffered_bytes``: how many of the ``max_buffered_bytes`` such sets may hold at once (None:
+        any), so that one claimed set sent but for its last chunk cannot fill the memory sealed sets need."""
         self.max_buffered_bytes = max_buffered_bytes
         self.max_payload_bytes = max_payload_bytes if max_payload_bytes is not None else max_buffered_bytes
         self.max_sender_bytes = max_sender_bytes if max_sender_bytes is not None else self.max_payload_bytes
@@ -157,7 +160,9 @@ class Reassembler:
         self.spill_dir = spill_dir
         self.claim_spill_files = claim_spill_files
         self.claim_pending_sets = claim_pending_sets
+        self.claim_buffered_bytes = claim_buffered_bytes
         self._claimed_open = 0
+        self._claimed_held = 0
         limits = (max_buffered_bytes, timeout_ms, self.max_sender_bytes, self.max_payload_bytes)
         if min(limits) <= 0 or max_pending_sets <= 0:
             raise ValueError("reassembly budgets, timeout_ms and max_pending_sets must be positive")
@@ -229,9 +234,21 @@ class Reassembler:
                 REASON_OVERSIZED,
                 f"reassembly memory full: {self._held} of {self.max_buffered_bytes} bytes held",
             )
+        claimed = signer_of(pending.sender) is None
+        if (
+            claimed
+            and self.claim_buffered_bytes is not None
+            and self._claimed_held + len(chunk.data) > self.claim_buffered_bytes
+        ):
+            self._reject(
+                key,
+                REASON_OVERSIZED,
+                f"claimed sets' memory full: {self._claimed_held} of {self.claim_buffered_bytes} bytes held",
+            )
         pending.parts[chunk.index] = chunk.data
         pending.received_bytes += len(chunk.data)
         self._held += len(chunk.data)
+        self._claimed_held += len(chunk.data) if claimed else 0
         try:
             _write_ready(pending, self.spill_dir if self._spills(pending) else False)
         except OSError as exc:  # ENOMEM (strict overcommit), or a full disk under a spilled set
@@ -411,7 +428,9 @@ class Reassembler:
     def _release(self, pending: _PendingSet) -> None:
         if isinstance(pending.buffer, SpillBuffer):
             pending.buffer.close()  # a completed set's payload keeps the mapping; a rejected one's goes
-        self._claimed_open -= signer_of(pending.sender) is None
+        claimed = signer_of(pending.sender) is None
+        self._claimed_open -= claimed
+        self._claimed_held -= pending.received_bytes if claimed else 0
         self._reserved -= pending.total_size
         self._held -= pending.received_bytes
         left = self._by_sender.get(pending.sender, 0) - pending.total_size

@@ -235,3 +235,34 @@ def test_forged_openers_fill_only_the_claims_open_sets() -> None:
     reassembler.add(
         opener("forged-5"), topic="t", partition=0, offset=20, timestamp_ms=10**9, sender="claimed:y"
     )
+
+
+def test_a_claimed_set_cannot_fill_the_memory_sealed_sets_need() -> None:
+    """One claimed set declaring the whole memory, sent but for its last chunk, held it all until the chunk
+    timeout: every signer's chunk was refused as "reassembly memory full". Where seals are checked, claims
+    hold at most ``claim_buffered_bytes``; the rest stays for sealed sets."""
+    reassembler = Reassembler(max_buffered_bytes=100, claim_buffered_bytes=50)
+    whole = bytes(100)
+    digest = blake3.blake3(whole).hexdigest()
+
+    def chunk(message_id: str, index: int) -> Chunk:
+        return Chunk(
+            message_id=message_id, index=index, count=4, total_size=100, blake3=digest,
+            data=whole[index * 25 : (index + 1) * 25],
+        )  # fmt: skip
+
+    for index in range(2):
+        reassembler.add(chunk("forged", index), topic="t", partition=0, offset=index, timestamp_ms=0,
+                        sender="claimed:x")  # fmt: skip
+    with pytest.raises(ChunkSetError, match="claimed sets' memory full"):
+        reassembler.add(
+            chunk("forged", 2), topic="t", partition=0, offset=2, timestamp_ms=0, sender="claimed:x"
+        )
+    assert reassembler.held_bytes == 0  # the refused set let go of what it held
+    for index in range(4):
+        done = reassembler.add(chunk("sealed", index), topic="t", partition=0, offset=10 + index,
+                               timestamp_ms=0, sender="signed:domain-a")  # fmt: skip
+    assert done is not None and bytes(done.payload) == whole  # a sealed set takes the whole memory
+    for index in range(2):  # and the claims' share is free again for claims
+        reassembler.add(chunk("claimed-again", index), topic="t", partition=0, offset=20 + index,
+                        timestamp_ms=0, sender="claimed:y")  # fmt: skip
